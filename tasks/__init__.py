@@ -1,0 +1,1 @@
+"""Thin adapters, one module per Airflow task; each also runs as `python -m tasks.<name>`."""
