@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Create the project's virtual environment with everything in it: the project (editable), Airflow,
+# TensorFlow (CPU or CUDA build), Great Expectations, DVC, boto3, the test tools, and Horovod built
+# from source with Gloo. Safe to run again: it only adds what is missing.
+#
+# Usage: scripts/setup.sh PYTHON VENV_DIR TF_FLAVOUR(cpu|gpu) CACHE_DIR
+set -euo pipefail
+
+python=${1:?python interpreter}
+venv=${2:?venv dir}
+flavour=${3:?cpu or gpu}
+cache=${4:?cache dir}
+
+case "$flavour" in cpu|gpu) ;; *) echo "setup: TF must be cpu or gpu, not '$flavour'" >&2; exit 2 ;; esac
+
+if ! command -v "$python" >/dev/null 2>&1; then
+    echo "setup: $python not found; install Python 3.11 (Debian: apt-get install python3.11)" >&2
+    exit 2
+fi
+"$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
+    echo "setup: $python is $("$python" -V 2>&1), the project needs Python 3.11" >&2; exit 2; }
+
+# Debian packages a bare machine may lack: venv/ensurepip and the headers for Horovod's build, and a
+# C++ compiler. Installed only when missing, and only where we can (root with apt-get).
+need=()
+"$python" -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=("python3.11-venv")
+include=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+[ -f "$include/Python.h" ] || need+=("python3.11-dev")
+command -v g++ >/dev/null 2>&1 || need+=("g++")
+command -v make >/dev/null 2>&1 || need+=("make")
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing Debian packages: ${need[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+    else
+        echo "setup: missing Debian packages: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2
+        exit 2
+    fi
+fi
+
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --upgrade pip setuptools wheel
+echo "setup: installing the project with TensorFlow ($flavour) into $venv"
+"$venv/bin/python" -m pip install --quiet --progress-bar off -e ".[$flavour,dev,horovod-build]"
+
+if "$venv/bin/python" -c 'import horovod.tensorflow' >/dev/null 2>&1; then
+    echo "setup: Horovod already installed"
+else
+    if [ "$flavour" = gpu ]; then export HOROVOD_GPU_OPERATIONS=NCCL; fi
+    "$(dirname "$0")/build_horovod.sh" "$venv" "$cache"
+fi
