@@ -97,3 +97,26 @@ def test_replaces_an_earlier_sample_but_refuses_foreign_files(tmp_path):
     with pytest.raises(FileExistsError, match=r"notes\.txt"):
         make_sample(out)
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_an_interrupted_run_leaves_the_earlier_sample_whole(sample_dir, tmp_path, monkeypatch):
+    import shutil
+
+    import pipeline.data.sample as sample
+
+    out = tmp_path / "imagenet"
+    shutil.copytree(sample_dir, out)
+    before = _hashes(out)
+    real_write, calls = sample.write_shard, []
+
+    def failing_write(path, records):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_write(path, records)
+
+    monkeypatch.setattr(sample, "write_shard", failing_write)
+    with pytest.raises(KeyboardInterrupt):
+        make_sample(out)
+    assert _hashes(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imagenet"]

@@ -83,7 +83,7 @@ def describe_dataset(data_dir: str | Path) -> dict[str, SplitStats]:
         for path in paths:
             try:
                 stats[split].add_all(read_shard(path))
-            except Exception as exc:  # noqa: BLE001 - any reader failure becomes a one-line error
+            except Exception as exc:  # any reader failure becomes one line naming the shard
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ValueError(f"{path}: {reason}") from exc
     return stats

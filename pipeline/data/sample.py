@@ -17,6 +17,8 @@ the JPEG encoder is TensorFlow's libjpeg-turbo with its exact integer DCT.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +166,7 @@ def render_image(
 
 # --- JPEG ---------------------------------------------------------------------------------------
 
+
 def encode_jpeg(pixels: np.ndarray, *, quality: int, grayscale: bool, progressive: bool) -> bytes:
     import tensorflow as tf
 
@@ -252,9 +255,19 @@ def make_sample(out_dir: str | Path, spec: SampleSpec | None = None) -> dict:
     foreign = sorted(p.name for p in out.iterdir() if not _is_ours(p.name))
     if foreign:
         raise FileExistsError(f"{out}: holds {foreign[0]!r}, which is not part of a sample; use an empty directory")
-    for old in out.iterdir():
-        old.unlink()
 
+    # Build beside the target and move in at the end, so an interrupted run leaves the old
+    # sample (or nothing), never a mix of shards from two runs.
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        manifest = _write_sample(Path(tmp), spec)
+        for old in out.iterdir():
+            old.unlink()
+        for new in sorted(Path(tmp).iterdir(), key=lambda p: p.name == MANIFEST):
+            os.replace(new, out / new.name)
+    return manifest
+
+
+def _write_sample(out: Path, spec: SampleSpec) -> dict:
     label_map = load_label_map()
     counts = _plan_counts(spec, np.random.default_rng([spec.seed, 99]))
     shard_counts = {"train": spec.train_shards, "validation": spec.validation_shards}
