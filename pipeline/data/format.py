@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pipeline.data.example_proto import parse_feature_map
+
 if TYPE_CHECKING:
     import tensorflow as tf
 
@@ -136,20 +138,16 @@ def encode_example(record: ImageRecord) -> bytes:
 
 
 def decode_example(data: bytes) -> ImageRecord:
-    """Read `tf.train.Example` bytes back into a record, outside any TensorFlow graph."""
-    import tensorflow as tf
-
-    fmap = tf.train.Example.FromString(data).features.feature
+    """Read `tf.train.Example` bytes back into a record, without TensorFlow."""
+    fmap = parse_feature_map(data)
     missing = [f.key for f in FEATURES if f.arity == "scalar" and f.key not in fmap]
     if missing:
         raise ValueError(f"record has no {missing[0]!r}")
 
     def get(key: str) -> list[Any]:
-        feature = fmap[key] if key in fmap else None
-        if feature is None:
+        if key not in fmap:
             return []
-        kind = FEATURES_BY_KEY[key].dtype
-        return list(getattr(feature, f"{kind}_list").value)
+        return list(getattr(fmap[key], f"{FEATURES_BY_KEY[key].dtype}_list").value)
 
     def one(key: str) -> Any:
         value = get(key)
@@ -168,7 +166,7 @@ def decode_example(data: bytes) -> ImageRecord:
         height=one(HEIGHT),
         width=one(WIDTH),
         filename=one(FILENAME).decode(),
-        boxes=tuple(Box(*c) for c in zip(*coords)),
+        boxes=tuple(Box(*c) for c in zip(*coords, strict=True)),
         channels=one(CHANNELS),
         colorspace=one(COLORSPACE).decode(),
         image_format=one(FORMAT).decode(),
