@@ -53,6 +53,43 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from pipeline.data.validate import validate_dataset
+
+    try:
+        report = validate_dataset(
+            args.data_dir,
+            expect=args.expect,
+            decode=args.decode,
+            workers=args.workers,
+            report_dir=args.report_dir,
+            dali_index_dir=args.dali_index_dir,
+        )
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from exc
+    for line in report.failure_lines():
+        print(line)
+    verdict = "valid" if report.ok else "INVALID"
+    print(
+        f"{args.data_dir}: {verdict}: {report.records} records in {report.shards} shards, "
+        f"{report.bytes / 1e6:.1f} MB in {report.seconds:.1f} s"
+        + (f"; report: {report.report_dir}/report.json" if report.report_dir else "")
+    )
+    if report.gx.get("data_docs"):
+        print(f"Data Docs: {report.gx['data_docs']}")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rn50",
@@ -80,6 +117,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data_dir", metavar="DATA_DIR", type=Path, help="directory of train-*/validation-* shards")
     p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser(
+        "validate",
+        help="check every record of an ImageNet TFRecord directory before training on it",
+        description="Check shard names and completeness, every frame's CRCs, the Example schema, labels, "
+        "JPEG headers, boxes, counts and duplicates. Exit 0 when valid, 1 when a rule fails, 2 on bad usage.",
+    )
+    p.add_argument("data_dir", metavar="DATA_DIR", type=Path, help="directory of train-*/validation-* shards")
+    p.add_argument(
+        "--expect", choices=("imagenet", "sample", "none"), default="none",
+        help="expected counts: real ILSVRC-2012, the sample's manifest.json, or none (default)",
+    )
+    p.add_argument(
+        "--decode", choices=("header", "full"), default="header",
+        help="header: check JPEG markers and SOF dimensions (fast, default); full: also decode every image",
+    )
+    p.add_argument("--workers", type=_positive_int, default=1, help="processes reading shards in parallel")
+    p.add_argument("--report-dir", type=Path, help="write report.json, the GX result and Data Docs here")
+    p.add_argument("--dali-index-dir", type=Path, help="write one DALI tfrecord2idx index file per shard here")
+    p.set_defaults(func=cmd_validate)
     return parser
 
 

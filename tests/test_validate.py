@@ -1,0 +1,250 @@
+"""`rn50 validate`: every defect is named by rule, file and record; clean data passes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import corruption as c
+import pytest
+import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.data import format as fmt
+from pipeline.data.rules import RULES
+from pipeline.data.scan import scan_shard
+from pipeline.data.tfrecord import encode_frame
+from pipeline.data.validate import DataValidationError, validate_dataset
+
+BIN = Path(sys.executable).parent
+VAL0 = "validation-00000-of-00002"
+VAL1 = "validation-00001-of-00002"
+TRAIN0 = "train-00000-of-00004"
+TRAIN1 = "train-00001-of-00004"
+
+# record index in VAL0 -> (the rule it must trip, how to break it)
+RECORD_DEFECTS = {
+    1: ("labels.range", lambda d, t: c.edit(d, c.set_int(fmt.LABEL, 0))),
+    2: ("labels.synset", lambda d, t: c.edit(d, c.set_bytes(fmt.SYNSET, b"n01443537"))),
+    3: ("labels.box_label", lambda d, t: c.edit(d, _with_box_label(7))),
+    4: ("image.size_mismatch", lambda d, t: c.edit(d, c.set_int(fmt.HEIGHT, 999))),
+    5: ("image.not_jpeg", lambda d, t: c.edit(d, c.set_bytes(fmt.ENCODED, c.png_bytes()))),
+    6: ("boxes.range", lambda d, t: c.edit(d, _one_box(0.2, 0.1, 1.5, 0.9))),
+    7: ("boxes.length", lambda d, t: c.edit(d, c.set_floats(fmt.BBOX_XMIN, 0.1, 0.2))),
+    8: ("schema.missing_key", lambda d, t: c.edit(d, c.delete(fmt.TEXT))),
+    9: ("schema.type", lambda d, t: c.edit(d, c.set_bytes(fmt.LABEL, b"1"))),
+    10: ("schema.arity", lambda d, t: c.edit(d, c.set_int(fmt.WIDTH, 64, 64))),
+    11: ("schema.constant", lambda d, t: c.edit(d, c.set_bytes(fmt.COLORSPACE, b"CMYK"))),
+    12: ("schema.parse", lambda d, t: b"\xff" * 40),
+    13: ("image.decode", lambda d, t: c.edit(d, c.set_bytes(fmt.ENCODED, c.broken_jpeg_body(c.encoded(d))))),
+    14: ("duplicates.cross_split", lambda d, t: c.edit(d, c.set_bytes(fmt.ENCODED, c.encoded(t)))),
+    15: ("boxes.range", lambda d, t: c.edit(d, _one_box(0.5, 0.1, 0.5, 0.9))),  # zero width
+}
+
+
+def _one_box(xmin, ymin, xmax, ymax):
+    def change(fmap):
+        for key, value in zip(
+            (fmt.BBOX_XMIN, fmt.BBOX_YMIN, fmt.BBOX_XMAX, fmt.BBOX_YMAX), (xmin, ymin, xmax, ymax), strict=True
+        ):
+            c.set_floats(key, value)(fmap)
+        label = fmap[fmt.LABEL].int64_list.value[0]
+        c.set_int(fmt.BBOX_LABEL, label)(fmap)
+
+    return change
+
+
+def _with_box_label(wrong):
+    def change(fmap):
+        _one_box(0.1, 0.1, 0.9, 0.9)(fmap)
+        c.set_int(fmt.BBOX_LABEL, wrong)(fmap)
+
+    return change
+
+
+@pytest.fixture(scope="module")
+def corpus(sample_dir, tmp_path_factory) -> Path:
+    """The sample with one defect per rule, each at a known place."""
+    out = tmp_path_factory.mktemp("corpus") / "imagenet"
+    shutil.copytree(sample_dir, out)
+    train_first = c.frames(out / TRAIN0)[0]
+    datas = c.frames(out / VAL0)
+    for index, (_, breaker) in RECORD_DEFECTS.items():
+        datas[index] = breaker(datas[index], train_first)
+    datas[17] = c.edit(datas[17], c.set_bytes(fmt.ENCODED, c.encoded(datas[16])))  # a within-split repeat
+    framed = [encode_frame(d) for d in datas]
+    framed[20] = c.flip_data_crc(framed[20])
+    (out / VAL0).write_bytes(b"".join(framed))
+
+    # VAL1: cut in the middle of its last frame. TRAIN1: the length CRC of record 5 broken.
+    data = (out / VAL1).read_bytes()
+    (out / VAL1).write_bytes(data[:-10])
+    raw = bytearray((out / TRAIN1).read_bytes())
+    offset = sum(len(encode_frame(d)) for d in c.frames(out / TRAIN1)[:5])
+    raw[offset + 8] ^= 0x01
+    (out / TRAIN1).write_bytes(bytes(raw))
+
+    # The directory: a stray file, a missing shard, an empty one.
+    (out / "notes.txt").write_text("not a shard")
+    (out / "train-00002-of-00004").unlink()
+    (out / "train-00003-of-00004").write_bytes(b"")
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus_report(corpus, tmp_path_factory):
+    report_dir = tmp_path_factory.mktemp("report")
+    report = validate_dataset(corpus, expect="sample", decode="full", workers=2, report_dir=report_dir)
+    return report, report_dir
+
+
+def _where(report, rule):
+    return {(v.file, v.record) for v in report.rules[rule].examples}
+
+
+def test_png_payload_would_fool_decode_jpeg():
+    # Why the magic-byte check matters: TensorFlow decodes a PNG through decode_jpeg.
+    assert tf.io.decode_jpeg(c.png_bytes(), channels=3).shape == (20, 30, 3)
+
+
+def test_clean_sample_passes_with_no_false_positive(sample_dir, tmp_path):
+    report = validate_dataset(sample_dir, expect="sample", decode="full", report_dir=tmp_path)
+    assert report.ok, report.failure_lines()
+    assert report.failing() == []  # not even a warning
+    assert report.records == 1510
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["valid"] is True
+    assert {r["rule"] for r in saved["rules"]} == set(RULES)
+    assert Path(report.gx["data_docs"]).is_file()
+
+
+@pytest.mark.parametrize("index", sorted(RECORD_DEFECTS))
+def test_each_record_defect_is_named_by_rule_file_and_record(corpus_report, index):
+    report, _ = corpus_report
+    rule, _ = RECORD_DEFECTS[index]
+    assert (VAL0, index) in _where(report, rule), report.failure_lines()
+
+
+def test_framing_and_directory_defects(corpus_report):
+    report, _ = corpus_report
+    assert (VAL0, 20) in _where(report, "framing.data_crc")
+    assert (TRAIN1, 5) in _where(report, "framing.length_crc")
+    truncated = report.rules["framing.truncated"].examples
+    assert [(v.file, v.record) for v in truncated] == [(VAL1, 249)]
+    assert ("notes.txt", None) in _where(report, "shards.name")
+    assert ("train-00002-of-00004", None) in _where(report, "shards.missing")
+    assert ("train-00003-of-00004", None) in _where(report, "shards.empty")
+    assert report.rules["counts.split"].count >= 1
+    # A repeat inside a split is a warning: counted, reported, not fatal on its own.
+    assert (VAL0, 17) in _where(report, "duplicates.within_split")
+    assert report.rules["duplicates.within_split"].severity == "warning"
+
+
+def test_report_files_name_the_offenders(corpus_report):
+    report, report_dir = corpus_report
+    assert not report.ok
+    saved = json.loads((report_dir / "report.json").read_text())
+    by_rule = {r["rule"]: r for r in saved["rules"]}
+    assert {"file": VAL0, "record": 1} in [
+        {"file": e["file"], "record": e["record"]} for e in by_rule["labels.range"]["examples"]
+    ]
+    assert by_rule["labels.range"]["source"] == "great_expectations"
+    assert all(len(r["examples"]) <= 20 for r in saved["rules"])
+    assert (report_dir / "gx_validation_result.json").is_file()
+    assert Path(report.gx["data_docs"]).read_text().lower().count("<html") >= 1
+
+
+def test_header_mode_does_not_decode(corpus_report, corpus):
+    # The broken entropy data at VAL0 record 13 has intact headers: only `full` mode sees it.
+    scan = scan_shard(corpus / VAL0, "validation", decode="header")
+    assert 13 not in {v.record for v in scan.violations if v.rule == "image.decode"}
+    assert 13 in {v.record for v in scan_shard(corpus / VAL0, "validation", decode="full").violations}
+
+
+def test_missing_split_and_raise_on_failure(sample_dir, tmp_path):
+    only_train = tmp_path / "only-train"
+    only_train.mkdir()
+    for path in sample_dir.glob("train-*"):
+        shutil.copy(path, only_train / path.name)
+    with pytest.raises(DataValidationError) as caught:
+        validate_dataset(only_train, expect="imagenet", raise_on_failure=True)
+    report = caught.value.report
+    assert ("validation", None) in _where(report, "shards.split")
+    assert report.rules["counts.split"].count == 2  # neither split has ImageNet's count
+    assert "shards.split" in str(caught.value)
+
+
+def test_dali_index_matches_the_real_record_offsets(sample_dir, tmp_path):
+    validate_dataset(sample_dir, dali_index_dir=tmp_path)
+    for shard in sorted(sample_dir.glob("*-of-*")):
+        lines = (tmp_path / f"{shard.name}.idx").read_text().splitlines()
+        data, offset, expected = shard.read_bytes(), 0, []
+        while offset < len(data):
+            (length,) = struct.unpack_from("<Q", data, offset)
+            expected.append(f"{offset} {length + 16}")
+            offset += length + 16
+        assert lines == expected
+        # And TensorFlow agrees on what is at those offsets.
+        first = next(iter(tf.data.TFRecordDataset(str(shard)))).numpy()
+        start, size = map(int, lines[0].split())
+        assert data[start + 12 : start + size - 4] == first
+
+
+@settings(max_examples=60, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_shards_never_crash_or_hang(sample_dir, tmp_path_factory, data):
+    source = (sample_dir / VAL1).read_bytes()[:40_000]
+    mode = data.draw(st.sampled_from(["flip", "truncate", "flip-reframed"]))
+    if mode == "truncate":
+        mutated = source[: data.draw(st.integers(0, len(source)))]
+    else:
+        positions = data.draw(st.lists(st.integers(0, len(source) - 1), min_size=1, max_size=8))
+        buf = bytearray(source)
+        for p in positions:
+            buf[p] ^= data.draw(st.integers(1, 255))
+        mutated = bytes(buf)
+        if mode == "flip-reframed":
+            # Valid CRCs around corrupted payloads, so the Example and JPEG parsers see the garbage.
+            frames, offset = [], 0
+            while offset + 12 <= len(source):
+                (length,) = struct.unpack_from("<Q", source, offset)
+                frames.append(mutated[offset + 12 : offset + 12 + length])
+                offset += length + 16
+            mutated = b"".join(encode_frame(f) for f in frames)
+    path = tmp_path_factory.mktemp("fuzz") / VAL1
+    path.write_bytes(mutated)
+    scan = scan_shard(path, "validation", decode="header")
+    assert all(v.rule in RULES for v in scan.violations)
+    assert all(v.file == VAL1 for v in scan.violations)
+
+
+def _cli(*args):
+    return subprocess.run([str(BIN / "rn50"), "validate", *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def test_cli_exit_codes_and_one_line_per_failing_rule(sample_dir, corpus, tmp_path):
+    ok = _cli(sample_dir, "--expect", "sample")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "valid" in ok.stdout
+
+    bad = _cli(corpus, "--expect", "sample", "--report-dir", tmp_path)
+    assert bad.returncode == 1
+    lines = [line for line in bad.stdout.splitlines() if line.startswith(("ERROR ", "WARNING "))]
+    rules = [line.split()[1].rstrip(":") for line in lines]
+    assert len(rules) == len(set(rules))  # one line per rule
+    assert f"ERROR labels.range: 1 violation(s); first: {VAL0} record 1" in bad.stdout
+    assert "Traceback" not in bad.stderr
+
+    missing = _cli(tmp_path / "nope")
+    assert missing.returncode == 2 and "no such directory" in missing.stderr
+    assert _cli(sample_dir, "--workers", "0").returncode == 2
+    broken_manifest = tmp_path / "m"
+    shutil.copytree(sample_dir, broken_manifest)
+    (broken_manifest / "manifest.json").write_text("{")
+    result = _cli(broken_manifest, "--expect", "sample")
+    assert result.returncode == 2 and "manifest.json" in result.stderr
