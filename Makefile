@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test lint demo sample clean
+.PHONY: setup test lint demo sample bench clean
 
 ## setup: create .venv with everything, Horovod built from source (cached in .cache/)
 setup: $(VENV)/.setup-$(TF)
@@ -40,8 +40,13 @@ sample: setup
 	$(BIN)/dvc commit --quiet data.dvc
 	$(BIN)/dvc status data.dvc
 
-## demo: the main job end to end on this machine (for now: the sample dataset and its summary)
+## demo: the main job end to end on this machine (for now: make the sample, then validate it)
 demo: sample
+	$(BIN)/rn50 validate $(DATA) --expect sample --decode full --workers 2 --report-dir runs/demo/validation
+
+## bench: the benchmarks under bench/ (figures in the README)
+bench: setup
+	$(BIN)/python bench/validate.py
 
 clean:
 	rm -rf $(DATA) .pytest_cache .ruff_cache
