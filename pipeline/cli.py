@@ -90,6 +90,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data_dir", metavar="DATA_DIR", type=Path, help="directory of train-*/validation-* shards")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rn50",
@@ -115,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read every shard in DATA_DIR and print records per split and per label, "
         "with the JPEG quirks found (grayscale, progressive, EXIF) and the records with boxes.",
     )
-    p.add_argument("data_dir", metavar="DATA_DIR", type=Path, help="directory of train-*/validation-* shards")
+    _add_data_dir(p)
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser(
@@ -124,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check shard names and completeness, every frame's CRCs, the Example schema, labels, "
         "JPEG headers, boxes, counts and duplicates. Exit 0 when valid, 1 when a rule fails, 2 on bad usage.",
     )
-    p.add_argument("data_dir", metavar="DATA_DIR", type=Path, help="directory of train-*/validation-* shards")
+    _add_data_dir(p)
     p.add_argument(
         "--expect", choices=("imagenet", "sample", "none"), default="none",
         help="expected counts: real ILSVRC-2012, the sample's manifest.json, or none (default)",

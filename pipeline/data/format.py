@@ -137,6 +137,11 @@ def encode_example(record: ImageRecord) -> bytes:
     return example.SerializeToString(deterministic=True)
 
 
+def feature_values(fmap: Any, key: str) -> Any:
+    """The values of `key` in a parsed feature map, read as the format's dtype ([] when absent)."""
+    return getattr(fmap[key], f"{FEATURES_BY_KEY[key].dtype}_list").value if key in fmap else []
+
+
 def decode_example(data: bytes) -> ImageRecord:
     """Read `tf.train.Example` bytes back into a record, without TensorFlow."""
     fmap = parse_feature_map(data)
@@ -145,9 +150,7 @@ def decode_example(data: bytes) -> ImageRecord:
         raise ValueError(f"record has no {missing[0]!r}")
 
     def get(key: str) -> list[Any]:
-        if key not in fmap:
-            return []
-        return list(getattr(fmap[key], f"{FEATURES_BY_KEY[key].dtype}_list").value)
+        return list(feature_values(fmap, key))
 
     def one(key: str) -> Any:
         value = get(key)

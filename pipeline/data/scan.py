@@ -66,10 +66,6 @@ def _schema_violations(fmap: Any) -> list[tuple[str, str]]:
     return problems
 
 
-def _values(fmap: Any, key: str) -> Any:
-    return getattr(fmap[key], f"{fmt.FEATURES_BY_KEY[key].dtype}_list").value if key in fmap else []
-
-
 class _Decoder:
     """`full` mode: decode with channels=3 as training will; TensorFlow is imported on first use."""
 
@@ -124,14 +120,14 @@ def scan_shard(path: str | Path, split: str, *, decode: str = "header", dali: bo
         if problems:
             continue
         for key, expected in _CONSTANTS.items():
-            value = _values(fmap, key)[0]
+            value = fmt.feature_values(fmap, key)[0]
             if value != expected:
                 violation("schema.constant", frame.index, f"{key} is {value!r}, expected {expected!r}")
 
-        label = _values(fmap, fmt.LABEL)[0]
-        encoded = _values(fmap, fmt.ENCODED)[0]
-        coords = [list(_values(fmap, k)) for k in _BOX_KEYS]
-        box_labels = list(_values(fmap, fmt.BBOX_LABEL))
+        label = fmt.feature_values(fmap, fmt.LABEL)[0]
+        encoded = fmt.feature_values(fmap, fmt.ENCODED)[0]
+        coords = [list(fmt.feature_values(fmap, k)) for k in _BOX_KEYS]
+        box_labels = list(fmt.feature_values(fmap, fmt.BBOX_LABEL))
         num_boxes = len(coords[0])
         if len({len(c) for c in coords}) > 1:
             violation("boxes.length", frame.index, "coordinate lists of lengths " + "/".join(str(len(c)) for c in coords))
@@ -159,10 +155,10 @@ def scan_shard(path: str | Path, split: str, *, decode: str = "header", dali: bo
         facts["offset"].append(frame.offset)
         facts["size"].append(frame.size)
         facts["label"].append(label)
-        facts["synset"].append(_values(fmap, fmt.SYNSET)[0].decode("utf-8", "replace"))
+        facts["synset"].append(fmt.feature_values(fmap, fmt.SYNSET)[0].decode("utf-8", "replace"))
         facts["label_synset"].append(labels.synsets[label - 1] if 1 <= label <= NUM_CLASSES else "")
-        facts["height"].append(_values(fmap, fmt.HEIGHT)[0])
-        facts["width"].append(_values(fmap, fmt.WIDTH)[0])
+        facts["height"].append(fmt.feature_values(fmap, fmt.HEIGHT)[0])
+        facts["width"].append(fmt.feature_values(fmap, fmt.WIDTH)[0])
         facts["jpeg_height"].append(jpeg_h)
         facts["jpeg_width"].append(jpeg_w)
         facts["num_boxes"].append(num_boxes)
