@@ -248,3 +248,16 @@ def test_cli_exit_codes_and_one_line_per_failing_rule(sample_dir, corpus, tmp_pa
     (broken_manifest / "manifest.json").write_text("{")
     result = _cli(broken_manifest, "--expect", "sample")
     assert result.returncode == 2 and "manifest.json" in result.stderr
+
+
+def test_progress_logs_rates_when_not_on_a_terminal(caplog, monkeypatch):
+    from pipeline.data.validate import Progress
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False, raising=False)
+    progress = Progress(total_bytes=2_000_000, every=0.0)
+    with caplog.at_level("INFO", logger="pipeline.data.validate"):
+        progress.update(records=10, nbytes=1_000_000)
+    progress.close()
+    assert progress.bar is None
+    assert "50% (10 records)" in caplog.text
+    assert "records/s" in caplog.text and "MB/s" in caplog.text
