@@ -56,7 +56,12 @@ def cmd_describe(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     import logging
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # Our progress lines only: the root logger stays at WARNING, or GX's INFO chatter floods stderr.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    ours = logging.getLogger("pipeline")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
     from pipeline.data.validate import validate_dataset
 
     try:
