@@ -60,6 +60,3 @@ def parse_feature_map(data: bytes) -> Any:
     except DecodeError as exc:
         raise ValueError(f"not a tf.train.Example: {exc}") from None
 
-
-# (the kind name in the descriptor) -> our dtype name in format.FEATURES
-LIST_KINDS = {"bytes_list": "bytes", "int64_list": "int64", "float_list": "float"}

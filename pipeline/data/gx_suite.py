@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.data.rules import MAX_EXAMPLES
+
 if TYPE_CHECKING:
     import great_expectations as gx
     import pandas as pd
@@ -31,7 +33,6 @@ SUITE_NAME = "imagenet_facts"
 RESULT_JSON_NAME = "gx_validation_result.json"
 # Where a file context rooted at report_dir keeps its default "local_site" Data Docs.
 DATA_DOCS_INDEX = Path("gx", "uncommitted", "data_docs", "local_site", "index.html")
-MAX_EXAMPLES = 20
 KEY_COLUMNS = ["shard", "index"]
 # The GX 1.24 function that builds unexpected index lists for pandas (see _unexpected_index_list_capped).
 _GX_INDEX_HOOK = "compute_unexpected_pandas_indices"

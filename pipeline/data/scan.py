@@ -96,17 +96,12 @@ def scan_shard(path: str | Path, split: str, *, decode: str = "header", dali: bo
 
     for frame in iter_frames(path):
         if frame.error is not None:
-            rule = (
-                "framing.data_crc" if not frame.error.fatal
-                else "framing.length_crc" if "length CRC" in str(frame.error)
-                else "framing.truncated"
-            )  # fmt: skip
-            violation(rule, frame.index, f"offset {frame.offset}: {frame.error}")
+            violation(f"framing.{frame.error.kind}", frame.index, f"offset {frame.offset}: {frame.error}")
             if frame.error.fatal:
-                break
-            scan.records += 1
-            continue
+                break  # nothing after it can be located
         scan.records += 1
+        if frame.error is not None:
+            continue
         if dali:
             scan.dali_index.append((frame.offset, frame.size))
         try:

@@ -15,6 +15,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import google_crc32c
 
@@ -31,14 +32,22 @@ def masked_crc32c(data: bytes | memoryview) -> int:
     return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
 
 
-class FramingError(ValueError):
-    """A frame that cannot be trusted. `fatal` means the rest of the file cannot be located."""
+FramingProblem = Literal["length_crc", "data_crc", "truncated"]
 
-    def __init__(self, message: str, index: int, offset: int, fatal: bool) -> None:
+
+class FramingError(ValueError):
+    """A frame that cannot be trusted, and which of the three framing checks it failed."""
+
+    def __init__(self, message: str, kind: FramingProblem, index: int, offset: int) -> None:
         super().__init__(message)
+        self.kind = kind
         self.index = index
         self.offset = offset
-        self.fatal = fatal
+
+    @property
+    def fatal(self) -> bool:
+        """Only a bad data CRC leaves the length trustworthy; after anything else the next frame is lost."""
+        return self.kind != "data_crc"
 
 
 @dataclass(frozen=True)
@@ -64,18 +73,19 @@ def iter_frames(path: str | Path, *, buffer_size: int = 1 << 20) -> Iterator[Fra
         while offset < file_size:
             header = f.read(HEADER)
             if len(header) < HEADER:
-                yield _fatal(f"truncated frame header ({len(header)} of {HEADER} bytes)", index, offset)
+                yield _fatal(f"truncated frame header ({len(header)} of {HEADER} bytes)", "truncated", index, offset)
                 return
             (length,) = _U64.unpack_from(header)
             (length_crc,) = _U32.unpack_from(header, 8)
             if masked_crc32c(header[:8]) != length_crc:
-                yield _fatal("length CRC mismatch (corrupt frame header)", index, offset)
+                yield _fatal("length CRC mismatch (corrupt frame header)", "length_crc", index, offset)
                 return
             size = HEADER + length + FOOTER
             if offset + size > file_size:
                 yield _fatal(
                     f"truncated record: frame of {size} bytes at offset {offset} runs past the end of the "
                     f"{file_size}-byte file",
+                    "truncated",
                     index,
                     offset,
                 )
@@ -83,7 +93,7 @@ def iter_frames(path: str | Path, *, buffer_size: int = 1 << 20) -> Iterator[Fra
             data = f.read(length)
             (data_crc,) = _U32.unpack(f.read(FOOTER))
             if masked_crc32c(data) != data_crc:
-                error = FramingError("data CRC mismatch (corrupt record bytes)", index, offset, fatal=False)
+                error = FramingError("data CRC mismatch (corrupt record bytes)", "data_crc", index, offset)
                 yield Frame(index, offset, size, None, error)
             else:
                 yield Frame(index, offset, size, data)
@@ -91,8 +101,8 @@ def iter_frames(path: str | Path, *, buffer_size: int = 1 << 20) -> Iterator[Fra
             offset += size
 
 
-def _fatal(message: str, index: int, offset: int) -> Frame:
-    return Frame(index, offset, 0, None, FramingError(message, index, offset, fatal=True))
+def _fatal(message: str, kind: FramingProblem, index: int, offset: int) -> Frame:
+    return Frame(index, offset, 0, None, FramingError(message, kind, index, offset))
 
 
 def encode_frame(data: bytes) -> bytes:

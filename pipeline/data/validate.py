@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.labels import NUM_CLASSES
-from pipeline.data.rules import RULES, RuleResult, Violation
+from pipeline.data.rules import MAX_EXAMPLES, RULES, RuleResult, Violation
 from pipeline.data.sample import MANIFEST
 from pipeline.data.scan import FACT_COLUMNS, ShardScan, scan_shard
 from pipeline.data.shards import SPLITS, parse_shard_name, shard_name
@@ -254,7 +254,7 @@ def check_counts(facts: pd.DataFrame, expect: Expect, expected: dict | None, rep
 
 def _add_rows(report: ValidationReport, rule: str, rows: pd.DataFrame, detail: str) -> None:
     """Count every offending row, keep the first few as examples."""
-    for i, row in enumerate(rows.head(20).itertuples()):
+    for i, row in enumerate(rows.head(MAX_EXAMPLES).itertuples()):
         report.add(Violation(rule, str(row.shard), int(row.index), detail), count=len(rows) if i == 0 else 0)
 
 
