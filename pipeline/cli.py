@@ -88,6 +88,96 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+# Overrides of the profile: CLI flag -> TrainConfig field. None (flag absent) keeps the profile's value.
+TRAIN_OVERRIDES = ("epochs", "batch_size", "image_size", "amp", "xla", "steps", "checkpoint_every", "log_every", "seed")
+
+
+def _train_config(args: argparse.Namespace):
+    from pipeline.train.config import get_profile
+
+    try:
+        return get_profile(args.profile).replace(**{k: getattr(args, k) for k in TRAIN_OVERRIDES})
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The same `rn50 train` command for each rank, without --np/--hosts (so ranks don't relaunch)."""
+    argv = ["train", "--profile", args.profile]
+    if args.data_dir is not None:
+        argv += ["--data-dir", str(args.data_dir)]
+    if args.model_dir is not None:
+        argv += ["--model-dir", str(args.model_dir)]
+    for key in TRAIN_OVERRIDES:
+        value = getattr(args, key)
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else flag.replace("--", "--no-", 1))
+        elif value is not None:
+            argv += [flag, str(value)]
+    if args.benchmark:
+        argv += ["--benchmark", "--benchmark-steps", str(args.benchmark_steps)]
+    return argv
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from pipeline.train.dist import launched_by_horovod
+
+    config = _train_config(args)
+    if not args.benchmark and (args.data_dir is None or args.model_dir is None):
+        raise UsageError("--data-dir and --model-dir are required (or use --benchmark)")
+    if not launched_by_horovod() and (args.np > 1 or args.hosts):
+        from pipeline.train.launch import horovodrun_command, run_ranks
+
+        try:
+            command = horovodrun_command(args.np, args.hosts, _worker_argv(args))
+        except (ValueError, FileNotFoundError) as exc:
+            raise UsageError(str(exc)) from exc
+        print("launching: " + " ".join(command), flush=True)
+        return run_ranks(command)
+    if args.benchmark:
+        import dataclasses
+        import json
+
+        from pipeline.train.benchmark import run_benchmark
+        from pipeline.train.dist import init_dist
+
+        dist = init_dist()
+        result = run_benchmark(config, steps=args.benchmark_steps, dist=dist)
+        if dist.is_chief:
+            print(json.dumps(dataclasses.asdict(result)))
+        return EXIT_OK
+    from pipeline.train.loop import train
+
+    if not args.data_dir.is_dir():
+        raise UsageError(f"{args.data_dir}: no such data directory")
+    try:
+        result = train(config, args.data_dir, args.model_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from exc
+    return result.exit_code
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from pipeline.train.evaluate import EvaluationError, evaluate, write_eval
+
+    try:
+        result = evaluate(args.data_dir, args.model_dir, batch_size=args.batch_size)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from exc
+    except EvaluationError as exc:
+        print(f"rn50 evaluate: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    path = write_eval(result, args.model_dir)
+    print(
+        f"top-1 {result.top1_accuracy:.2f} %  top-5 {result.top5_accuracy:.2f} %  over {result.eval_count} images "
+        f"({result.eval_throughput:,.1f} img/s) at step {result.step}; wrote {path}"
+    )
+    return EXIT_OK
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -146,6 +236,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", type=Path, help="write report.json, the GX result and Data Docs here")
     p.add_argument("--dali-index-dir", type=Path, help="write one DALI tfrecord2idx index file per shard here")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "train",
+        help="train ResNet50 v1.5 with NVIDIA's recipe (Horovod, AMP, XLA); resumes from the latest checkpoint",
+        description="Train ResNet50 v1.5 on DATA_DIR's train split into MODEL_DIR (checkpoints, metrics.jsonl, "
+        "TensorBoard). A rerun resumes from the latest checkpoint; a finished run does nothing. SIGTERM saves a "
+        "checkpoint and exits 143. --np N runs N local ranks under horovodrun; --hosts spreads them over machines.",
+    )
+    p.add_argument("--data-dir", type=Path, help="directory of train-*/validation-* shards")
+    p.add_argument("--model-dir", type=Path, help="where checkpoints, config.json and metrics.jsonl go")
+    p.add_argument("--profile", default="ngc-90e", choices=("smoke", "ngc-90e", "ngc-250e"),
+                   help="recipe: smoke (sample data, 32 px, CPU) or NVIDIA's 90/250-epoch recipes (default ngc-90e)")
+    p.add_argument("--np", type=_positive_int, default=1, help="number of ranks (GPUs) to launch with horovodrun")
+    p.add_argument("--hosts", help="horovodrun hosts, e.g. node1:8,node2:8 (default: localhost:NP)")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int, help="per rank")
+    p.add_argument("--image-size", type=_positive_int)
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision")
+    p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None, help="XLA-compile the step")
+    p.add_argument("--steps", type=_positive_int, help="stop after this many steps (the schedule spans them)")
+    p.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints")
+    p.add_argument("--log-every", type=_positive_int, help="steps between progress lines")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--benchmark", action="store_true", help="time the step on synthetic data; print img/s as JSON")
+    p.add_argument("--benchmark-steps", type=_positive_int, default=50)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="top-1/top-5 of the latest checkpoint over every validation record; writes eval.json",
+        description="Restore MODEL_DIR's latest checkpoint and score every record of DATA_DIR's validation "
+        "split exactly once (resize to size*256/224, centre crop). Writes eval.json and a metrics.jsonl line.",
+    )
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--batch-size", type=_positive_int, help="default: the training batch size")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

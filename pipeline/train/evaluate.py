@@ -1,0 +1,95 @@
+"""Top-1/top-5 over every validation record exactly once, written to eval.json.
+
+NVIDIA's evaluation drops the last partial batch or repeats records to fill it; ours keeps it and
+checks that the number of images scored equals the number of records on disk, so a truncated or
+duplicated pass cannot pass as a result. Accuracies are in percent, like the NGC baselines.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import tensorflow as tf
+
+from pipeline.data.input import count_records, eval_dataset
+from pipeline.model import build_resnet50
+from pipeline.train.checkpoint import restore_model
+from pipeline.train.config import TrainConfig
+from pipeline.train.logs import MetricsLog
+
+EVAL_FILE = "eval.json"
+
+
+class EvaluationError(RuntimeError):
+    """The evaluation did not score every validation record exactly once."""
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    top1_accuracy: float
+    top5_accuracy: float
+    eval_count: int
+    eval_throughput: float
+    checkpoint: str
+    step: int
+
+
+def evaluate(data_dir: Path, model_dir: Path, *, batch_size: int | None = None) -> EvalResult:
+    data_dir, model_dir = Path(data_dir), Path(model_dir)
+    config = TrainConfig.load(model_dir)
+    expected = count_records(data_dir, "validation")
+    # Evaluate in float32 whatever the training precision: the variables are float32 either way.
+    model = build_resnet50(config.num_classes, image_size=config.image_size, dtype="float32")
+    checkpoint = restore_model(model, model_dir)
+    step = int(tf.train.load_variable(checkpoint, "step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+    full = batch_size or config.batch_size
+    data = eval_dataset(data_dir, batch_size=full, image_size=config.image_size)
+
+    @tf.function(jit_compile=config.xla)
+    def score(images, labels, valid):
+        logits = model(images, training=False)
+        top5 = tf.math.top_k(logits, k=min(5, config.num_classes)).indices
+        hits = tf.equal(top5, tf.cast(labels, top5.dtype)[:, None])
+        mask = tf.range(tf.shape(labels)[0]) < valid
+        hits = tf.logical_and(hits, mask[:, None])
+        return tf.reduce_sum(tf.cast(hits[:, 0], tf.int64)), tf.reduce_sum(tf.cast(tf.reduce_any(hits, 1), tf.int64))
+
+    top1 = top5 = count = 0
+    timed_images, started = 0, None
+    for images, labels in data:
+        n = int(labels.shape[0])
+        if n < full:  # pad the last batch: one compiled shape, and padding never counts as a hit
+            images = tf.pad(images, [[0, full - n], [0, 0], [0, 0], [0, 0]])
+            labels = tf.pad(labels, [[0, full - n]])
+        h1, h5 = score(images, labels, tf.constant(n))
+        top1, top5, count = top1 + int(h1), top5 + int(h5), count + n
+        if started is None:  # the first batch compiles: time from the second
+            started = time.perf_counter()
+        else:
+            timed_images += n
+    seconds = time.perf_counter() - started if started else 0.0
+    if count != expected or count == 0:
+        raise EvaluationError(f"{data_dir}: scored {count} validation images, but the shards hold {expected} records")
+    return EvalResult(
+        top1_accuracy=round(100.0 * top1 / count, 4),
+        top5_accuracy=round(100.0 * top5 / count, 4),
+        eval_count=count,
+        eval_throughput=round(timed_images / seconds, 2) if seconds > 0 else 0.0,
+        checkpoint=checkpoint,
+        step=step,
+    )
+
+
+def write_eval(result: EvalResult, model_dir: Path) -> Path:
+    """eval.json for the gate, and the same figures as a metrics.jsonl line (NVIDIA's keys)."""
+    path = Path(model_dir) / EVAL_FILE
+    path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    log = MetricsLog(model_dir)
+    log.record({"step": result.step, "top1_accuracy": result.top1_accuracy, "top5_accuracy": result.top5_accuracy,
+                "eval_throughput": result.eval_throughput})
+    log.close()
+    return path
