@@ -1,0 +1,221 @@
+"""The accuracy gate: a model is published only if it matches NVIDIA's figures and the champion's.
+
+Every call writes `decision.json`, whatever happens, including when eval.json or the baseline is
+missing: the record of *why* a model was or was not published is the point of a gate (TFX's
+Evaluator famously writes nothing when its threshold config is absent). The decision is a pure
+function (`decide`); reading and writing files is separate (`run_gate`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+DECISION_FILE = "decision.json"
+EVAL_FILE = "eval.json"
+DEFAULT_TOLERANCE = 0.3  # percentage points below the baseline that still pass
+DEFAULT_CHAMPION_TOLERANCE = 0.3  # percentage points below the current `latest` that still pass
+
+NGC_SOURCE = (
+    "NVIDIA DeepLearningExamples, TensorFlow/Classification/ConvNets/resnet50v1.5/README.md "
+    "(20.06 container): top-1 after 90 / 250 epochs, 8 GPUs"
+)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    top1_accuracy: float  # percent
+    source: str
+    sanity_check: bool = False  # True: our own floor, not an NGC figure
+
+
+BASELINES: dict[str, Baseline] = {
+    b.name: b
+    for b in (
+        Baseline("ngc-90e-amp-a100", 76.93, NGC_SOURCE + ", A100 AMP"),
+        Baseline("ngc-90e-amp-v100", 76.99, NGC_SOURCE + ", V100 AMP"),
+        Baseline("ngc-90e-tf32-a100", 77.01, NGC_SOURCE + ", A100 TF32"),
+        Baseline("ngc-90e-fp32-v100", 77.01, NGC_SOURCE + ", V100 FP32"),
+        Baseline("ngc-250e-amp", 78.35, NGC_SOURCE + ", AMP"),
+        Baseline("ngc-250e-fp32", 78.34, NGC_SOURCE + ", FP32"),
+        Baseline(
+            "smoke", 60.0, "rn50-pipeline: the generated 10-class sample at 32 px (chance is 10 %)", sanity_check=True
+        ),
+    )
+}
+
+# NGC training throughput, AMP + XLA, batch 256 per GPU, img/s on one GPU (same README).
+NGC_THROUGHPUT = {"a100": 2375.0, "v100": 1270.0}
+
+
+def baseline_for(profile: str, *, amp: bool = True) -> Baseline:
+    """The profile selects the baseline. For AMP at 90 epochs it is the A100 figure (76.93), the lower
+    of NGC's two AMP results, so a healthy run on either GPU generation passes."""
+    if profile == "smoke":
+        return BASELINES["smoke"]
+    if profile == "ngc-90e":
+        return BASELINES["ngc-90e-amp-a100" if amp else "ngc-90e-tf32-a100"]
+    if profile == "ngc-250e":
+        return BASELINES["ngc-250e-amp" if amp else "ngc-250e-fp32"]
+    raise ValueError(f"no baseline for profile {profile!r}; known: smoke, ngc-90e, ngc-250e")
+
+
+class GateFailed(Exception):
+    """The model did not pass; final, never worth a retry. Carries the decision."""
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        super().__init__("; ".join(r for r in decision.reasons if r.startswith("FAIL")) or "gate failed")
+
+
+@dataclass
+class Decision:
+    verdict: Literal["pass", "fail"]
+    publish: bool
+    reasons: list[str]
+    profile: str | None
+    top1_accuracy: float | None
+    baseline: dict[str, Any] | None
+    champion: dict[str, Any] | None
+    thresholds: dict[str, float | None]
+    force_publish: bool = False
+    force_reason: str | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    decided_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+
+def decide(
+    top1: float | None,
+    baseline: Baseline | None,
+    *,
+    profile: str | None = None,
+    champion: dict[str, Any] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    champion_tolerance: float = DEFAULT_CHAMPION_TOLERANCE,
+    force_publish: bool = False,
+    force_reason: str | None = None,
+    problems: list[str] | None = None,
+) -> Decision:
+    """Pass iff top-1 >= baseline - tolerance and >= champion - champion_tolerance (when there is one).
+
+    `champion` is {"version": ..., "top1_accuracy": ...} of the current `latest`, or None. `problems`
+    are reasons the inputs could not be read; any of them fails the gate. A forced publish keeps the
+    honest verdict and records who overrode it and why.
+    """
+    if force_publish and not (force_reason or "").strip():
+        raise ValueError("force_publish needs a reason (force_reason): it is recorded in the manifest")
+    if tolerance < 0 or champion_tolerance < 0:
+        raise ValueError(f"tolerances must be >= 0 percentage points, not {tolerance} / {champion_tolerance}")
+    reasons = [f"FAIL: {p}" for p in problems or []]
+    thresholds: dict[str, float | None] = {"tolerance": tolerance, "champion_tolerance": champion_tolerance,
+                                           "baseline_min": None, "champion_min": None}
+    if baseline is None and not problems:
+        reasons.append("FAIL: no baseline for this profile")
+    if top1 is not None and baseline is not None:
+        floor = round(baseline.top1_accuracy - tolerance, 4)
+        thresholds["baseline_min"] = floor
+        ok = top1 >= floor
+        kind = "sanity floor" if baseline.sanity_check else "NGC baseline"
+        reasons.append(
+            f"{'PASS' if ok else 'FAIL'}: top-1 {top1:.2f} % {'>=' if ok else '<'} {floor:.2f} % "
+            f"({kind} {baseline.name} {baseline.top1_accuracy:.2f} % - {tolerance:g} pp)"
+        )
+    if top1 is not None and champion is not None:
+        best = float(champion["top1_accuracy"])
+        floor = round(best - champion_tolerance, 4)
+        thresholds["champion_min"] = floor
+        ok = top1 >= floor
+        reasons.append(
+            f"{'PASS' if ok else 'FAIL'}: top-1 {top1:.2f} % {'>=' if ok else '<'} {floor:.2f} % "
+            f"(champion {champion.get('version', '?')} {best:.2f} % - {champion_tolerance:g} pp)"
+        )
+    elif top1 is not None:
+        reasons.append("PASS: no champion yet (no published `latest`)")
+    verdict: Literal["pass", "fail"] = "fail" if any(r.startswith("FAIL") for r in reasons) else "pass"
+    if force_publish and verdict == "fail":
+        reasons.append(f"OVERRIDE: force_publish: {force_reason.strip()}")
+    return Decision(
+        verdict=verdict,
+        publish=verdict == "pass" or force_publish,
+        reasons=reasons,
+        profile=profile,
+        top1_accuracy=top1,
+        baseline=asdict(baseline) if baseline else None,
+        champion=champion,
+        thresholds=thresholds,
+        force_publish=force_publish,
+        force_reason=force_reason.strip() if force_publish and force_reason else None,
+    )
+
+
+def champion_from_manifest(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The champion as the gate needs it, from the manifest `latest` points to."""
+    if manifest is None:
+        return None
+    top1 = (manifest.get("metrics") or {}).get("top1_accuracy")
+    if not isinstance(top1, int | float):
+        raise ValueError(f"the latest manifest ({manifest.get('version')}) has no metrics.top1_accuracy")
+    return {"version": manifest.get("version"), "top1_accuracy": float(top1), "uri": manifest.get("uri")}
+
+
+def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        problems.append(f"{path}: missing")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        problems.append(f"{path}: not valid JSON ({exc})")
+    return None
+
+
+def run_gate(
+    model_dir: Path,
+    *,
+    profile: str | None = None,
+    champion: dict[str, Any] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    champion_tolerance: float = DEFAULT_CHAMPION_TOLERANCE,
+    force_publish: bool = False,
+    force_reason: str | None = None,
+) -> Decision:
+    """Read eval.json (and config.json for the profile), decide, always write decision.json.
+
+    Raises GateFailed after writing the decision when the model must not be published.
+    """
+    model_dir = Path(model_dir)
+    problems: list[str] = []
+    evaluation = _read_json(model_dir / EVAL_FILE, problems)
+    config = _read_json(model_dir / "config.json", problems if profile is None else [])
+    profile = profile or (config or {}).get("profile")
+    amp = bool((config or {}).get("amp", True))
+    top1 = None
+    if evaluation is not None:
+        value = evaluation.get("top1_accuracy")
+        if isinstance(value, int | float) and 0 <= value <= 100:
+            top1 = float(value)
+        else:
+            problems.append(f"{model_dir / EVAL_FILE}: top1_accuracy is {value!r}, expected a percentage")
+    baseline = None
+    if profile is not None:
+        try:
+            baseline = baseline_for(profile, amp=amp)
+        except ValueError as exc:
+            problems.append(str(exc))
+    decision = decide(
+        top1, baseline, profile=profile, champion=champion, tolerance=tolerance,
+        champion_tolerance=champion_tolerance, force_publish=force_publish, force_reason=force_reason,
+        problems=problems,
+    )
+    decision.inputs = {"model_dir": str(model_dir), "eval": evaluation, "amp": amp}
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / DECISION_FILE).write_text(decision.to_json())
+    if not decision.publish:
+        raise GateFailed(decision)
+    return decision

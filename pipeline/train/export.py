@@ -1,0 +1,36 @@
+"""The `.keras` file for serving, made once from the latest checkpoint of a model directory.
+
+Written once and kept: a `.keras` file is a zip with timestamps, so exporting again would change its
+sha256, and a retried publish must see the same bytes to resume the same version. It is made again
+only when a newer checkpoint exists.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+EXPORT_FILE = "model.keras"
+
+
+def export_keras(model_dir: Path) -> Path:
+    import tensorflow as tf
+
+    from pipeline.model import build_resnet50
+    from pipeline.train.checkpoint import CHECKPOINT_DIR, restore_model
+    from pipeline.train.config import TrainConfig
+
+    model_dir = Path(model_dir)
+    target = model_dir / EXPORT_FILE
+    latest = tf.train.latest_checkpoint(str(model_dir / CHECKPOINT_DIR))
+    if latest is None:
+        raise FileNotFoundError(f"{model_dir / CHECKPOINT_DIR}: no checkpoint to export; train first")
+    if target.exists() and target.stat().st_mtime >= Path(latest + ".index").stat().st_mtime:
+        return target
+    config = TrainConfig.load(model_dir)
+    model = build_resnet50(config.num_classes, image_size=config.image_size, dtype="float32")
+    restore_model(model, model_dir)
+    partial = model_dir / f".{EXPORT_FILE}.partial.keras"
+    model.save(partial)
+    os.replace(partial, target)  # never a half-written model.keras
+    return target
