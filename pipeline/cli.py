@@ -178,6 +178,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    from pipeline.gate import DECISION_FILE, GateFailed, champion_from_manifest, run_gate
+
+    champion = None
+    if args.bucket:
+        from pipeline.publish.registry import latest_manifest
+        from pipeline.publish.store import make_client
+
+        try:
+            manifest = latest_manifest(make_client(), args.bucket, args.prefix, args.model)
+            champion = champion_from_manifest(manifest)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+    try:
+        decision = run_gate(
+            args.model_dir, profile=args.profile, champion=champion, tolerance=args.tolerance,
+            champion_tolerance=args.champion_tolerance, force_publish=args.force_publish,
+            force_reason=args.force_reason,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    except GateFailed as exc:
+        decision = exc.decision
+    for reason in decision.reasons:
+        print(reason)
+    verdict = decision.verdict.upper() + (" (publish forced)" if decision.force_publish and decision.publish else "")
+    print(f"gate: {verdict}; decision: {args.model_dir / DECISION_FILE}")
+    return EXIT_OK if decision.publish else EXIT_FAILED
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -273,6 +303,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--batch-size", type=_positive_int, help="default: the training batch size")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "gate",
+        help="pass or fail a trained model against the NGC baseline and the published champion",
+        description="Read MODEL_DIR/eval.json, compare top-1 with the profile's baseline (NGC's, or the smoke "
+        "floor) minus a tolerance, and with the current `latest` published version when --bucket is given. "
+        "Always writes MODEL_DIR/decision.json. Exit 0 to publish, 1 when the model fails the gate.",
+    )
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--profile", choices=("smoke", "ngc-90e", "ngc-250e"), help="default: from config.json")
+    p.add_argument("--tolerance", type=float, default=0.3, help="percentage points below the baseline (0.3)")
+    p.add_argument("--champion-tolerance", type=float, default=0.3, help="percentage points below the champion")
+    p.add_argument("--force-publish", action="store_true", help="publish even if the gate fails (needs a reason)")
+    p.add_argument("--force-reason", help="why the failing model is published anyway; recorded in the manifest")
+    p.add_argument("--bucket", help="registry bucket: compare with its `latest` version (the champion)")
+    p.add_argument("--prefix", default="models")
+    p.add_argument("--model", default="resnet50")
+    p.set_defaults(func=cmd_gate)
     return parser
 
 
