@@ -25,6 +25,8 @@ class TrainConfig:
     epochs: int
     batch_size: int  # per replica (per GPU), as NVIDIA counts it
     image_size: int = 224
+    # Which counts the validator expects of the data: real ILSVRC-2012, or the sample's manifest.
+    dataset: Literal["imagenet", "sample"] = "imagenet"
     # LR = base_lr x global batch / lr_batch_denominator (0.256 per 256 images), linear warmup, cosine to 0.
     base_lr: float = 0.256
     lr_batch_denominator: int = 256
@@ -106,6 +108,7 @@ PROFILES: dict[str, TrainConfig] = {
     # batch 32), which reaches well above 60 % top-1 on its validation split.
     "smoke": TrainConfig(
         profile="smoke",
+        dataset="sample",
         epochs=10,
         batch_size=32,
         image_size=32,

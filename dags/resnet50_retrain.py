@@ -1,0 +1,169 @@
+"""
+### ResNet50 v1.5 monthly retrain
+
+Keeps the ResNet50 v1.5 ImageNet classifier fresh at NVIDIA NGC quality:
+
+1. **fetch_data**: `dvc pull` of `data.dvc` at `data_rev` into this run's workspace (or use `data_dir`);
+2. **validate_data**: every TFRecord checked; bad data fails the run before any GPU is spent;
+3. **train**: `horovodrun -np num_gpus` on the `gpu` pool / queue; a retry resumes from the checkpoint;
+4. **evaluate**: top-1 / top-5 over the 50,000 validation images;
+5. **check_accuracy**: the gate against the NGC baseline and the last published model (`decision.json`);
+6. **publish**: an immutable version `s3://bucket/prefix/resnet50/vNNNN/`, then `latest`.
+
+A scheduled run uses the defaults below (the production recipe `ngc-90e`; a deployment changes them with
+the `RN50_*` environment variables). Trigger with a form to override them for one run. Data-validation
+and gate failures are final; other failures retry with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from airflow.sdk import Asset, Param, dag, task
+
+from tasks.notify import log_failure
+
+# Per-deployment defaults, read at parse time from the environment (cheap: no DB, no heavy import).
+DEFAULT_PROFILE = os.environ.get("RN50_PROFILE", "ngc-90e")
+DEFAULT_BUCKET = os.environ.get("RN50_BUCKET", "rn50-artifacts")
+DEFAULT_PREFIX = os.environ.get("RN50_PREFIX", "models")
+DEFAULT_NUM_GPUS = int(os.environ.get("RN50_NUM_GPUS", "1"))
+AWS_CONN_ID = os.environ.get("RN50_AWS_CONN_ID", "aws_default")
+TRAIN_TIMEOUT = timedelta(hours=float(os.environ.get("RN50_TRAIN_TIMEOUT_HOURS", "72")))
+MODEL = "resnet50"
+
+# Downstream DAGs schedule on this Asset; each event's extra holds the published version's URI. (A name,
+# not an s3:// URI: an s3 Asset makes the Amazon provider import boto3 while the DAG file parses.)
+RESNET50_MODEL = Asset(name="resnet50_model")
+
+FINAL = {"retries": 0}  # bad data and a failed gate do not get better on retry
+GPU = {"pool": "gpu", "pool_slots": DEFAULT_NUM_GPUS, "queue": "gpu"}
+
+
+@dag(
+    dag_id=Path(__file__).stem,
+    dag_display_name="ResNet50 v1.5 retrain",
+    description="Monthly ResNet50 v1.5 retrain: fetch, validate, train, evaluate, gate, publish",
+    doc_md=__doc__,
+    schedule="@monthly",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["rn50", "training", "imagenet"],
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+        "on_failure_callback": log_failure,
+    },
+    params={
+        "profile": Param(DEFAULT_PROFILE, type="string", enum=["ngc-90e", "ngc-250e", "smoke"], title="Profile",
+                         description="Training recipe: NVIDIA's 90 or 250 epochs on ImageNet, or smoke (the sample "
+                         "dataset, 32 px, minutes on a CPU)."),
+        "data_rev": Param("HEAD", type="string", minLength=1, title="Data revision",
+                          description="git revision of data.dvc to `dvc pull` (a commit, tag or branch)."),
+        "data_dir": Param(None, type=["null", "string"], title="Data directory",
+                          description="Use this TFRecord directory as it is instead of pulling data.dvc."),
+        "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=1000, title="Epochs",
+                        description="Override the profile's epochs."),
+        "steps": Param(None, type=["null", "integer"], minimum=1, title="Steps",
+                       description="Stop after this many steps (the LR schedule spans them); for quick checks."),
+        "batch_size": Param(None, type=["null", "integer"], minimum=1, maximum=4096, title="Batch size per GPU",
+                            description="Override the profile's per-GPU batch (256 in the NGC recipes)."),
+        "num_gpus": Param(DEFAULT_NUM_GPUS, type="integer", minimum=1, maximum=1024, title="GPUs",
+                          description="Horovod ranks: horovodrun -np num_gpus."),
+        "hosts": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9_.-]+(:\d+)?(,[A-Za-z0-9_.-]+(:\d+)?)*$",
+                       title="Hosts", description="horovodrun hosts for several machines, e.g. node1:8,node2:8."),
+        "amp": Param(None, type=["null", "boolean"], title="AMP",
+                     description="Mixed precision (float16); empty keeps the profile's choice."),
+        "xla": Param(None, type=["null", "boolean"], title="XLA",
+                     description="XLA-compile the training step; empty keeps the profile's choice."),
+        "gate_tolerance": Param(0.3, type="number", minimum=0, maximum=100, title="Gate tolerance (pp)",
+                                description="Percentage points of top-1 below the baseline that still pass."),
+        "force_publish": Param(False, type="boolean", title="Force publish",
+                               description="Publish even if the gate fails. Needs a reason."),
+        "force_reason": Param(None, type=["null", "string"], title="Force reason",
+                              description="Why a failing model is published anyway; recorded in the manifest."),
+        "publish": Param(True, type="boolean", title="Publish",
+                         description="Publish a model that passes the gate (off: stop after the gate)."),
+        "bucket": Param(DEFAULT_BUCKET, type="string", minLength=3, maxLength=63, pattern=r"^[a-z0-9][a-z0-9.-]+$",
+                        title="Bucket", description="S3 bucket of the model registry."),
+        "prefix": Param(DEFAULT_PREFIX, type="string", title="Prefix", description="Key prefix inside the bucket."),
+    },
+)
+def resnet50_retrain():
+    @task(task_id="fetch_data", task_display_name="Fetch data (dvc pull)")
+    def fetch_data(**context) -> dict:
+        from tasks import fetch_data as stage
+        from tasks.common import workspace
+
+        params = context["params"]
+        return stage.run(workspace(context["run_id"]), data_rev=params["data_rev"], data_dir=params["data_dir"])
+
+    @task(task_id="validate_data", task_display_name="Validate data", **FINAL)
+    def validate_data(data: dict, **context) -> dict:
+        from tasks import validate_data as stage
+        from tasks.common import workspace
+
+        return stage.run(workspace(context["run_id"]), data_dir=data["data_dir"], profile=context["params"]["profile"])
+
+    @task(task_id="train", task_display_name="Train (Horovod)", execution_timeout=TRAIN_TIMEOUT, **GPU)
+    def train(data: dict, validation: dict, **context) -> dict:
+        from tasks import train as stage
+        from tasks.common import workspace
+
+        p = context["params"]
+        return stage.run(
+            workspace(context["run_id"]), data_dir=data["data_dir"], profile=p["profile"], num_gpus=p["num_gpus"],
+            hosts=p["hosts"], epochs=p["epochs"], batch_size=p["batch_size"], steps=p["steps"], amp=p["amp"],
+            xla=p["xla"],
+        )
+
+    @task(task_id="evaluate", task_display_name="Evaluate top-1/top-5", **GPU)
+    def evaluate(data: dict, trained: dict, **context) -> dict:
+        from tasks import evaluate as stage
+        from tasks.common import workspace
+
+        return stage.run(workspace(context["run_id"]), data_dir=data["data_dir"])
+
+    @task(task_id="check_accuracy", task_display_name="Accuracy gate", **FINAL)
+    def check_accuracy(evaluation: dict, **context) -> dict:
+        from tasks import check_accuracy as stage
+        from tasks.common import s3_client, workspace
+
+        p = context["params"]
+        return stage.run(
+            workspace(context["run_id"]), profile=p["profile"], tolerance=p["gate_tolerance"],
+            force_publish=p["force_publish"], force_reason=p["force_reason"], client=s3_client(AWS_CONN_ID),
+            bucket=p["bucket"], prefix=p["prefix"], model=MODEL,
+        )
+
+    @task(task_id="publish", task_display_name="Publish to S3", outlets=[RESNET50_MODEL])
+    def publish(decision: dict, training: dict, **context) -> dict:
+        from tasks import publish as stage
+        from tasks.common import s3_client, skip, workspace
+
+        p = context["params"]
+        if not p["publish"]:
+            raise skip("publish is off for this run; the gate's decision is in " + decision["decision"])
+        lineage = {"dag_id": context["dag"].dag_id, "run_id": context["run_id"], "num_gpus": training["num_gpus"],
+                   "hosts": training["hosts"] or "localhost"}
+        summary = stage.run(
+            workspace(context["run_id"]), client=s3_client(AWS_CONN_ID), bucket=p["bucket"], prefix=p["prefix"],
+            model=MODEL, run_id=context["run_id"], lineage=lineage,
+        )
+        context["outlet_events"][RESNET50_MODEL].extra = summary
+        return summary
+
+    data = fetch_data()
+    validation = validate_data(data)
+    trained = train(data, validation)
+    evaluation = evaluate(data, trained)
+    decision = check_accuracy(evaluation)
+    publish(decision, trained)
+
+
+resnet50_retrain()

@@ -1,0 +1,55 @@
+"""check_accuracy: the gate against the NGC baseline and the published champion; a failure is final."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from typing import Any
+
+from pipeline.gate import DECISION_FILE, GateFailed, champion_from_manifest, run_gate
+from pipeline.workspace import RunWorkspace
+from tasks.common import add_workspace_args, cli, final, workspace
+
+
+def run(ws: RunWorkspace, *, profile: str, tolerance: float = 0.3, force_publish: bool = False,
+        force_reason: str | None = None, client: Any = None, bucket: str | None = None, prefix: str = "models",
+        model: str = "resnet50") -> dict[str, Any]:
+    champion = None
+    if client is not None and bucket:
+        from pipeline.publish.registry import latest_manifest
+
+        champion = champion_from_manifest(latest_manifest(client, bucket, prefix, model))
+    try:
+        decision = run_gate(ws.model, profile=profile, champion=champion, tolerance=tolerance,
+                            force_publish=force_publish, force_reason=force_reason)
+    except GateFailed as exc:
+        for reason in exc.decision.reasons:
+            print(reason)
+        raise final(exc) from exc
+    for reason in decision.reasons:
+        print(reason)
+    return {"verdict": decision.verdict, "publish": decision.publish, "top1_accuracy": decision.top1_accuracy,
+            "decision": str(ws.model / DECISION_FILE), "champion": asdict(decision)["champion"]}
+
+
+def _main(args: argparse.Namespace) -> dict[str, Any]:
+    client = None
+    if args.bucket:
+        from pipeline.publish.store import make_client
+
+        client = make_client()
+    return run(workspace(args.run_id, args.workspace_root), profile=args.profile, tolerance=args.tolerance,
+               force_publish=args.force_publish, force_reason=args.force_reason, client=client, bucket=args.bucket,
+               prefix=args.prefix)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="tasks.check_accuracy", description=__doc__)
+    add_workspace_args(parser)
+    parser.add_argument("--profile", default="ngc-90e")
+    parser.add_argument("--tolerance", type=float, default=0.3)
+    parser.add_argument("--force-publish", action="store_true")
+    parser.add_argument("--force-reason")
+    parser.add_argument("--bucket")
+    parser.add_argument("--prefix", default="models")
+    cli(_main, parser)

@@ -1,0 +1,48 @@
+"""publish: the gated model as an immutable version in the registry bucket, plus its DVC pointer."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.workspace import RunWorkspace
+from tasks.common import add_workspace_args, cli, workspace
+
+
+def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = "models", model: str = "resnet50",
+        run_id: str | None = None, lineage: dict[str, Any] | None = None,
+        dvc_repo: Path | None = None) -> dict[str, Any]:
+    from pipeline.publish.publish import publish_model
+
+    from pipeline.train.export import export_keras
+
+    export_keras(ws.model)
+    report = ws.validation / "report.json"
+    result = publish_model(
+        ws.model, client=client, bucket=bucket, prefix=prefix, model=model, run_id=run_id or ws.run_id,
+        lineage=lineage, extra_files={"report.json": report} if report.exists() else None, dvc_repo=dvc_repo,
+    )
+    top1 = (result.manifest.get("metrics") or {}).get("top1_accuracy")
+    print(f"published {result.uri} (top-1 {top1} %)")
+    return {"version": result.version, "uri": result.uri, "top1_accuracy": top1, "bucket": bucket,
+            "prefix": prefix, "model": model}
+
+
+def _main(args: argparse.Namespace) -> dict[str, Any]:
+    from pipeline.publish.store import make_client
+
+    dvc_repo = args.dvc_repo or os.environ.get("RN50_DVC_REPO")
+    return run(workspace(args.run_id, args.workspace_root), client=make_client(), bucket=args.bucket,
+               prefix=args.prefix, model=args.model, dvc_repo=Path(dvc_repo) if dvc_repo else None)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="tasks.publish", description=__doc__)
+    add_workspace_args(parser)
+    parser.add_argument("--bucket", required=True)
+    parser.add_argument("--prefix", default="models")
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--dvc-repo", type=Path)
+    cli(_main, parser)

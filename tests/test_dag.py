@@ -1,0 +1,137 @@
+"""The `resnet50_retrain` DAG: it parses fast and light, and its wiring is what the design says."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DAGS = REPO / "dags"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "PYTHONPATH": str(REPO), **extra}
+
+
+def test_dagbag_imports_fast_without_heavy_libraries(tmp_path):
+    # A fresh interpreter, as the dag-processor has: what the DAG file imports is what gets counted.
+    code = """
+import json, sys, time
+from airflow.dag_processing.dagbag import DagBag
+start = time.perf_counter()
+bag = DagBag(dag_folder=sys.argv[1])
+seconds = time.perf_counter() - start
+heavy = [m for m in ("tensorflow", "keras", "great_expectations", "boto3", "horovod", "pandas") if m in sys.modules]
+print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dag_ids),
+                  "seconds": seconds, "heavy": heavy}))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(DAGS)], capture_output=True, text=True, timeout=120,
+        env=_env(AIRFLOW_HOME=str(tmp_path)),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert got["errors"] == {}
+    assert got["dags"] == ["resnet50_retrain"]
+    assert got["heavy"] == []
+    assert got["seconds"] < 2.0, f"parsing took {got['seconds']:.2f} s"
+
+
+@pytest.fixture(scope="module")
+def dag(tmp_path_factory):
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    return bag.dags["resnet50_retrain"]
+
+
+def test_schedule_and_run_policy(dag):
+    assert dag.timetable.expression == "0 0 1 * *"  # @monthly
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert dag.doc_md and "fetch_data" in dag.doc_md
+    assert {"rn50", "training"} <= set(dag.tags)
+
+
+def test_tasks_and_dependencies(dag):
+    order = ["fetch_data", "validate_data", "train", "evaluate", "check_accuracy", "publish"]
+    assert sorted(dag.task_ids) == sorted(order)
+    for upstream, downstream in itertools.pairwise(order):
+        assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
+    assert dag.get_task("train").upstream_task_ids == {"fetch_data", "validate_data"}
+    assert dag.get_task("publish").upstream_task_ids == {"check_accuracy", "train"}
+
+
+def test_gpu_routing_retries_and_outlet(dag):
+    train = dag.get_task("train")
+    assert (train.pool, train.queue) == ("gpu", "gpu")
+    assert train.execution_timeout == timedelta(hours=72)
+    assert train.retries == 2 and train.retry_exponential_backoff
+    assert dag.get_task("evaluate").pool == "gpu"
+    # Bad data and a failed gate are final: no retry.
+    assert dag.get_task("validate_data").retries == 0
+    assert dag.get_task("check_accuracy").retries == 0
+    assert dag.get_task("fetch_data").retries == 2
+    for task in dag.tasks:
+        assert task.on_failure_callback, task.task_id
+    outlets = dag.get_task("publish").outlets
+    assert [o.name for o in outlets] == ["resnet50_model"]
+
+
+def test_params_have_titles_descriptions_and_schemas(dag):
+    params = dag.params
+    expected = {"profile", "data_rev", "data_dir", "epochs", "steps", "batch_size", "num_gpus", "hosts", "amp",
+                "xla", "gate_tolerance", "force_publish", "force_reason", "publish", "bucket", "prefix"}
+    assert set(params.keys()) == expected
+    for name in expected:
+        param = params.get_param(name)
+        assert param.schema.get("title") and param.description, name
+    assert params["profile"] == "ngc-90e"  # a scheduled run trains the production recipe
+    assert params.get_param("profile").schema["enum"] == ["ngc-90e", "ngc-250e", "smoke"]
+    assert params["publish"] is True and params["force_publish"] is False
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [("profile", "ngc-9e"), ("num_gpus", 0), ("epochs", -1), ("gate_tolerance", -0.1), ("bucket", "UPPER_case"),
+     ("hosts", "node1:8;rm -rf /"), ("batch_size", "big")],
+)
+def test_the_trigger_form_rejects_bad_values(dag, name, bad):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    param = dag.params.get_param(name)
+    with pytest.raises(ParamValidationError):
+        param.resolve(bad)
+
+
+def test_defaults_come_from_the_deployment_environment(tmp_path):
+    code = "import dags.resnet50_retrain as d; print(d.resnet50_retrain().params['profile'])"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO,
+        env=_env(AIRFLOW_HOME=str(tmp_path), RN50_PROFILE="smoke"),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "smoke"
+
+
+def test_failure_summary_names_the_task_the_reason_and_the_report(tmp_path, monkeypatch):
+    from tasks.notify import failure_summary
+
+    monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path))
+
+    class TI:
+        task_id, run_id, try_number = "validate_data", "manual__2026-11-28T10:00:00+00:00", 1
+
+    line = failure_summary({"ti": TI(), "run_id": TI.run_id, "exception": ValueError("labels.range: 3 records")})
+    assert "task validate_data failed (try 1)" in line
+    assert "ValueError: labels.range: 3 records" in line
+    assert line.endswith("/validation/report.json") and str(tmp_path) in line
