@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,3 +81,76 @@ def encoded(data: bytes) -> bytes:
     fmap = example_class().FromString(data).features.feature
     return fmap[fmt.ENCODED].bytes_list.value[0]
 
+
+# --- the corpus: the sample with one defect per rule -----------------------------------------------
+
+VAL0 = "validation-00000-of-00002"
+VAL1 = "validation-00001-of-00002"
+TRAIN0 = "train-00000-of-00004"
+TRAIN1 = "train-00001-of-00004"
+
+# record index in VAL0 -> (the rule it must trip, how to break it)
+RECORD_DEFECTS = {
+    1: ("labels.range", lambda d, t: edit(d, set_int(fmt.LABEL, 0))),
+    2: ("labels.synset", lambda d, t: edit(d, set_bytes(fmt.SYNSET, b"n01443537"))),
+    3: ("labels.box_label", lambda d, t: edit(d, with_box_label(7))),
+    4: ("image.size_mismatch", lambda d, t: edit(d, set_int(fmt.HEIGHT, 999))),
+    5: ("image.not_jpeg", lambda d, t: edit(d, set_bytes(fmt.ENCODED, png_bytes()))),
+    6: ("boxes.range", lambda d, t: edit(d, one_box(0.2, 0.1, 1.5, 0.9))),
+    7: ("boxes.length", lambda d, t: edit(d, set_floats(fmt.BBOX_XMIN, 0.1, 0.2))),
+    8: ("schema.missing_key", lambda d, t: edit(d, delete(fmt.TEXT))),
+    9: ("schema.type", lambda d, t: edit(d, set_bytes(fmt.LABEL, b"1"))),
+    10: ("schema.arity", lambda d, t: edit(d, set_int(fmt.WIDTH, 64, 64))),
+    11: ("schema.constant", lambda d, t: edit(d, set_bytes(fmt.COLORSPACE, b"CMYK"))),
+    12: ("schema.parse", lambda d, t: b"\xff" * 40),
+    13: ("image.decode", lambda d, t: edit(d, set_bytes(fmt.ENCODED, broken_jpeg_body(encoded(d))))),
+    14: ("duplicates.cross_split", lambda d, t: edit(d, set_bytes(fmt.ENCODED, encoded(t)))),
+    15: ("boxes.range", lambda d, t: edit(d, one_box(0.5, 0.1, 0.5, 0.9))),  # zero width
+}
+
+
+def one_box(xmin, ymin, xmax, ymax):
+    def change(fmap):
+        for key, value in zip(
+            (fmt.BBOX_XMIN, fmt.BBOX_YMIN, fmt.BBOX_XMAX, fmt.BBOX_YMAX), (xmin, ymin, xmax, ymax), strict=True
+        ):
+            set_floats(key, value)(fmap)
+        label = fmap[fmt.LABEL].int64_list.value[0]
+        set_int(fmt.BBOX_LABEL, label)(fmap)
+
+    return change
+
+
+def with_box_label(wrong):
+    def change(fmap):
+        one_box(0.1, 0.1, 0.9, 0.9)(fmap)
+        set_int(fmt.BBOX_LABEL, wrong)(fmap)
+
+    return change
+
+
+def build_corpus(sample_dir: Path, out: Path) -> Path:
+    """The sample copied to `out` with one defect per rule, each at a known place."""
+    shutil.copytree(sample_dir, out)
+    train_first = frames(out / TRAIN0)[0]
+    datas = frames(out / VAL0)
+    for index, (_, breaker) in RECORD_DEFECTS.items():
+        datas[index] = breaker(datas[index], train_first)
+    datas[17] = edit(datas[17], set_bytes(fmt.ENCODED, encoded(datas[16])))  # a within-split repeat
+    framed = [encode_frame(d) for d in datas]
+    framed[20] = flip_data_crc(framed[20])
+    (out / VAL0).write_bytes(b"".join(framed))
+
+    # VAL1: cut in the middle of its last frame. TRAIN1: the length CRC of record 5 broken.
+    data = (out / VAL1).read_bytes()
+    (out / VAL1).write_bytes(data[:-10])
+    raw = bytearray((out / TRAIN1).read_bytes())
+    offset = sum(len(encode_frame(d)) for d in frames(out / TRAIN1)[:5])
+    raw[offset + 8] ^= 0x01
+    (out / TRAIN1).write_bytes(bytes(raw))
+
+    # The directory: a stray file, a missing shard, an empty one.
+    (out / "notes.txt").write_text("not a shard")
+    (out / "train-00002-of-00004").unlink()
+    (out / "train-00003-of-00004").write_bytes(b"")
+    return out

@@ -12,88 +12,22 @@ from pathlib import Path
 import corruption as c
 import pytest
 import tensorflow as tf
+from corruption import RECORD_DEFECTS, TRAIN1, VAL0, VAL1
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.data import format as fmt
 from pipeline.data.rules import RULES
 from pipeline.data.scan import scan_shard
 from pipeline.data.tfrecord import encode_frame
 from pipeline.data.validate import DataValidationError, validate_dataset
 
 BIN = Path(sys.executable).parent
-VAL0 = "validation-00000-of-00002"
-VAL1 = "validation-00001-of-00002"
-TRAIN0 = "train-00000-of-00004"
-TRAIN1 = "train-00001-of-00004"
-
-# record index in VAL0 -> (the rule it must trip, how to break it)
-RECORD_DEFECTS = {
-    1: ("labels.range", lambda d, t: c.edit(d, c.set_int(fmt.LABEL, 0))),
-    2: ("labels.synset", lambda d, t: c.edit(d, c.set_bytes(fmt.SYNSET, b"n01443537"))),
-    3: ("labels.box_label", lambda d, t: c.edit(d, _with_box_label(7))),
-    4: ("image.size_mismatch", lambda d, t: c.edit(d, c.set_int(fmt.HEIGHT, 999))),
-    5: ("image.not_jpeg", lambda d, t: c.edit(d, c.set_bytes(fmt.ENCODED, c.png_bytes()))),
-    6: ("boxes.range", lambda d, t: c.edit(d, _one_box(0.2, 0.1, 1.5, 0.9))),
-    7: ("boxes.length", lambda d, t: c.edit(d, c.set_floats(fmt.BBOX_XMIN, 0.1, 0.2))),
-    8: ("schema.missing_key", lambda d, t: c.edit(d, c.delete(fmt.TEXT))),
-    9: ("schema.type", lambda d, t: c.edit(d, c.set_bytes(fmt.LABEL, b"1"))),
-    10: ("schema.arity", lambda d, t: c.edit(d, c.set_int(fmt.WIDTH, 64, 64))),
-    11: ("schema.constant", lambda d, t: c.edit(d, c.set_bytes(fmt.COLORSPACE, b"CMYK"))),
-    12: ("schema.parse", lambda d, t: b"\xff" * 40),
-    13: ("image.decode", lambda d, t: c.edit(d, c.set_bytes(fmt.ENCODED, c.broken_jpeg_body(c.encoded(d))))),
-    14: ("duplicates.cross_split", lambda d, t: c.edit(d, c.set_bytes(fmt.ENCODED, c.encoded(t)))),
-    15: ("boxes.range", lambda d, t: c.edit(d, _one_box(0.5, 0.1, 0.5, 0.9))),  # zero width
-}
-
-
-def _one_box(xmin, ymin, xmax, ymax):
-    def change(fmap):
-        for key, value in zip(
-            (fmt.BBOX_XMIN, fmt.BBOX_YMIN, fmt.BBOX_XMAX, fmt.BBOX_YMAX), (xmin, ymin, xmax, ymax), strict=True
-        ):
-            c.set_floats(key, value)(fmap)
-        label = fmap[fmt.LABEL].int64_list.value[0]
-        c.set_int(fmt.BBOX_LABEL, label)(fmap)
-
-    return change
-
-
-def _with_box_label(wrong):
-    def change(fmap):
-        _one_box(0.1, 0.1, 0.9, 0.9)(fmap)
-        c.set_int(fmt.BBOX_LABEL, wrong)(fmap)
-
-    return change
 
 
 @pytest.fixture(scope="module")
 def corpus(sample_dir, tmp_path_factory) -> Path:
     """The sample with one defect per rule, each at a known place."""
-    out = tmp_path_factory.mktemp("corpus") / "imagenet"
-    shutil.copytree(sample_dir, out)
-    train_first = c.frames(out / TRAIN0)[0]
-    datas = c.frames(out / VAL0)
-    for index, (_, breaker) in RECORD_DEFECTS.items():
-        datas[index] = breaker(datas[index], train_first)
-    datas[17] = c.edit(datas[17], c.set_bytes(fmt.ENCODED, c.encoded(datas[16])))  # a within-split repeat
-    framed = [encode_frame(d) for d in datas]
-    framed[20] = c.flip_data_crc(framed[20])
-    (out / VAL0).write_bytes(b"".join(framed))
-
-    # VAL1: cut in the middle of its last frame. TRAIN1: the length CRC of record 5 broken.
-    data = (out / VAL1).read_bytes()
-    (out / VAL1).write_bytes(data[:-10])
-    raw = bytearray((out / TRAIN1).read_bytes())
-    offset = sum(len(encode_frame(d)) for d in c.frames(out / TRAIN1)[:5])
-    raw[offset + 8] ^= 0x01
-    (out / TRAIN1).write_bytes(bytes(raw))
-
-    # The directory: a stray file, a missing shard, an empty one.
-    (out / "notes.txt").write_text("not a shard")
-    (out / "train-00002-of-00004").unlink()
-    (out / "train-00003-of-00004").write_bytes(b"")
-    return out
+    return c.build_corpus(sample_dir, tmp_path_factory.mktemp("corpus") / "imagenet")
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,9 @@ def example_class() -> Any:
     features = _add_message(fd, "Features", ("feature", 1, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, "Features.FeatureEntry"))
     entry = features.nested_type.add(name="FeatureEntry")
     entry.field.add(name="key", number=1, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
-    entry.field.add(name="value", number=2, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL, type_name=f".{_PACKAGE}.Feature")
+    entry.field.add(
+        name="value", number=2, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL, type_name=f".{_PACKAGE}.Feature"
+    )
     entry.options.map_entry = True
     _add_message(fd, "Example", ("features", 1, _F.TYPE_MESSAGE, _F.LABEL_OPTIONAL, "Features"))
     pool = descriptor_pool.DescriptorPool()

@@ -16,6 +16,7 @@ the JPEG encoder is TensorFlow's libjpeg-turbo with its exact integer DCT.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -25,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.format import Box, ImageRecord, write_shard
 from pipeline.data.describe import SplitStats
+from pipeline.data.format import Box, ImageRecord, write_shard
 from pipeline.data.jpeg import add_exif
 from pipeline.data.labels import load_label_map
 from pipeline.data.shards import parse_shard_name, shard_name
@@ -228,7 +229,7 @@ def _make_records(spec: SampleSpec, split: str, counts: list[int]) -> list[Image
 def _shard_ranges(count: int, shards: int) -> list[tuple[int, int]]:
     """Contiguous, near-equal ranges, as the converter's np.linspace spacing gives."""
     edges = [count * i // shards for i in range(shards + 1)]
-    return list(zip(edges[:-1], edges[1:]))
+    return list(itertools.pairwise(edges))
 
 
 def _is_ours(name: str) -> bool:

@@ -4,8 +4,9 @@ A TFRecord file is a sequence of `uint64 length | uint32 masked_crc(length) | da
 masked_crc(data)`, little-endian. `tf.data.TFRecordDataset` stops at the first bad frame with an
 error that names neither the file nor the record; here each frame is read with its offset, so a
 validator can say exactly where a shard went wrong, and a DALI index can be written from the same
-pass. The CRC runs in C (google-crc32c, hardware CRC32 where the CPU has it), so this is bound by
-the disk rather than by Python.
+pass. The CRC runs in C (google-crc32c, hardware CRC32 where the CPU has it). This reader is the
+reference for the framing rules and their messages; the validator's hot loop is the native scanner
+in `_scan.c`, which defers to it for every frame that fails a check.
 """
 
 from __future__ import annotations
@@ -59,17 +60,19 @@ class Frame:
     error: FramingError | None = None
 
 
-def iter_frames(path: str | Path, *, buffer_size: int = 1 << 20) -> Iterator[Frame]:
+def iter_frames(path: str | Path, *, start: int = 0, index: int = 0, buffer_size: int = 1 << 20) -> Iterator[Frame]:
     """Every frame of a TFRecord file, with its data CRC checked.
 
     A bad data CRC yields a Frame with `error` and reading goes on (the length was verified, so the
     next frame is still found). A bad length CRC or a truncated frame yields a fatal error frame and
-    stops: nothing after it can be located.
+    stops: nothing after it can be located. `start` and `index` resume at a known frame boundary:
+    the native scanner hands the frames it will not judge itself over to this reader there.
     """
     path = Path(path)
     file_size = os.path.getsize(path)
     with open(path, "rb", buffering=buffer_size) as f:
-        index = offset = 0
+        f.seek(start)
+        offset = start
         while offset < file_size:
             header = f.read(HEADER)
             if len(header) < HEADER:
