@@ -15,12 +15,12 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test lint demo sample bench clean
+.PHONY: setup test lint demo airflow sample bench clean
 
 ## setup: create .venv with everything, Horovod built from source (cached in .cache/)
 setup: $(VENV)/.setup-$(TF)
 
-$(VENV)/.setup-$(TF): pyproject.toml scripts/setup.sh scripts/build_horovod.sh
+$(VENV)/.setup-$(TF): pyproject.toml setup.py pipeline/data/_scan.c scripts/setup.sh scripts/build_horovod.sh
 	scripts/setup.sh $(PYTHON) $(VENV) $(TF) $(CACHE)
 	touch $@
 
@@ -40,9 +40,13 @@ sample: setup
 	$(BIN)/dvc commit --quiet data.dvc
 	$(BIN)/dvc status data.dvc
 
-## demo: the main job end to end on this machine (for now: make the sample, then validate it)
+## demo: the whole DAG end to end here: local S3 server, SQLite Airflow, smoke training, publish, pull back
 demo: sample
-	$(BIN)/rn50 validate $(DATA) --expect sample --decode full --workers 2 --report-dir runs/demo/validation
+	scripts/demo.sh $(VENV)
+
+## airflow: `airflow standalone` with this project's DAGs; UI on http://localhost:8080 (admin / admin)
+airflow: setup
+	scripts/airflow.sh $(VENV)
 
 ## bench: the benchmarks under bench/ (figures in the README)
 bench: setup

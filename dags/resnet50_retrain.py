@@ -27,6 +27,8 @@ from tasks.notify import log_failure
 
 # Per-deployment defaults, read at parse time from the environment (cheap: no DB, no heavy import).
 DEFAULT_PROFILE = os.environ.get("RN50_PROFILE", "ngc-90e")
+# "none": triggered runs only (a test or staging deployment that must not start the monthly run on unpause).
+SCHEDULE = os.environ.get("RN50_SCHEDULE", "@monthly")
 DEFAULT_BUCKET = os.environ.get("RN50_BUCKET", "rn50-artifacts")
 DEFAULT_PREFIX = os.environ.get("RN50_PREFIX", "models")
 DEFAULT_NUM_GPUS = int(os.environ.get("RN50_NUM_GPUS", "1"))
@@ -47,7 +49,7 @@ GPU = {"pool": "gpu", "pool_slots": DEFAULT_NUM_GPUS, "queue": "gpu"}
     dag_display_name="ResNet50 v1.5 retrain",
     description="Monthly ResNet50 v1.5 retrain: fetch, validate, train, evaluate, gate, publish",
     doc_md=__doc__,
-    schedule="@monthly",
+    schedule=None if SCHEDULE.lower() == "none" else SCHEDULE,
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
