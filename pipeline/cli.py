@@ -191,6 +191,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
             champion = champion_from_manifest(manifest)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
+        except Exception as exc:  # the registry unreachable or its latest tampered: one line, not a traceback
+            print(f"rn50 gate: cannot read the champion from s3://{args.bucket}/{args.prefix}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
     try:
         decision = run_gate(
             args.model_dir, profile=args.profile, champion=champion, tolerance=args.tolerance,
@@ -206,6 +209,127 @@ def cmd_gate(args: argparse.Namespace) -> int:
     verdict = decision.verdict.upper() + (" (publish forced)" if decision.force_publish and decision.publish else "")
     print(f"gate: {verdict}; decision: {args.model_dir / DECISION_FILE}")
     return EXIT_OK if decision.publish else EXIT_FAILED
+
+
+def _publish_logging() -> None:
+    """Progress of publish/pull on stderr (stdout is kept for the URI a script reads), credentials redacted."""
+    import logging
+
+    from pipeline.publish.redact import redact
+
+    class Redacting(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.msg, record.args = redact(record.getMessage()), None
+            return True
+
+    ours = logging.getLogger("pipeline.publish")
+    if not ours.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(Redacting())
+        ours.addHandler(handler)
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
+
+
+def _registry_failure(command: str, exc: BaseException) -> int:
+    """An S3, integrity or registry failure: one line (already free of credentials), exit 1."""
+    from pipeline.publish.redact import redact
+
+    print(f"rn50 {command}: error: {redact(' '.join(str(exc).split()))}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    _publish_logging()
+    from pipeline.publish.dvc_pointer import DvcError
+    from pipeline.publish.publish import PublishError, PublishRefused, publish_model, read_decision
+    from pipeline.publish.registry import RegistryError
+    from pipeline.publish.store import StoreError, make_client
+    from pipeline.publish.upload import ConflictError
+
+    if not args.model_dir.is_dir():
+        raise UsageError(f"{args.model_dir}: no such model directory")
+    if args.validation_report is not None and not args.validation_report.is_file():
+        raise UsageError(f"{args.validation_report}: no such validation report")
+    try:
+        read_decision(args.model_dir)  # refuse before spending seconds on the export
+    except PublishRefused as exc:
+        return _registry_failure("publish", exc)
+    if args.export:
+        _quiet_tensorflow()
+        try:
+            from pipeline.train.export import export_keras
+
+            export_keras(args.model_dir)
+        except ImportError as exc:
+            raise UsageError(f"cannot export model.keras ({exc}); --no-export publishes without it") from exc
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from exc
+    dvc_repo = args.dvc_repo or (Path(os.environ["RN50_DVC_REPO"]) if os.environ.get("RN50_DVC_REPO") else None)
+    lineage = {k: v for k, v in (("hosts", args.hosts), ("num_gpus", args.num_gpus)) if v is not None}
+    try:
+        result = publish_model(
+            args.model_dir, client=make_client(), bucket=args.bucket, prefix=args.prefix, model=args.model,
+            run_id=args.run_id, lineage=lineage or None, dvc_repo=dvc_repo,
+            extra_files={"report.json": args.validation_report} if args.validation_report else None,
+        )
+    except PublishRefused as exc:
+        return _registry_failure("publish", exc)
+    except (PublishError, DvcError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    except (StoreError, RegistryError, ConflictError) as exc:
+        return _registry_failure("publish", exc)
+    top1 = result.manifest.get("metrics", {}).get("top1_accuracy")
+    print(f"published {result.version} (top-1 {top1} %, {result.bytes / 1e6:.1f} MB); latest is {result.latest}",
+          file=sys.stderr)
+    print(result.uri)
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    _publish_logging()
+    from pipeline.publish.registry import RegistryError, list_versions, read_latest
+    from pipeline.publish.store import Store, StoreError, make_client
+
+    try:
+        store = Store(make_client(), args.bucket)
+        manifests = list_versions(store, args.bucket, args.prefix, args.model)
+        latest = (read_latest(store, args.prefix, args.model)[0] or {}).get("version")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    except (StoreError, RegistryError) as exc:
+        return _registry_failure("list", exc)
+    if not manifests:
+        print(f"no published versions under s3://{args.bucket}/{args.prefix.strip('/')}/{args.model}/")
+        return EXIT_OK
+    print(f"{'VERSION':<8}  {'CREATED (UTC)':<19}  {'TOP-1':>8}  {'DATASET':<36}  VERDICT")
+    for m in manifests:
+        top1 = (m.get("metrics") or {}).get("top1_accuracy")
+        verdict = str(m.get("verdict")) + (" (forced)" if m.get("force_publish") else "")
+        created = str(m.get("created_at", ""))[:19].replace("T", " ")
+        accuracy = f"{top1:.2f} %" if isinstance(top1, int | float) else "-"
+        print(f"{m.get('version'):<8}  {created:<19}  {accuracy:>8}  {m.get('dataset_version') or '-':<36}  "
+              f"{verdict}{'  latest' if m.get('version') == latest else ''}")
+    return EXIT_OK
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    _publish_logging()
+    from pipeline.publish.pull import IntegrityError, pull_version
+    from pipeline.publish.registry import RegistryError
+    from pipeline.publish.store import StoreError, make_client
+
+    try:
+        result = pull_version(make_client(), args.bucket, args.dest, prefix=args.prefix, model=args.model,
+                              version=args.version)
+    except (FileExistsError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    except (IntegrityError, StoreError, RegistryError) as exc:
+        return _registry_failure("pull", exc)
+    print(f"pulled {result.version} into {result.dest}: {result.files} files, {result.bytes / 1e6:.1f} MB, "
+          f"every sha256 verified against the manifest")
+    return EXIT_OK
 
 
 def _positive_int(text: str) -> int:
@@ -321,6 +445,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="models")
     p.add_argument("--model", default="resnet50")
     p.set_defaults(func=cmd_gate)
+
+    p = sub.add_parser(
+        "publish",
+        help="publish a gated model directory as the next immutable version in S3 (and a DVC pointer)",
+        description="Upload MODEL_DIR (latest checkpoint, model.keras, eval.json, decision.json, metrics.jsonl, "
+        "config.json, and the validation report) as s3://BUCKET/PREFIX/MODEL/vNNNN/, manifest.json last, then "
+        "move latest.json. Refuses a model the gate did not pass. A retry with the same --run-id resumes the "
+        "same version. Credentials and endpoint come from the standard AWS environment (AWS_ENDPOINT_URL, ...). "
+        "Prints the version's URI.",
+    )
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--bucket", required=True)
+    p.add_argument("--prefix", default="models")
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--run-id", help="identifies this publish across retries (default: from the files' names, "
+                   "sizes and times)")
+    p.add_argument("--validation-report", type=Path, help="the data validation's report.json, stored as report.json")
+    p.add_argument("--dvc-repo", type=Path, help="registry repo for models/MODEL.dvc, committed and tagged "
+                   "MODEL@vNNNN when it is a git repo (default: $RN50_DVC_REPO)")
+    p.add_argument("--export", action=argparse.BooleanOptionalAction, default=True,
+                   help="write model.keras from the latest checkpoint first (default: yes)")
+    p.add_argument("--hosts", help="training hosts, recorded in the manifest")
+    p.add_argument("--num-gpus", type=_positive_int, help="GPUs the model trained on, recorded in the manifest")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser(
+        "list",
+        help="list the published versions with top-1, date and dataset version",
+        description="One line per complete version (one with a manifest), oldest first; the one latest.json "
+        "names is marked `latest`. Versions still being uploaded are not shown.",
+    )
+    p.add_argument("--bucket", required=True)
+    p.add_argument("--prefix", default="models")
+    p.add_argument("--model", default="resnet50")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        "pull",
+        help="download a published version into DEST, verifying every file's sha256",
+        description="Download VERSION (default: latest) into DEST (which must not exist, or be empty), checking "
+        "every file's size and sha256 against the manifest. Any mismatch (a tampered or truncated object) "
+        "fails the pull and leaves DEST untouched. Exit 1 on a refused or failed pull.",
+    )
+    p.add_argument("dest", metavar="DEST", type=Path)
+    p.add_argument("--bucket", required=True)
+    p.add_argument("--version", default="latest", help="vNNNN or latest (default)")
+    p.add_argument("--prefix", default="models")
+    p.add_argument("--model", default="resnet50")
+    p.set_defaults(func=cmd_pull)
     return parser
 
 

@@ -15,14 +15,16 @@ def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = "models", m
         run_id: str | None = None, lineage: dict[str, Any] | None = None,
         dvc_repo: Path | None = None) -> dict[str, Any]:
     from pipeline.publish.publish import publish_model
-
     from pipeline.train.export import export_keras
 
     export_keras(ws.model)
     report = ws.validation / "report.json"
+    data_dvc = ws.checkout / "data.dvc"  # the data.dvc this run pulled (at data_rev), not the code checkout's
     result = publish_model(
         ws.model, client=client, bucket=bucket, prefix=prefix, model=model, run_id=run_id or ws.run_id,
-        lineage=lineage, extra_files={"report.json": report} if report.exists() else None, dvc_repo=dvc_repo,
+        lineage=lineage, extra_files={"report.json": report} if report.exists() else None,
+        dvc_repo=dvc_repo or (Path(os.environ["RN50_DVC_REPO"]) if os.environ.get("RN50_DVC_REPO") else None),
+        **({"data_dvc": data_dvc} if data_dvc.exists() else {}),
     )
     top1 = (result.manifest.get("metrics") or {}).get("top1_accuracy")
     print(f"published {result.uri} (top-1 {top1} %)")

@@ -1,0 +1,117 @@
+"""What a version says about itself: its files and their digests, how good it is, and where it came from.
+
+The manifest is the version's contract: `pull` trusts nothing it does not list, the gate reads the
+champion's `metrics.top1_accuracy` from it, and an auditor reads the lineage (the data, the code,
+the recipe, the Airflow run, the hardware) without access to the machine that trained it.
+Building it is a pure function; the lineage helpers below are the only I/O, and each returns None
+rather than failing when its source is absent (a model trained outside git or Airflow is still
+publishable, and says so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.publish.hashing import FileDigest
+
+FORMAT = "rn50-model-manifest/1"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def dataset_version(data_dvc: Path) -> str | None:
+    """The md5 DVC pins the dataset with (`outs[0].md5` of data.dvc)."""
+    import yaml
+
+    try:
+        outs = yaml.safe_load(Path(data_dvc).read_text()).get("outs") or []
+    except (OSError, AttributeError, yaml.YAMLError):
+        return None
+    return outs[0].get("md5") if outs and isinstance(outs[0], dict) else None
+
+
+def code_version(repo: Path) -> str | None:
+    """`git rev-parse HEAD`, with "-dirty" when tracked files differ from it; None outside git."""
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        # --no-optional-locks: a status must not take the index lock of a checkout others work in.
+        return subprocess.run(["git", "--no-optional-locks", "-C", str(repo), *args], capture_output=True,
+                              text=True, timeout=30, stdin=subprocess.DEVNULL)
+
+    try:
+        head = git("rev-parse", "--verify", "HEAD")
+        if head.returncode != 0:
+            return None
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def airflow_ids(env: Mapping[str, str] = os.environ) -> dict[str, str] | None:
+    """The DAG and run that published, from the context Airflow exports to its tasks."""
+    ids = {"dag_id": env.get("AIRFLOW_CTX_DAG_ID"), "run_id": env.get("AIRFLOW_CTX_DAG_RUN_ID")}
+    return ids if any(ids.values()) else None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return value
+
+
+def build_manifest(
+    *,
+    model: str,
+    version: str,
+    uri: str,
+    created_at: str,
+    run_id: str,
+    files: Mapping[str, FileDigest],
+    evaluation: dict[str, Any],
+    decision: dict[str, Any],
+    config: dict[str, Any],
+    lineage: dict[str, Any],
+    dvc: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The manifest as a JSON-able dict. `lineage` holds what the caller knows (already resolved)."""
+    known = {"dataset_version", "code_version", "dag_id", "run_id", "hosts", "num_gpus"}
+    airflow = {k: lineage.get(k) for k in ("dag_id", "run_id")}
+    return {
+        "format": FORMAT,
+        "model": model,
+        "version": version,
+        "uri": uri,
+        "created_at": created_at,
+        "run_id": run_id,
+        "files": {
+            name: {"size": d.size, "sha256": d.sha256, **({"md5": d.md5} if d.md5 else {})}
+            for name, d in sorted(files.items())
+        },
+        "metrics": evaluation,
+        "verdict": decision.get("verdict"),
+        "force_publish": bool(decision.get("force_publish")),
+        "force_reason": decision.get("force_reason"),
+        "baseline": decision.get("baseline"),
+        "gate": {k: decision.get(k) for k in ("profile", "thresholds", "reasons", "champion", "decided_at")},
+        "dataset_version": lineage.get("dataset_version"),
+        "code_version": lineage.get("code_version"),
+        "training": {"config": config, "hosts": lineage.get("hosts"), "num_gpus": lineage.get("num_gpus")},
+        "airflow": airflow if any(airflow.values()) else None,
+        "dvc": dvc,
+        "lineage": {k: v for k, v in lineage.items() if k not in known} or None,
+    }
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()

@@ -1,0 +1,141 @@
+"""Fetch a published version, trusting no byte the manifest does not vouch for.
+
+Files are streamed into a temporary directory beside DEST while their sha256 is computed; any size
+or digest that differs from the manifest (a tampered, truncated or replaced object) fails the whole
+pull, and the temporary directory is removed. Only a fully verified copy is renamed to DEST, so DEST
+either does not exist or holds exactly the version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.publish.registry import (
+    MANIFEST,
+    RegistryError,
+    latest_manifest,
+    model_prefix,
+    read_manifest,
+    version_number,
+    version_prefix,
+)
+from pipeline.publish.store import RetryPolicy, Store, StoreError, _is_retryable
+from pipeline.publish.upload import run_all
+
+
+class IntegrityError(RuntimeError):
+    """A downloaded object does not match the manifest; nothing was written to DEST."""
+
+
+@dataclass(frozen=True)
+class PullResult:
+    version: str
+    dest: Path
+    manifest: dict[str, Any]
+    files: int
+    bytes: int
+    seconds: float
+
+
+def resolve(store: Store, prefix: str, model: str, version: str) -> dict[str, Any]:
+    """The manifest of `version` ("latest" or vNNNN); a version without one does not exist."""
+    if version == "latest":
+        manifest = latest_manifest(store, store.bucket, prefix, model)
+        if manifest is None:
+            raise RegistryError(f"{store.uri(model_prefix(prefix, model))}: nothing published yet (no latest.json)")
+        return manifest
+    version_number(version)  # ValueError on a malformed name
+    manifest = read_manifest(store, prefix, model, version)
+    if manifest is None:
+        raise RegistryError(f"{store.uri(version_prefix(prefix, model, version))}: not a published version "
+                            "(no manifest.json)")
+    return manifest
+
+
+def _safe_target(root: Path, name: str) -> Path:
+    target = (root / name).resolve()
+    if not target.is_relative_to(root.resolve()) or name.startswith("/"):
+        raise IntegrityError(f"the manifest names {name!r}, which is outside the version; refusing it")
+    return target
+
+
+def _fetch(store: Store, key: str, target: Path, size: int, sha256: str) -> int:
+    """Stream key into target, hashing as it goes; retried whole on transient errors."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    attempts = max(1, store.retry.attempts)
+    for attempt in range(attempts):
+        digest, written = hashlib.sha256(), 0
+        try:
+            body = store.stream(key)
+            with open(target, "wb") as f:
+                for chunk in body.iter_chunks(1024 * 1024):
+                    digest.update(chunk)
+                    f.write(chunk)
+                    written += len(chunk)
+                    if written > size:
+                        break  # longer than the manifest says: no need to read the rest
+            break
+        except StoreError:
+            raise
+        except Exception as exc:  # a reset mid-body surfaces from the stream, not from get_object
+            transient = _is_retryable(exc) or "ProtocolError" in type(exc).__name__
+            if not transient or attempt == attempts - 1:
+                raise StoreError(f"get {store.uri(key)}: {' '.join(str(exc).split())}") from None
+            time.sleep(store.retry.delay(attempt))
+    if written != size:
+        raise IntegrityError(f"{store.uri(key)}: {'more' if written > size else written} bytes, the manifest says "
+                             f"{size}; refusing the version (truncated or replaced object)")
+    if digest.hexdigest() != sha256:
+        raise IntegrityError(f"{store.uri(key)}: sha256 {digest.hexdigest()} differs from the manifest's {sha256}; "
+                             "refusing the version (tampered object)")
+    return written
+
+
+def pull_version(
+    client: Any,
+    bucket: str,
+    dest: Path,
+    *,
+    prefix: str = "models",
+    model: str = "resnet50",
+    version: str = "latest",
+    retry: RetryPolicy | None = None,
+    concurrency: int = 4,
+) -> PullResult:
+    """Download version (or latest) into dest, which must not exist or be empty; every file verified."""
+    started = time.perf_counter()
+    dest = Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise FileExistsError(f"{dest}: exists and is not an empty directory")
+    store = client if isinstance(client, Store) else Store(client, bucket, retry)
+    manifest = resolve(store, prefix, model, version)
+    version = manifest.get("version", version)
+    if manifest.get("model") != model:
+        raise IntegrityError(f"the manifest of {version} is for model {manifest.get('model')!r}, not {model!r}")
+    base = version_prefix(prefix, model, version)
+    files = manifest.get("files") or {}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        jobs = [
+            lambda n=n, e=e: _fetch(store, base + n, _safe_target(staging, n), int(e["size"]), e["sha256"])
+            for n, e in sorted(files.items(), key=lambda item: -int(item[1]["size"]))
+        ]
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="pull") as pool:
+            total = sum(run_all(pool, jobs))
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if dest.exists():
+            dest.rmdir()  # empty, checked above
+        os.replace(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return PullResult(version, dest, manifest, len(files), total, time.perf_counter() - started)

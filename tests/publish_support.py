@@ -1,0 +1,192 @@
+"""Shared by the publish tests: a model directory shaped like a trained one, and S3 helpers.
+
+The checkpoint is random bytes in TF's file layout: publishing never parses it, and a real one would
+cost a TensorFlow import and a training step per test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from pipeline.train.config import get_profile
+
+REPO = Path(__file__).resolve().parent.parent
+BUCKET = "rn50-registry"
+MIB = 1024 * 1024
+DVC = str(Path(sys.executable).parent / "dvc")
+
+
+def decision(verdict: str = "pass", *, force: bool = False, reason: str | None = None) -> dict[str, Any]:
+    return {
+        "verdict": verdict, "publish": verdict == "pass" or force, "force_publish": force, "force_reason": reason,
+        "profile": "smoke", "top1_accuracy": 95.0, "champion": None,
+        "baseline": {"name": "smoke", "top1_accuracy": 60.0, "source": "rn50-pipeline sample", "sanity_check": True},
+        "thresholds": {"tolerance": 0.3, "champion_tolerance": 0.3, "baseline_min": 59.7, "champion_min": None},
+        "reasons": [f"{'PASS' if verdict == 'pass' else 'FAIL'}: top-1 95.00 % vs 59.70 %"],
+        "decided_at": "2026-11-28T12:00:00+00:00",
+    }
+
+
+def make_model_dir(path: Path, *, data_bytes: int = 64 * 1024, seed: int = 0, top1: float = 95.0,
+                   verdict: str = "pass", force: bool = False, reason: str | None = None,
+                   keras: bool = True) -> Path:
+    """A model directory as training, evaluate, gate and export leave it (two checkpoints kept)."""
+    rng = __import__("random").Random(seed)
+    ckpt = path / "checkpoints"
+    ckpt.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps(get_profile("smoke").to_dict(), indent=2) + "\n")
+    (path / "eval.json").write_text(json.dumps({"top1_accuracy": top1, "top5_accuracy": 99.2, "eval_count": 500,
+                                                "eval_throughput": 812.5}) + "\n")
+    (path / "decision.json").write_text(json.dumps(decision(verdict, force=force, reason=reason), indent=2) + "\n")
+    (path / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "epoch": s // 31, "loss": 2.0 / s, "lr": 0.01, "train_throughput": 45.0}) + "\n"
+        for s in range(1, 40)))
+    for step in (1, 2):
+        (ckpt / f"ckpt-{step}.index").write_bytes(rng.randbytes(3000 + step))
+        (ckpt / f"ckpt-{step}.data-00000-of-00001").write_bytes(rng.randbytes(data_bytes))
+    (ckpt / "checkpoint").write_text('model_checkpoint_path: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-1"\n'
+                                     'all_model_checkpoint_paths: "ckpt-2"\n')
+    if keras:
+        (path / "model.keras").write_bytes(rng.randbytes(20_000))
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def s3(endpoint: str) -> Any:
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+                        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+                        region_name="us-east-1")
+
+
+def keys(client: Any, bucket: str = BUCKET, prefix: str = "") -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def uploads(client: Any, bucket: str = BUCKET) -> list[dict[str, Any]]:
+    return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def reset(endpoint: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=5)
+
+
+def run(cwd: Path, env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, f"{' '.join(args)}: {result.stdout}{result.stderr}"
+    return result.stdout.strip()
+
+
+def registry_repo(path: Path, env: dict[str, str], remote: str) -> Path:
+    """A model-registry repo as `make demo` creates it: git + DVC, default remote on the bucket."""
+    git = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
+    path.mkdir()
+    run(path, env, *git, "init", "-q")
+    run(path, env, DVC, "init", "-q")
+    run(path, env, DVC, "remote", "add", "-d", "storage", remote)
+    run(path, env, *git, "add", ".dvc")
+    run(path, env, *git, "commit", "-qm", "model registry")
+    return path
+
+
+def rn50(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+class FlakyProxy:
+    """An HTTP proxy in front of the S3 server that breaks requests on a schedule.
+
+    `plan(n)` says what happens to the n-th request (1-based): "ok", "503" (SlowDown, the throttling
+    answer), "reset" (the connection drops before the server sees the request) or "lost" (the server
+    handles it, then the connection drops, so the client never learns that its write succeeded).
+    """
+
+    def __init__(self, target: str, plan) -> None:
+        import http.client
+        import http.server
+        import socket
+        import threading
+        from urllib.parse import urlsplit
+
+        self.plan, self.count, self.faults = plan, 0, {"503": 0, "reset": 0, "lost": 0}
+        lock = threading.Lock()
+        upstream = urlsplit(target)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _drop(self) -> None:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    proxy.count += 1
+                    mode = proxy.plan(proxy.count)
+                    if mode != "ok":
+                        proxy.faults[mode] += 1
+                if mode == "503":
+                    payload = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                if mode == "reset":
+                    return self._drop()
+                conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
+                conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+                response = conn.getresponse()
+                data = response.read()
+                conn.close()
+                if mode == "lost":
+                    return self._drop()
+                self.send_response(response.status)
+                # A HEAD's Content-Length is the object's size, not this (empty) body's.
+                skip = {"transfer-encoding", "connection", "date", "server"} | (
+                    set() if self.command == "HEAD" else {"content-length"})
+                for name, value in response.getheaders():
+                    if name.lower() not in skip:
+                        self.send_header(name, value)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address) -> None:
+                pass  # the resets this proxy makes on purpose
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

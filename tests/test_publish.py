@@ -1,0 +1,317 @@
+"""Publishing to a real S3 server (moto_server over HTTP): layout, manifest, and each guarantee of issue 5.
+
+Faults that need a second process (SIGKILL, an endpoint that is down, concurrent publishers) are in
+test_publish_faults.py; the DVC pointer in test_publish_dvc.py; the CLI in test_publish_cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from publish_support import BUCKET, MIB, keys, make_model_dir, s3, sha256, uploads
+
+from pipeline.publish.hashing import sha256_b64
+from pipeline.publish.publish import PublishError, PublishRefused, publish_model
+from pipeline.publish.pull import IntegrityError, pull_version
+from pipeline.publish.registry import (
+    RegistryError,
+    advance_latest,
+    claim_version,
+    latest_manifest,
+    list_versions,
+    read_latest,
+)
+from pipeline.publish.store import PreconditionFailed, RetryPolicy, Store, make_client
+from pipeline.publish.upload import ConflictError, Transfer
+
+FAST = RetryPolicy(attempts=2, backoff_s=0.01)
+SMALL_PARTS = Transfer(threshold=8 * MIB, part_size=6 * MIB, concurrency=4)
+ROOT = "models/resnet50/"
+
+
+@pytest.fixture
+def registry(s3_env):
+    """(raw boto3 client for looking behind our back, our client) against an empty bucket."""
+    raw = s3(s3_env["AWS_ENDPOINT_URL"])
+    raw.create_bucket(Bucket=BUCKET)
+    return raw, make_client(max_attempts=2)
+
+
+def publish(model_dir: Path, client, **kwargs):
+    kwargs.setdefault("retry", FAST)
+    kwargs.setdefault("dvc_prefix", None)
+    return publish_model(model_dir, client=client, bucket=BUCKET, **kwargs)
+
+
+def record_calls(client, operation: str) -> list[dict]:
+    """Every request of `operation` this client makes: its parameters, as sent."""
+    calls: list[dict] = []
+    client.meta.events.register(f"before-parameter-build.s3.{operation}", lambda params, **_: calls.append(params))
+    return calls
+
+
+def test_layout_and_manifest(registry, tmp_path, monkeypatch):
+    raw, client = registry
+    model_dir = make_model_dir(tmp_path / "m")
+    report = tmp_path / "report.json"
+    report.write_text('{"ok": true, "records": 500}\n')
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "resnet50_retrain")
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "manual__2026-11-28")
+    result = publish(model_dir, client, run_id="run-1", extra_files={"report.json": report}, dvc_prefix="dvc",
+                     lineage={"hosts": "node1:8,node2:8", "num_gpus": 16, "dataset_version": "abc.dir"})
+
+    assert (result.version, result.uri, result.state) == ("v0001", f"s3://{BUCKET}/{ROOT}v0001/", "new")
+    expected = {"checkpoints/checkpoint", "checkpoints/ckpt-2.index", "checkpoints/ckpt-2.data-00000-of-00001",
+                "model.keras", "eval.json", "decision.json", "metrics.jsonl", "report.json", "config.json"}
+    assert set(keys(raw, prefix=ROOT + "v0001/")) == {ROOT + "v0001/" + n for n in expected | {"manifest.json",
+                                                                                              ".claim.json"}}
+    manifest = json.loads(raw.get_object(Bucket=BUCKET, Key=ROOT + "v0001/manifest.json")["Body"].read())
+    assert manifest == result.manifest
+    assert set(manifest["files"]) == expected
+    for name in expected - {"checkpoints/checkpoint", "report.json"}:
+        assert manifest["files"][name]["sha256"] == sha256(model_dir / name)
+        assert manifest["files"][name]["size"] == (model_dir / name).stat().st_size
+    assert manifest["files"]["report.json"]["sha256"] == sha256(report)
+    # Only the newest checkpoint, with an index that names only it.
+    body = raw.get_object(Bucket=BUCKET, Key=ROOT + "v0001/checkpoints/checkpoint")["Body"].read().decode()
+    assert body == 'model_checkpoint_path: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-2"\n'
+    assert (manifest["model"], manifest["version"], manifest["run_id"]) == ("resnet50", "v0001", "run-1")
+    assert manifest["created_at"].endswith("+00:00")
+    assert manifest["metrics"]["top1_accuracy"] == 95.0
+    assert (manifest["verdict"], manifest["force_reason"], manifest["baseline"]["name"]) == ("pass", None, "smoke")
+    assert manifest["dataset_version"] == "abc.dir"
+    assert manifest["code_version"] and len(manifest["code_version"].split("-")[0]) == 40
+    assert manifest["training"]["config"]["profile"] == "smoke"
+    assert (manifest["training"]["hosts"], manifest["training"]["num_gpus"]) == ("node1:8,node2:8", 16)
+    assert manifest["airflow"] == {"dag_id": "resnet50_retrain", "run_id": "manual__2026-11-28"}
+    assert manifest["dvc"]["md5"].endswith(".dir") and manifest["dvc"]["remote"] == f"s3://{BUCKET}/dvc"
+    latest = json.loads(raw.get_object(Bucket=BUCKET, Key=ROOT + "latest.json")["Body"].read())
+    assert latest["version"] == "v0001"
+    assert latest_manifest(client, BUCKET, "models", "resnet50") == manifest
+
+
+def test_lineage_from_data_dvc_and_git(registry, tmp_path, repo_root):
+    _, client = registry
+    repo = tmp_path / "code"
+    repo.mkdir()
+    (repo / "data.dvc").write_bytes((repo_root / "data.dvc").read_bytes())
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    subprocess.run([*git, "add", "data.dvc"], check=True)
+    subprocess.run([*git, "commit", "-qm", "data"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    first = publish(make_model_dir(tmp_path / "a"), client, code_repo=repo)
+    md5 = (repo_root / "data.dvc").read_text().split("md5: ")[1].split()[0]
+    assert (first.manifest["dataset_version"], first.manifest["code_version"]) == (md5, head)
+    (repo / "data.dvc").write_text("changed\n")
+    second = publish(make_model_dir(tmp_path / "b", seed=1), client, code_repo=repo)
+    assert second.manifest["code_version"] == head + "-dirty"
+    third = publish(make_model_dir(tmp_path / "c", seed=2), client, code_repo=tmp_path / "c")  # not git
+    assert third.manifest["code_version"] is None and third.manifest["dataset_version"] is None
+
+
+def test_refuses_what_the_gate_did_not_pass(registry, tmp_path):
+    raw, client = registry
+    failed = make_model_dir(tmp_path / "failed", verdict="fail")
+    with pytest.raises(PublishRefused, match="verdict is 'fail'"):
+        publish(failed, client)
+    (failed / "decision.json").unlink()
+    with pytest.raises(PublishRefused, match=r"decision\.json"):
+        publish(failed, client)
+    no_eval = make_model_dir(tmp_path / "no-eval")
+    (no_eval / "eval.json").unlink()
+    with pytest.raises(PublishError, match=r"eval\.json: missing"):
+        publish(no_eval, client)
+    assert keys(raw) == []  # refused before anything moved
+
+    forced = make_model_dir(tmp_path / "forced", verdict="fail", force=True, reason="hotfix for label bug")
+    manifest = publish(forced, client).manifest
+    assert (manifest["verdict"], manifest["force_publish"], manifest["force_reason"]) == (
+        "fail", True, "hotfix for label bug")
+
+
+def test_every_version_object_is_a_conditional_create(registry, tmp_path):
+    raw, client = registry
+    puts = record_calls(client, "PutObject")
+    completes = record_calls(client, "CompleteMultipartUpload")
+    model_dir = make_model_dir(tmp_path / "m", data_bytes=13 * MIB)
+    publish(model_dir, client, dvc_prefix="dvc", transfer=SMALL_PARTS, run_id="imm")
+    version_writes = [p for p in puts + completes if p["Key"].startswith(ROOT + "v0001/")]
+    assert len(version_writes) == 10  # claim, 8 files (one multipart), manifest
+    assert all(p.get("IfNoneMatch") == "*" for p in version_writes)
+    assert [p["Key"] for p in puts if p["Key"].startswith(ROOT + "v")][-1] == ROOT + "v0001/manifest.json"
+    latest_writes = [p for p in puts if p["Key"] == ROOT + "latest.json"]
+    assert latest_writes and all(p.get("IfNoneMatch") == "*" or p.get("IfMatch") for p in latest_writes)
+
+    # The server refuses an overwrite, and a retry of the run with other bytes is refused before it.
+    store = Store(client, BUCKET, FAST)
+    with pytest.raises(PreconditionFailed):
+        store.put_new(ROOT + "v0001/eval.json", b"{}", sha256_b64=sha256_b64(b"{}"))
+    before = {k: raw.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in keys(raw, prefix=ROOT + "v0001/")}
+    (model_dir / "eval.json").write_text('{"top1_accuracy": 99.9}\n')
+    with pytest.raises(ConflictError, match=r"eval\.json"):
+        publish(model_dir, client, run_id="imm", transfer=SMALL_PARTS)
+    after = {k: raw.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in keys(raw, prefix=ROOT + "v0001/")}
+    assert after == before
+
+
+def test_incomplete_version_is_invisible(registry, tmp_path):
+    raw, client = registry
+    publish(make_model_dir(tmp_path / "a"), client, run_id="a")
+    # What a publish killed before its manifest leaves behind: a claim and some files.
+    store = Store(client, BUCKET, FAST)
+    assert claim_version(store, "models", "resnet50", "b").version == "v0002"
+    raw.put_object(Bucket=BUCKET, Key=ROOT + "v0002/eval.json", Body=b'{"top1_accuracy": 99.0}')
+
+    assert [m["version"] for m in list_versions(client, BUCKET, "models", "resnet50")] == ["v0001"]
+    assert latest_manifest(client, BUCKET, "models", "resnet50")["version"] == "v0001"
+    with pytest.raises(RegistryError, match="v0002/: not a published version"):
+        pull_version(client, BUCKET, tmp_path / "pulled", version="v0002", retry=FAST)
+    assert pull_version(client, BUCKET, tmp_path / "pulled", retry=FAST).version == "v0001"
+    with pytest.raises(RegistryError, match="has no manifest"):
+        advance_latest(store, "models", "resnet50", "v0002", "0" * 64)
+
+
+def test_latest_moves_forward_only(registry, tmp_path):
+    _, client = registry
+    store = Store(client, BUCKET, FAST)
+    # Run "a" claims v0001 but finishes after run "b", which gets v0002.
+    assert claim_version(store, "models", "resnet50", "a").version == "v0001"
+    b = publish(make_model_dir(tmp_path / "b", seed=2), client, run_id="b")
+    a = publish(make_model_dir(tmp_path / "a", seed=1), client, run_id="a")
+    assert (a.version, a.state, a.latest, b.version, b.latest) == ("v0001", "resumed", "v0002", "v0002", "v0002")
+    assert read_latest(store, "models", "resnet50")[0]["version"] == "v0002"
+    assert advance_latest(store, "models", "resnet50", "v0001", "0" * 64) == "v0002"
+
+
+def test_latest_compare_and_swap_under_contention(registry, tmp_path):
+    raw, client = registry
+    for seed, run in ((1, "r1"), (2, "r2"), (3, "r3")):
+        publish(make_model_dir(tmp_path / run, seed=seed), client, run_id=run)
+    raw.delete_object(Bucket=BUCKET, Key=ROOT + "latest.json")
+    barrier = threading.Barrier(2, timeout=20)
+    results: dict[str, str] = {}
+
+    def advance(version: str) -> None:
+        own = make_client(max_attempts=2)
+        waited = []
+
+        def at_the_same_time(params, **_):
+            if params["Key"].endswith("latest.json") and not waited:
+                waited.append(1)
+                barrier.wait()
+
+        own.meta.events.register("before-parameter-build.s3.PutObject", at_the_same_time)
+        results[version] = advance_latest(Store(own, BUCKET, FAST), "models", "resnet50", version, "0" * 64)
+
+    threads = [threading.Thread(target=advance, args=(v,)) for v in ("v0002", "v0003")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Each says what latest names right after its own attempt: v0002 may have won first and then lost to v0003.
+    assert results["v0003"] == "v0003" and results["v0002"] in ("v0002", "v0003")
+    assert json.loads(raw.get_object(Bucket=BUCKET, Key=ROOT + "latest.json")["Body"].read())["version"] == "v0003"
+
+
+def test_retry_of_the_same_run_resumes_and_uploads_only_what_is_missing(registry, tmp_path):
+    raw, client = registry
+    model_dir = make_model_dir(tmp_path / "m")
+
+    def fail_on_metrics(params, **_):
+        if params["Key"].endswith("metrics.jsonl"):
+            raise ConnectionAbortedError("injected: the process died here")
+
+    client.meta.events.register("before-parameter-build.s3.PutObject", fail_on_metrics)
+    with pytest.raises(ConnectionAbortedError):
+        publish(model_dir, client, run_id="run-7")
+    client.meta.events.unregister("before-parameter-build.s3.PutObject", fail_on_metrics)
+    there = set(keys(raw, prefix=ROOT + "v0001/"))
+    assert ROOT + "v0001/manifest.json" not in there and latest_manifest(client, BUCKET, "models", "resnet50") is None
+
+    puts = record_calls(client, "PutObject")
+    result = publish(model_dir, client, run_id="run-7")
+    assert (result.version, result.state) == ("v0001", "resumed")
+    assert result.present == len(there) - 1 and result.uploaded == 8 - result.present  # minus the claim
+    assert not {p["Key"] for p in puts} & there  # nothing that was there was sent again
+    again = publish(model_dir, client, run_id="run-7")
+    assert (again.version, again.state, again.uploaded, again.present) == ("v0001", "complete", 0, 8)
+    # A crash between the manifest and latest.json: the retry moves latest.
+    raw.delete_object(Bucket=BUCKET, Key=ROOT + "latest.json")
+    assert publish(model_dir, client, run_id="run-7").latest == "v0001"
+    assert [m["version"] for m in list_versions(client, BUCKET, "models", "resnet50")] == ["v0001"]
+    # Without a run id, the same files on the same machine are the same publish.
+    other = make_model_dir(tmp_path / "other", seed=5)
+    assert publish(other, client).version == publish(other, client).version == "v0002"
+
+
+def test_multipart_with_sha256_checksums_aborts_on_failure_and_resumes_parts(registry, tmp_path):
+    raw, client = registry
+    model_dir = make_model_dir(tmp_path / "m", data_bytes=20 * MIB)  # 4 parts of 6 MiB (the last 2 MiB)
+    data_key = ROOT + "v0001/checkpoints/ckpt-2.data-00000-of-00001"
+
+    def fail_part_3(params, **_):
+        if params.get("PartNumber") == 3:
+            raise ConnectionResetError("injected failure in part 3")
+
+    client.meta.events.register("before-parameter-build.s3.UploadPart", fail_part_3)
+    with pytest.raises(ConnectionResetError):
+        publish(model_dir, client, run_id="big", transfer=SMALL_PARTS)
+    assert uploads(raw) == []  # the failed upload was aborted, not left dangling
+
+    # Now the abort fails too (as when the process is killed): the next attempt must resume the parts.
+    def no_abort(**_):
+        raise ConnectionResetError("injected: abort impossible")
+
+    client.meta.events.register("before-parameter-build.s3.AbortMultipartUpload", no_abort)
+    with pytest.raises(ConnectionResetError):
+        publish(model_dir, client, run_id="big", transfer=SMALL_PARTS)
+    client.meta.events.unregister("before-parameter-build.s3.UploadPart", fail_part_3)
+    client.meta.events.unregister("before-parameter-build.s3.AbortMultipartUpload", no_abort)
+    assert [u["Key"] for u in uploads(raw)] == [data_key]
+
+    parts = record_calls(client, "UploadPart")
+    result = publish(model_dir, client, run_id="big", transfer=SMALL_PARTS)
+    assert result.state == "resumed" and len(parts) < 4  # parts the dead attempt sent were kept
+    assert uploads(raw) == []
+    head = raw.head_object(Bucket=BUCKET, Key=data_key, ChecksumMode="ENABLED")
+    assert head["ETag"].endswith('-4"') and head["ContentLength"] == 20 * MIB
+    assert result.manifest["files"]["checkpoints/ckpt-2.data-00000-of-00001"]["sha256"] == sha256(
+        model_dir / "checkpoints/ckpt-2.data-00000-of-00001")
+    pulled = pull_version(client, BUCKET, tmp_path / "pulled", retry=FAST)
+    assert sha256(pulled.dest / "checkpoints/ckpt-2.data-00000-of-00001") == sha256(
+        model_dir / "checkpoints/ckpt-2.data-00000-of-00001")
+
+
+def test_pull_verifies_every_file_and_refuses_tampering(registry, tmp_path):
+    raw, client = registry
+    model_dir = make_model_dir(tmp_path / "m")
+    publish(model_dir, client)
+    good = pull_version(client, BUCKET, tmp_path / "good", retry=FAST)
+    assert good.version == "v0001" and good.files == 8
+    for name in ("eval.json", "model.keras", "checkpoints/ckpt-2.index"):
+        assert sha256(good.dest / name) == sha256(model_dir / name)
+    assert json.loads((good.dest / "manifest.json").read_text())["version"] == "v0001"
+    with pytest.raises(FileExistsError):
+        pull_version(client, BUCKET, good.dest, retry=FAST)
+
+    key = ROOT + "v0001/eval.json"
+    raw.put_object(Bucket=BUCKET, Key=key, Body=(model_dir / "eval.json").read_bytes().replace(b"95.0", b"99.9"))
+    with pytest.raises(IntegrityError, match=r"eval\.json: sha256 .* differs.*tampered"):
+        pull_version(client, BUCKET, tmp_path / "tampered", retry=FAST)
+    raw.put_object(Bucket=BUCKET, Key=key, Body=(model_dir / "eval.json").read_bytes())
+    data = ROOT + "v0001/checkpoints/ckpt-2.data-00000-of-00001"
+    shard = (model_dir / "checkpoints/ckpt-2.data-00000-of-00001").read_bytes()
+    raw.put_object(Bucket=BUCKET, Key=data, Body=shard[:-1])
+    with pytest.raises(IntegrityError, match="truncated"):
+        pull_version(client, BUCKET, tmp_path / "truncated", version="v0001", retry=FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good", "m"]  # no DEST, no partial download left
+
+    # The manifest itself: latest.json recorded its sha256.
+    raw.put_object(Bucket=BUCKET, Key=ROOT + "v0001/manifest.json", Body=b'{"version": "v0001", "files": {}}')
+    with pytest.raises(RegistryError, match="refusing"):
+        pull_version(client, BUCKET, tmp_path / "manifest", retry=FAST)
