@@ -51,6 +51,7 @@ airflow: setup
 ## bench: the benchmarks under bench/ (figures in the README)
 bench: setup
 	$(BIN)/python bench/validate.py
+	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf $(DATA) .pytest_cache .ruff_cache

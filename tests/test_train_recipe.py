@@ -35,7 +35,7 @@ def test_profiles_are_nvidias_recipes():
     assert get_profile("ngc-90e").mixup_alpha == 0.0
     assert get_profile("ngc-250e").mixup_alpha == 0.2
     smoke = get_profile("smoke")
-    assert (smoke.image_size, smoke.amp) == (32, False)
+    assert (smoke.image_size, smoke.amp, smoke.xla) == (32, False, False)
     assert smoke.peak_lr(2) == pytest.approx(0.256 * 64 / 256)
 
 
@@ -153,7 +153,7 @@ def test_amp_computes_in_float16_with_float32_variables_and_static_loss_scale():
 
 def test_xla_is_on_and_off_as_configured():
     images, labels = _batch()
-    on = get_profile("smoke").replace(num_classes=10, batch_size=4)
+    on = get_profile("smoke").replace(num_classes=10, batch_size=4, xla=True)
     _, _, step = _step_for(on)
     hlo = step.compute_grads.experimental_get_compiler_ir(images, labels)(stage="hlo")
     assert "f32[4,16,16,64]" in hlo and "convolution" in hlo
