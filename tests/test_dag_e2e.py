@@ -125,8 +125,9 @@ def test_dag_end_to_end_publishes_a_verified_version(airflow_env, tmp_path):
     assert manifest["verdict"] == "pass"
     dataset_md5 = yaml.safe_load(subprocess.check_output(["git", "show", "HEAD:data.dvc"], cwd=REPO))["outs"][0]
     assert json.dumps(manifest).count(dataset_md5["md5"]) >= 1  # the dataset version is recorded
-    assert manifest["lineage"]["dag_id"] == "resnet50_retrain" if "lineage" in manifest else True
-    names = {f["path"] if "path" in f else f["name"] for f in manifest["files"]}
+    assert manifest["dataset_version"] == dataset_md5["md5"]
+    assert manifest["airflow"]["dag_id"] == "resnet50_retrain"
+    names = set(manifest["files"])
     assert {"eval.json", "decision.json", "metrics.jsonl", "report.json", "model.keras"} <= names
 
     # The DVC pointer: a fresh clone of the registry repo pulls the same bytes the manifest lists.
@@ -141,7 +142,7 @@ def test_dag_end_to_end_publishes_a_verified_version(airflow_env, tmp_path):
     _run([str(BIN / "dvc"), "pull", "--quiet", "models/resnet50.dvc"], airflow_env, clone)
     out = yaml.safe_load((clone / "models" / "resnet50.dvc").read_text())["outs"][0]["path"]
     pulled = clone / "models" / out
-    sha = {f["path"] if "path" in f else f["name"]: f["sha256"] for f in manifest["files"]}
+    sha = {name: entry["sha256"] for name, entry in manifest["files"].items()}
     checked = 0
     for path in pulled.rglob("*"):
         rel = path.relative_to(pulled).as_posix()
