@@ -5,7 +5,7 @@
 set -euo pipefail
 
 VENV=$(cd "$1" && pwd)
-CONF=${2:-'{"profile": "smoke", "num_gpus": 2}'}
+CONF=${2:-'{"profile": "smoke", "num_gpus": 1}'}
 ROOT=$(pwd)
 BIN=$VENV/bin
 BUCKET=${RN50_BUCKET:-rn50-artifacts}
@@ -53,7 +53,7 @@ echo "== Airflow home: $AIRFLOW_HOME (SQLite)"
 
 echo "== airflow dags test resnet50_retrain with conf $CONF"
 "$BIN/airflow" dags test resnet50_retrain --conf "$CONF" 2>&1 | tee runs/demo-dag.log \
-  | grep --line-buffered -E "^(data |running: |step [0-9]|training |resumed |top-1|PASS|FAIL|OVERRIDE|published )|Task failed|failed \(try" \
+  | grep --line-buffered -E "^(\[0\]<stdout>:)?(data |running: |step [0-9]|training |resumed |top-1|PASS|FAIL|OVERRIDE|published )|Task failed|failed \(try" \
   || true
 WORKSPACE=$(ls -td "$RN50_WORKSPACE_ROOT"/manual__* | head -1)
 echo "== run workspace: $WORKSPACE"

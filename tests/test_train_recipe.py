@@ -35,7 +35,7 @@ def test_profiles_are_nvidias_recipes():
     assert get_profile("ngc-90e").mixup_alpha == 0.0
     assert get_profile("ngc-250e").mixup_alpha == 0.2
     smoke = get_profile("smoke")
-    assert (smoke.image_size, smoke.amp, smoke.xla) == (32, False, False)
+    assert (smoke.image_size, smoke.amp) == (32, False)
     assert smoke.peak_lr(2) == pytest.approx(0.256 * 64 / 256)
 
 

@@ -103,7 +103,7 @@ class TrainConfig:
 PROFILES: dict[str, TrainConfig] = {
     "ngc-90e": TrainConfig(profile="ngc-90e", epochs=90, batch_size=256),
     "ngc-250e": TrainConfig(profile="ngc-250e", epochs=250, batch_size=256, mixup_alpha=0.2),
-    # The generated sample at 32 px on a CPU: float32 (CPUs gain nothing from float16), no XLA, one warmup
+    # The generated sample at 32 px on a CPU: float32 (CPUs gain nothing from float16), one warmup
     # epoch, checkpoints often enough that a killed run loses little, ten epochs (about 300 steps at
     # batch 32), which reaches well above 60 % top-1 on its validation split.
     "smoke": TrainConfig(
@@ -115,8 +115,6 @@ PROFILES: dict[str, TrainConfig] = {
         warmup_epochs=1.0,
         amp=False,
         static_loss_scale=None,
-        # XLA on a CPU is 2-3x slower than TensorFlow's oneDNN kernels (bench/train.py); GPUs gain from it.
-        xla=False,
         checkpoint_every=50,
         log_every=10,
         cache_data=True,
