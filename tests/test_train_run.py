@@ -156,7 +156,8 @@ def test_smoke_profile_on_two_ranks_reaches_60_percent_top1(tmp_path, sample_dir
     metrics = read_metrics(model_dir)
     train_lines = [m for m in metrics if "loss" in m]
     assert {"step", "epoch", "loss", "lr", "train_throughput"} <= set(train_lines[-1])
-    assert train_lines[-1]["step"] == 150 and train_lines[-1]["epoch"] == 10  # 1,010 records / 64 per step
+    # 1,010 records / 64 per step = 15 steps per epoch, x 20 epochs
+    assert train_lines[-1]["step"] == 300 and train_lines[-1]["epoch"] == 20
     assert metrics[-1]["top1_accuracy"] == result["top1_accuracy"]
     assert list((model_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert "config: {" in trained.stdout and '"profile": "smoke"' in trained.stdout
