@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.train.launch import parse_hostfile
 from pipeline.train.logs import read_metrics
 from pipeline.train.mpijob import (
     HOSTFILE,
@@ -28,7 +29,6 @@ from pipeline.train.mpijob import (
     MPIJobFailed,
     MPIJobSpec,
     job_name,
-    parse_hostfile,
     render_mpijob,
     run_mpijob,
     split_gpus,

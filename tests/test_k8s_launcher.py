@@ -16,7 +16,8 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from pipeline.train import mpijob
-from pipeline.train.mpijob import MPIJobFailed, job_state, parse_hostfile, run_mpijob, split_gpus
+from pipeline.train.launch import parse_hostfile
+from pipeline.train.mpijob import MPIJobFailed, job_state, run_mpijob, split_gpus
 
 REPO = Path(__file__).resolve().parent.parent
 

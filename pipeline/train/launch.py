@@ -36,6 +36,30 @@ def parse_hosts(text: str) -> list[tuple[str, int]]:
     return hosts
 
 
+def parse_hostfile(text: str) -> str:
+    """An MPI hostfile ("host slots=G" per line) as horovodrun's -H list "host:G,..."."""
+    hosts = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, *options = line.split()
+        slots = 1
+        for option in options:
+            key, _, value = option.partition("=")
+            if key == "slots" and value.isdigit():
+                slots = int(value)
+            elif key != "max_slots":
+                raise ValueError(f"hostfile line {number}: {line!r}: expected 'host slots=N'")
+        if ":" in name:  # Intel MPI / MPICH style "host:N"
+            name, _, count = name.partition(":")
+            slots = int(count) if count.isdigit() else slots
+        hosts.append(f"{name}:{slots}")
+    if not hosts:
+        raise ValueError("hostfile lists no hosts")
+    return ",".join(hosts)
+
+
 def horovodrun_command(np: int, hosts: str | None, worker_argv: Sequence[str]) -> list[str]:
     """The horovodrun command line that runs `python -m pipeline <worker_argv>` on every rank."""
     host_list = parse_hosts(hosts) if hosts else [("localhost", np)]

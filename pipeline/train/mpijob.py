@@ -244,27 +244,3 @@ def run_mpijob(api: CustomObjects, body: Mapping[str, Any], *, poll_s: float = 3
         log(f"{ref}: stopped while waiting; deleting the job so its ranks checkpoint and free their GPUs")
         _delete(api, name, namespace)
         raise
-
-
-def parse_hostfile(text: str) -> str:
-    """An MPI hostfile ("host slots=G" per line) as horovodrun's -H list "host:G,..."."""
-    hosts = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        name, *options = line.split()
-        slots = 1
-        for option in options:
-            key, _, value = option.partition("=")
-            if key == "slots" and value.isdigit():
-                slots = int(value)
-            elif key != "max_slots":
-                raise ValueError(f"hostfile line {number}: {line!r}: expected 'host slots=N'")
-        if ":" in name:  # Intel MPI / MPICH style "host:N"
-            name, _, count = name.partition(":")
-            slots = int(count) if count.isdigit() else slots
-        hosts.append(f"{name}:{slots}")
-    if not hosts:
-        raise ValueError("hostfile lists no hosts")
-    return ",".join(hosts)
