@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from pipeline.model import build_resnet50
 from pipeline.train.config import TrainConfig
 from pipeline.train.dist import Dist, init_dist
 from pipeline.train.loop import make_train_step
+from pipeline.train.model import build_model
 from pipeline.train.optim import make_optimizer, make_schedule
 
 
@@ -38,13 +38,13 @@ class StepTimer:
     models, and keeps the best, which needs the model and the compiled step to outlive one window.
     """
 
-    def __init__(self, config: TrainConfig, *, total_steps: int, dist: Dist | None = None) -> None:
+    def __init__(
+        self, config: TrainConfig, *, total_steps: int, dist: Dist | None = None, xla_cpu: bool | None = None
+    ) -> None:
+        """`xla_cpu` forces the model's formulation (bench/train.py compares both); None decides as training does."""
         self.config = config
         self.dist = dist = dist or init_dist()
-        model = build_resnet50(
-            config.num_classes, image_size=config.image_size, weight_init=config.weight_init,
-            dtype=config.dtype_policy,
-        )
+        model = build_model(config, dtype=config.dtype_policy, xla_cpu=xla_cpu)
         schedule = make_schedule(config, world_size=dist.size, total_steps=total_steps, steps_per_epoch=total_steps)
         optimizer = make_optimizer(config, schedule)
         optimizer.build(model.trainable_variables)

@@ -15,10 +15,10 @@ from pathlib import Path
 import tensorflow as tf
 
 from pipeline.data.input import count_records, eval_dataset
-from pipeline.model import build_resnet50
 from pipeline.train.checkpoint import restore_model
 from pipeline.train.config import TrainConfig
 from pipeline.train.logs import MetricsLog
+from pipeline.train.model import build_model
 
 EVAL_FILE = "eval.json"
 
@@ -42,7 +42,7 @@ def evaluate(data_dir: Path, model_dir: Path, *, batch_size: int | None = None) 
     config = TrainConfig.load(model_dir)
     expected = count_records(data_dir, "validation")
     # Evaluate in float32 whatever the training precision: the variables are float32 either way.
-    model = build_resnet50(config.num_classes, image_size=config.image_size, dtype="float32")
+    model = build_model(config, dtype="float32")
     checkpoint = restore_model(model, model_dir)
     step = int(tf.train.load_variable(checkpoint, "step/.ATTRIBUTES/VARIABLE_VALUE"))
 

@@ -18,11 +18,11 @@ from typing import Literal
 import tensorflow as tf
 
 from pipeline.data.input import count_records, train_dataset
-from pipeline.model import build_resnet50
 from pipeline.train.checkpoint import TrainState
 from pipeline.train.config import CONFIG_FILE, TrainConfig
 from pipeline.train.dist import Dist, init_dist
 from pipeline.train.logs import MetricsLog
+from pipeline.train.model import build_model
 from pipeline.train.optim import (
     classification_loss,
     decay_variables,
@@ -79,9 +79,7 @@ def train(config: TrainConfig, data_dir: Path, model_dir: Path, *, dist: Dist | 
         log.say(f"data: {data_dir}  model: {model_dir}  ranks: {dist.size}")
 
     steps_per_epoch, total_steps = plan_steps(config, count_records(data_dir, "train"), dist.size)
-    model = build_resnet50(
-        config.num_classes, image_size=config.image_size, weight_init=config.weight_init, dtype=config.dtype_policy
-    )
+    model = build_model(config, dtype=config.dtype_policy)
     schedule = make_schedule(config, world_size=dist.size, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     optimizer = make_optimizer(config, schedule)
     optimizer.build(model.trainable_variables)  # before tracing: see ../shared/facts.md on loss scaling
