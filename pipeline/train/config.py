@@ -103,11 +103,14 @@ class TrainConfig:
 PROFILES: dict[str, TrainConfig] = {
     "ngc-90e": TrainConfig(profile="ngc-90e", epochs=90, batch_size=256),
     "ngc-250e": TrainConfig(profile="ngc-250e", epochs=250, batch_size=256, mixup_alpha=0.2),
-    # The generated sample at 32 px on a CPU: float32 (CPUs gain nothing from float16) and no XLA
-    # (XLA:CPU makes this step 2-3x slower; bench/train.py), checkpoints often enough that a killed run
-    # loses little. Twenty epochs with three of warmup: --np 2 (global batch 64, peak LR 0.064) gets
-    # 300 steps. With ten epochs and one of warmup it got 150, its early loss spiked at the peak LR,
-    # and runs ended anywhere between 44 and 91 % top-1; this recipe reached 95 % on one rank and two.
+    # The generated sample at 32 px on a CPU: float32 (CPUs gain nothing from float16), checkpoints
+    # often enough that a killed run loses little. Twenty epochs with three of warmup: --np 2 (global
+    # batch 64, peak LR 0.064) gets 300 steps. With ten epochs and one of warmup it got 150, its early
+    # loss spiked at the peak LR, and runs ended anywhere between 44 and 91 % top-1; this recipe
+    # reached 95 % on one rank and two. No XLA: that is the recipe those runs validated. With
+    # pipeline.model.xla_cpu's layers XLA is now the faster choice on a CPU (one rank: 620 steps in
+    # 183 s against 273 s, 98.6 % top-1), and `--xla` gives it; the loss spikes near the peak LR
+    # (to 12-15 around steps 100 and 300) happen with or without it.
     "smoke": TrainConfig(
         profile="smoke",
         dataset="sample",
