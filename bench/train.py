@@ -114,7 +114,8 @@ def prepare_ours(image_size: int, batch_size: int, xla: bool, *, stock: bool = F
     from pipeline.train.config import get_profile
 
     config = get_profile("smoke").replace(image_size=image_size, batch_size=batch_size, xla=xla, num_classes=1000)
-    timer = StepTimer(config, total_steps=10_000, xla_cpu=False if stock else None)  # steps: the LR schedule's
+    # total_steps is only the LR schedule's length: no effect on speed.
+    timer = StepTimer(config, total_steps=10_000, xla_cpu=False if stock else None)
     images, labels = synthetic_batch(image_size, batch_size)
     timer.images, timer.labels = tf.constant(images), tf.constant(labels)  # the very batch the baseline gets
 

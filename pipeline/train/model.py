@@ -1,7 +1,7 @@
 """The model a training, benchmark or evaluation run builds from its config.
 
 One place decides the formulation: with XLA on and no GPU in the process, the layers of
-`pipeline.model.xla_cpu`, which XLA:CPU compiles about 3x faster (bench/train.py); otherwise the
+`pipeline.model.xla_cpu`, which XLA:CPU compiles 2-4x faster (bench/train.py); otherwise the
 stock Keras layers that cuDNN and TensorFlow's own CPU kernels serve. The variables are the same
 either way, so a checkpoint from one restores into the other.
 """
