@@ -1,0 +1,72 @@
+"""tasks.common.s3_client: the Airflow connection when one is configured, the AWS environment only when none is.
+
+Lookups go through Airflow's own `Connection.get` and its secrets backends (the `AIRFLOW_CONN_*`
+variables, and a configured backend), as in a task outside the worker's supervisor.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from airflow.sdk.bases.secrets_backend import BaseSecretsBackend
+from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
+
+from tasks.common import s3_client
+
+REPO = Path(__file__).resolve().parent.parent
+CONN = "rn50_test_s3"
+VAR = f"AIRFLOW_CONN_{CONN.upper()}"
+CONN_SECRET = "conn-secret-5678-never-printed"
+
+
+class DenyingBackend(BaseSecretsBackend):
+    """A secrets backend that refuses access, as Vault or Secrets Manager do for a role without rights."""
+
+    def get_conn_value(self, conn_id: str, team_name: str | None = None) -> str | None:
+        raise AirflowSecretsBackendAccessDenied(f"access to connection {conn_id!r} denied")
+
+
+def access_key(client) -> str:
+    return client._request_signer._credentials.get_frozen_credentials().access_key
+
+
+def test_a_defined_connection_is_used(s3_env, monkeypatch):
+    monkeypatch.setenv(VAR, json.dumps({"conn_type": "aws", "login": "conn-key-id-1234", "password": CONN_SECRET,
+                                        "extra": {"endpoint_url": s3_env["AWS_ENDPOINT_URL"],
+                                                  "region_name": "us-east-1"}}))
+    client = s3_client(CONN)
+    assert access_key(client) == "conn-key-id-1234"
+    client.create_bucket(Bucket="through-the-connection")
+    assert "through-the-connection" in [b["Name"] for b in client.list_buckets()["Buckets"]]
+
+
+def test_an_absent_connection_falls_back_to_the_aws_environment(s3_env, monkeypatch):
+    monkeypatch.delenv(VAR, raising=False)
+    assert access_key(s3_client(CONN)) == s3_env["AWS_ACCESS_KEY_ID"]
+    assert access_key(s3_client(None)) == s3_env["AWS_ACCESS_KEY_ID"]
+
+
+def test_a_connection_airflow_cannot_parse_is_an_error(s3_env, monkeypatch):
+    # A typo in the deployment's JSON: Airflow itself then reports the connection as not defined.
+    monkeypatch.setenv(VAR, '{"conn_type": "aws", "password": "' + CONN_SECRET + '", ')
+    with pytest.raises(RuntimeError) as error:
+        s3_client(CONN)
+    message = str(error.value)
+    assert CONN in message and VAR in message and "\n" not in message
+    assert CONN_SECRET not in message
+
+
+def test_a_connection_the_secrets_backend_denies_is_an_error(s3_env, tmp_path):
+    env = {**s3_env, "PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path),
+           "AIRFLOW_HOME": str(tmp_path / "airflow"), "PYTHONPATH": f"{REPO}:{REPO / 'tests'}",
+           "AIRFLOW__SECRETS__BACKEND": "test_s3_client.DenyingBackend"}
+    code = f"from tasks.common import s3_client; s3_client({CONN!r}); print('fell back to the AWS environment')"
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
+                            timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode != 0, result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert CONN in last and "denied" in last
