@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -61,8 +62,9 @@ def test_the_schema_check_rejects_a_broken_compose_file(compose, mutate):
 
 def test_compose_stack_has_every_production_part(compose):
     services = compose["services"]
-    expected = {"postgres", "redis", "minio", "minio-init", "airflow-init", "airflow-apiserver", "airflow-scheduler",
-                "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "airflow-worker-gpu"}
+    expected = {"secrets-check", "postgres", "redis", "minio", "minio-init", "airflow-init", "airflow-apiserver",
+                "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker",
+                "airflow-worker-gpu"}
     assert set(services) == expected
     commands = {name: services[name].get("command") for name in services}
     assert commands["airflow-apiserver"] == ["api-server"]
@@ -86,7 +88,7 @@ def test_compose_stack_has_every_production_part(compose):
 def test_long_running_services_have_health_checks_and_wait_for_what_they_need(compose):
     services = compose["services"]
     one_shot = {name for name, s in services.items() if s.get("restart") == "no"}
-    assert one_shot == {"minio-init", "airflow-init"}
+    assert one_shot == {"secrets-check", "minio-init", "airflow-init"}
     for name, service in services.items():
         if name not in one_shot:
             assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
@@ -124,6 +126,185 @@ def test_minio_bucket_job_and_the_dvc_remote_agree(compose):
     job = compose["services"]["minio-init"]
     assert "mc mb --ignore-existing" in job["command"][0] and "$$RN50_BUCKET" in job["command"][0]
     assert job["environment"]["RN50_BUCKET"] == env["RN50_BUCKET"]
+
+
+# ---- secrets: generated into docker/.env, never defaulted, checked before use ------------------
+
+SECRETS_SH = DOCKER / "secrets.sh"
+SECRETS = {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY"}
+# The values earlier versions of compose.yaml shipped as defaults, and MinIO's own.
+PUBLISHED = [("POSTGRES_PASSWORD", "airflow"), ("MINIO_ROOT_PASSWORD", "rn50-minio-secret"),
+             ("MINIO_ROOT_PASSWORD", "minioadmin"), ("AIRFLOW_JWT_SECRET", "rn50-change-this-jwt-secret"),
+             ("AIRFLOW_FERNET_KEY", "")]
+
+
+def _secrets_sh(*args: str, env: dict[str, str] | None = None, umask: int = -1) -> subprocess.CompletedProcess:
+    # sh is dash here: the script must stay POSIX, since the secrets-check service runs it in an image.
+    return subprocess.run(["sh", str(SECRETS_SH), *args], capture_output=True, text=True, timeout=60, umask=umask,
+                          env={"PATH": os.environ["PATH"], **(env or {})})
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def _write_env_file(path: Path, values: dict[str, str]) -> None:
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    path.chmod(0o600)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> dict[str, str]:
+    """What `docker/secrets.sh init` writes into a fresh docker/.env."""
+    path = tmp_path_factory.mktemp("compose") / ".env"
+    result = _secrets_sh("init", str(path))
+    assert result.returncode == 0, result.stderr
+    return _read_env_file(path)
+
+
+def test_secrets_init_writes_random_secrets_readable_only_by_the_owner(tmp_path):
+    from cryptography.fernet import Fernet
+
+    first, second = tmp_path / "a.env", tmp_path / "b.env"
+    for path in (first, second):
+        result = _secrets_sh("init", str(path), umask=0)  # the script's own umask makes the file private
+        assert result.returncode == 0, result.stderr
+        assert path.stat().st_mode & 0o777 == 0o600
+    values, others = _read_env_file(first), _read_env_file(second)
+    assert set(values) == SECRETS
+    for name in SECRETS:
+        assert len(values[name]) >= 32 and values[name] != others[name], name
+    Fernet(values["AIRFLOW_FERNET_KEY"])  # a key Airflow can encrypt connections with
+    before = first.read_text()
+    assert _secrets_sh("init", str(first)).returncode == 0
+    assert first.read_text() == before, "a second start must keep the secrets the stack was created with"
+
+
+def test_secrets_init_adds_only_what_an_existing_env_file_lacks(tmp_path, generated):
+    path = tmp_path / ".env"
+    _write_env_file(path, {"RN50_NUM_GPUS": "4", "POSTGRES_PASSWORD": generated["POSTGRES_PASSWORD"]})
+    result = _secrets_sh("init", str(path))
+    assert result.returncode == 0, result.stderr
+    values = _read_env_file(path)
+    assert values["RN50_NUM_GPUS"] == "4" and values["POSTGRES_PASSWORD"] == generated["POSTGRES_PASSWORD"]
+    assert set(values) == SECRETS | {"RN50_NUM_GPUS"}
+
+
+@pytest.mark.parametrize(("name", "value"), [*PUBLISHED, ("POSTGRES_PASSWORD", "only-15-chars.."),
+                                             ("AIRFLOW_FERNET_KEY", "not-a-fernet-key-though-long-enough")])
+def test_secrets_refuses_published_defaults_and_weak_values(tmp_path, generated, name, value):
+    path = tmp_path / ".env"
+    _write_env_file(path, {**generated, name: value})
+    result = _secrets_sh("init", str(path))
+    assert result.returncode != 0
+    [line] = result.stderr.strip().splitlines()
+    assert str(path) in line and name in line, line
+    result = _secrets_sh("check", env={**generated, name: value})
+    assert result.returncode != 0
+    [line] = result.stderr.strip().splitlines()
+    assert name in line, line
+
+
+def test_secrets_init_refuses_an_env_file_others_can_read(tmp_path, generated):
+    path = tmp_path / ".env"
+    _write_env_file(path, generated)
+    path.chmod(0o644)
+    result = _secrets_sh("init", str(path))
+    assert result.returncode != 0 and f"chmod 600 {path}" in result.stderr, result.stderr
+
+
+def test_the_env_file_stays_out_of_git_and_of_the_image_build_context():
+    assert subprocess.run(["git", "check-ignore", "-q", "docker/.env"], cwd=REPO).returncode == 0
+    assert "docker/.env" in (REPO / ".dockerignore").read_text().splitlines()
+
+
+_VARIABLE = re.compile(r"\$(?:(\$)|\{([A-Za-z_]\w*)(?:(:?[-?])([^}]*))?\}|([A-Za-z_]\w*))")
+
+
+def _interpolate(doc, env: dict[str, str], missing: set[str]):
+    """Compose's interpolation of every value (no nesting: compose.yaml has none); unset ${X:?} go to `missing`."""
+    if isinstance(doc, dict):
+        return {k: _interpolate(v, env, missing) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_interpolate(v, env, missing) for v in doc]
+    if not isinstance(doc, str):
+        return doc
+
+    def one(m: re.Match) -> str:
+        if m.group(1):
+            return "$"
+        name, op, arg = m.group(2) or m.group(5), m.group(3) or "", m.group(4)
+        value = env.get(name)
+        unset = not value if op.startswith(":") else value is None
+        if unset and op.endswith("-"):
+            return arg
+        if unset and op.endswith("?"):
+            missing.add(name)
+        return value or ""
+
+    return _VARIABLE.sub(one, doc)
+
+
+def _resolved(compose: dict, env: dict[str, str]) -> dict:
+    missing: set[str] = set()
+    doc = _interpolate(compose, env, missing)
+    assert not missing, f"compose would refuse to start: {missing} unset"
+    return doc
+
+
+def test_compose_refuses_to_start_without_the_secrets_and_defaults_none(compose, generated):
+    missing: set[str] = set()
+    _interpolate(compose, {}, missing)
+    assert missing == SECRETS == set(generated)
+    text = (DOCKER / "compose.yaml").read_text()
+    for name in SECRETS:
+        forms = re.findall(r"\$\{" + name + r"(\W{0,2})", text)
+        assert forms and set(forms) == {":?"}, f"{name} is used as {forms}: only ${{{name}:?...}} refuses to start"
+
+
+def test_compose_publishes_ports_on_loopback_unless_told_otherwise(compose, generated):
+    for bind in (None, "0.0.0.0"):
+        env = {**generated, **({"RN50_BIND_ADDRESS": bind} if bind else {})}
+        published = {}
+        for service in _resolved(compose, env)["services"].values():
+            for port in service.get("ports", []):
+                parts = str(port).split(":")
+                assert len(parts) == 3, f"{port}: without an address, compose publishes on every interface"
+                address, host_port, _ = parts
+                published[host_port] = address
+        assert published == dict.fromkeys(["8080", "9000", "9001"], bind or "127.0.0.1")
+
+
+def _depends(services: dict, name: str) -> set[str]:
+    direct = set(services[name].get("depends_on") or {})
+    return direct.union(*(_depends(services, d) for d in direct))
+
+
+def test_compose_checks_the_secrets_before_any_service_that_holds_one_starts(compose, generated):
+    services = compose["services"]
+    holders = {name for name, s in services.items()
+               if any("${" + secret in json.dumps(s.get("environment")) for secret in SECRETS)} - {"secrets-check"}
+    assert {"postgres", "minio", "minio-init", "airflow-apiserver", "airflow-worker-gpu"} <= holders
+    for name in holders:
+        assert "secrets-check" in _depends(services, name), f"{name} can start before the secrets are checked"
+    assert services["postgres"]["depends_on"]["secrets-check"]["condition"] == "service_completed_successfully"
+
+    def run_check(env: dict[str, str]) -> subprocess.CompletedProcess:
+        # What compose runs: the service's entry point, its environment, the script mounted from docker/.
+        service = _resolved(compose, env)["services"]["secrets-check"]
+        mounts = {target: (DOCKER / source).resolve() for source, target, *_ in
+                  (m.split(":") for m in service["volumes"])}
+        argv = [str(mounts.get(a, a)) for a in service["entrypoint"] + (service.get("command") or [])]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                              env={"PATH": os.environ["PATH"], **service["environment"]})
+
+    result = run_check(generated)
+    assert result.returncode == 0, result.stderr
+    for name, value in PUBLISHED:
+        if value:  # an empty one never gets this far: compose refuses it itself (above)
+            result = run_check({**generated, name: value})
+            assert result.returncode != 0 and name in result.stderr, (name, result.stderr)
 
 
 # ---- names that must agree -------------------------------------------------------------------
