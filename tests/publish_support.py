@@ -110,9 +110,10 @@ def rn50(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.Co
 class FlakyProxy:
     """An HTTP proxy in front of the S3 server that breaks requests on a schedule.
 
-    `plan(n)` says what happens to the n-th request (1-based): "ok", "503" (SlowDown, the throttling
-    answer), "reset" (the connection drops before the server sees the request) or "lost" (the server
-    handles it, then the connection drops, so the client never learns that its write succeeded).
+    `plan(n, method, path)` says what happens to the n-th request (1-based; path with its query): "ok",
+    "503" (SlowDown, the throttling answer), "reset" (the connection drops before the server sees the
+    request) or "lost" (the server handles it, then the connection drops, so the client never learns
+    that its write succeeded).
     """
 
     def __init__(self, target: str, plan) -> None:
@@ -141,7 +142,7 @@ class FlakyProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with lock:
                     proxy.count += 1
-                    mode = proxy.plan(proxy.count)
+                    mode = proxy.plan(proxy.count, self.command, self.path)
                     if mode != "ok":
                         proxy.faults[mode] += 1
                 if mode == "503":

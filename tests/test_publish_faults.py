@@ -108,7 +108,7 @@ def test_transient_errors_are_retried(registry, tmp_path, s3_env):
     (so a conditional write's retry meets its own object) on a schedule over every request."""
     raw, _ = registry
     modes = {2: "503", 5: "reset", 8: "lost"}
-    proxy = FlakyProxy(s3_env["AWS_ENDPOINT_URL"], lambda n: modes.get(n % 10, "ok"))
+    proxy = FlakyProxy(s3_env["AWS_ENDPOINT_URL"], lambda n, *_: modes.get(n % 10, "ok"))
     try:
         client = make_client(endpoint_url=proxy.url, max_attempts=3)
         model_dir = make_model_dir(tmp_path / "m", data_bytes=13 * MIB)
@@ -123,6 +123,30 @@ def test_transient_errors_are_retried(registry, tmp_path, s3_env):
     assert uploads(raw) == []
     for name in ("checkpoints/ckpt-2.data-00000-of-00001", "model.keras", "decision.json"):
         assert sha256(pulled.dest / name) == sha256(model_dir / name)
+
+
+def test_a_lost_create_multipart_upload_response_leaves_no_upload_open(registry, tmp_path, s3_env):
+    """The server starts a multipart upload but its answer is lost: the retry starts a second one, and
+    the first, which this publish never learned the id of, must not stay open (S3 bills it)."""
+    raw, _ = registry
+    lost: list[str] = []
+
+    def plan(n: int, method: str, path: str) -> str:
+        if method == "POST" and path.endswith("?uploads") and len(lost) < 2:
+            lost.append(path)
+            return "lost"
+        return "ok"
+
+    proxy = FlakyProxy(s3_env["AWS_ENDPOINT_URL"], plan)
+    try:
+        client = make_client(endpoint_url=proxy.url, max_attempts=3)
+        result = publish_model(make_model_dir(tmp_path / "m", data_bytes=13 * MIB), client=client, bucket=BUCKET,
+                               run_id="lost", retry=FAST, transfer=SMALL_PARTS)
+    finally:
+        proxy.close()
+    assert len(lost) == 2 and result.version == "v0001"
+    assert uploads(raw) == []
+    assert _published(raw) == ["v0001"]
 
 
 def test_two_concurrent_publishes_get_two_complete_versions(registry, tmp_path):

@@ -6,7 +6,8 @@ The order is what makes a version invisible until it is complete and safe to ret
    file the version must hold, or a DVC repo whose remote is elsewhere;
 2. claim the version (or find this run's earlier claim) with a conditional create;
 3. upload every file with conditional creates, resuming what an earlier attempt left, and copy each
-   to the DVC remote as soon as it is there;
+   to the DVC remote as soon as it is there; then abort every multipart upload still open under the
+   version (a killed attempt's, or one whose CreateMultipartUpload answer was lost);
 4. write DVC's directory listing;
 5. write manifest.json, the last object of the version: from now on it exists;
 6. move latest.json forward by compare-and-swap;
@@ -275,9 +276,12 @@ def publish_model(
             digests = {n: r[0] for n, r in sorted(zip(order, results, strict=True))}
             present = sum(1 for _, how, _ in results if how == "present")
             uploaded = len(results) - present
-            if claim.state == "resumed":  # whatever an earlier attempt left half-sent and we did not finish
-                for upload in store.list_uploads(base):
-                    store.abort_upload(upload["Key"], upload["UploadId"])
+            # Every file of the version now exists and cannot be replaced, so any multipart upload still open
+            # under it can never complete: one a killed attempt left, or one this attempt started without
+            # knowing it (a CreateMultipartUpload whose answer was lost, then retried). The version is ours
+            # by its claim, so these are ours to abort; S3 bills open uploads until they are.
+            for upload in store.list_uploads(base):
+                store.abort_upload(upload["Key"], upload["UploadId"])
             dvc_info = None
             if dvc_prefix is not None:
                 directory = dvc_pointer.dvc_dir(digests)
