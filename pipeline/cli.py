@@ -332,6 +332,33 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from pipeline.workspace import default_root, gc
+
+    root = args.workspace_root or default_root()
+    try:
+        removals = gc(root, args.older_than, dry_run=args.dry_run)
+    except (OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    for removal in removals:
+        print(removal.describe(args.dry_run), file=sys.stderr if removal.error else sys.stdout)
+    freed = sum(r.bytes for r in removals if not r.error) / 1e9
+    done = len([r for r in removals if not r.error])
+    print(f"{root}: {done} workspace(s) idle for {args.older_than:g}+ days "
+          f"{'would be removed' if args.dry_run else 'removed'}, {freed:.2f} GB")
+    return EXIT_FAILED if any(r.error for r in removals) else EXIT_OK
+
+
+def _positive_days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of days, not {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 days, not {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -494,6 +521,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="models")
     p.add_argument("--model", default="resnet50")
     p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser(
+        "gc",
+        help="remove the run workspaces idle for DAYS (their data copies, checkpoints and reports)",
+        description="Remove each run workspace under the workspace root in which nothing changed for DAYS days "
+        "(a run in progress writes its workspace, so it is kept). Only folders the pipeline made as run "
+        "workspaces are removed: the shared DVC cache (.dvc-cache) and anything else in the root stay. "
+        "Published versions are in S3 and are not touched. Exit 1 when a workspace could not be removed.",
+    )
+    p.add_argument("--older-than", metavar="DAYS", type=_positive_days, required=True,
+                   help="days since anything in the workspace changed (fractions allowed)")
+    p.add_argument("--workspace-root", type=Path, help="default: $RN50_WORKSPACE_ROOT or runs/workspaces")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    p.set_defaults(func=cmd_gc)
     return parser
 
 

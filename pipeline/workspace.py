@@ -2,25 +2,56 @@
 
 Two runs at once must not share a DVC checkout (DVC locks it) or a model directory (a second run
 would resume the first's checkpoints). A retry of the same run must find its own earlier work, so
-the directory name comes from the run id alone.
+the directory name comes from the run id alone, and no two run ids give the same name.
+
+The root holds the run workspaces and the root's own entries, whose names start with '.': the DVC
+cache all runs share, and what `gc` is deleting. No workspace name starts with '.', so no run id
+can name the root, its parent or one of those entries. A run deletes only inside its own folder
+(`RunWorkspace.remove`); whole workspaces go only through `gc`, once idle for the retention period.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
+import json
+import os
+import shutil
+import string
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_ROOT = Path("runs/workspaces")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CACHE = ".dvc-cache"
+MARKER = "run.json"  # names the run; written by every task, so its time also says the run is active
+TRASH = ".gc-"  # a workspace being deleted: out of any run's way at once, finished by the next gc if cut short
+_SAFE = frozenset(string.ascii_letters + string.digits + "_.-")
+_MAX_NAME = 200  # a file name holds at most 255 bytes; room for TRASH in front
+DAY = 86400.0
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("RN50_WORKSPACE_ROOT") or PROJECT_ROOT / DEFAULT_ROOT)
 
 
 def safe_name(run_id: str) -> str:
-    """Airflow run ids hold ':' and '+'; keep them readable but filesystem-safe, and unambiguous."""
+    """The run's folder name: Airflow run ids hold ':' and '+'; keep them readable but filesystem-safe.
+
+    Every character outside [A-Za-z0-9_.-] (the escape '~' included) becomes ~XX per UTF-8 byte, and so
+    does a leading '.': reading the escapes back gives the run id, so two run ids never share a folder.
+    A name too long for the filesystem keeps its start and ends in '~~' and the run id's full sha256
+    ('~~' is in no escaped name).
+    """
     if not run_id:
         raise ValueError("empty run id")
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
-    return name if name == run_id else f"{name}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+    name = "".join(c if c in _SAFE else "".join(f"~{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
+                   for c in run_id)
+    if name.startswith("."):
+        name = "~2E" + name[1:]
+    if len(name) > _MAX_NAME:
+        name = name[: _MAX_NAME - 66] + "~~" + hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return name
 
 
 @dataclass(frozen=True)
@@ -37,6 +68,10 @@ class RunWorkspace:
         return self.path / "repo"
 
     @property
+    def data_record(self) -> Path:  # what fetch_data used: the dataset's version and where it was
+        return self.path / "data.json"
+
+    @property
     def validation(self) -> Path:
         return self.path / "validation"
 
@@ -44,6 +79,107 @@ class RunWorkspace:
     def model(self) -> Path:
         return self.path / "model"
 
+    @property
+    def cache(self) -> Path:  # the DVC cache every run under this root copies from
+        return Path(self.root).resolve() / CACHE
+
     def create(self) -> RunWorkspace:
         self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / MARKER).write_text(json.dumps({"run_id": self.run_id}) + "\n")
         return self
+
+    def remove(self, path: Path) -> None:
+        """Delete a file or tree strictly inside this run's folder (a symlink, not what it points to).
+
+        Anything else is refused with ValueError: whatever a path says, a run deletes only its own files.
+        """
+        target = Path(path)
+        real = Path(os.path.realpath(target.parent)) / target.name
+        if target.name in ("", "..") or self.path not in real.parents:
+            raise ValueError(f"{target}: outside the workspace of run {self.run_id} ({self.path}); not removed")
+        if real.is_dir() and not real.is_symlink():
+            shutil.rmtree(real)
+        else:
+            real.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Removal:
+    path: Path
+    run_id: str
+    idle_days: float
+    bytes: int
+    error: str | None = None  # why it is still there
+
+    def describe(self, dry_run: bool = False) -> str:
+        what = f"{self.path} (run {self.run_id}, idle {self.idle_days:.1f} days, {self.bytes / 1e9:.2f} GB)"
+        if self.error:
+            return f"cannot remove {what}: {self.error}"
+        return f"{'would remove' if dry_run else 'removed'} {what}"
+
+
+def _activity(folder: Path) -> tuple[float, int]:
+    """(newest modification time of anything inside, bytes of its files), symlinks not followed."""
+    newest, size = os.lstat(folder).st_mtime, 0
+    for parent, dirs, files in os.walk(folder):
+        for names, is_file in ((dirs, False), (files, True)):
+            for name in names:
+                try:
+                    st = os.lstat(os.path.join(parent, name))
+                except OSError:  # gone while we looked
+                    continue
+                newest = max(newest, st.st_mtime)
+                size += st.st_size if is_file else 0
+    return newest, size
+
+
+def _run_id(folder: Path) -> str | None:
+    """The run id of a folder RunWorkspace made (its marker names a run id that maps to this folder), else None."""
+    marker = folder / MARKER
+    try:
+        run_id = json.loads(marker.read_text())["run_id"] if marker.is_file() and not marker.is_symlink() else None
+        return run_id if isinstance(run_id, str) and run_id and safe_name(run_id) == folder.name else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def gc(root: Path, older_than_days: float, *, dry_run: bool = False, now: float | None = None) -> list[Removal]:
+    """Remove the run workspaces in which nothing changed for `older_than_days`, oldest first.
+
+    Only folders a RunWorkspace made count: the DVC cache, the other dot-named entries, and anything
+    else in the root stay. A run in progress writes its workspace (each task marks it, training
+    writes checkpoints and metrics), so it is never idle that long. A workspace that cannot be removed
+    is reported in its Removal's `error`; the others are still removed.
+    """
+    if not older_than_days > 0:
+        raise ValueError(f"older_than_days must be more than 0, not {older_than_days}")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such workspace root")
+    now = time.time() if now is None else now
+    idle = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(TRASH) and not dry_run and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)  # a removal an earlier gc did not finish
+        if entry.name.startswith(".") or entry.is_symlink() or not entry.is_dir():
+            continue
+        run_id = _run_id(entry)
+        if run_id is not None:
+            newest, size = _activity(entry)
+            if (days := (now - newest) / DAY) >= older_than_days:
+                idle.append(Removal(entry, run_id, days, size))
+    idle.sort(key=lambda r: -r.idle_days)
+    if dry_run:
+        return idle
+    done = []
+    for removal in idle:
+        trash = root / (TRASH + removal.path.name)
+        try:
+            # Renamed first: a retry of this run starting now gets a fresh folder, never a half-deleted one.
+            removal.path.rename(trash)
+            shutil.rmtree(trash)
+        except OSError as exc:
+            removal = Removal(removal.path, removal.run_id, removal.idle_days, removal.bytes,
+                              error=exc.strerror or str(exc))
+        done.append(removal)
+    return done

@@ -10,13 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.workspace import DEFAULT_ROOT, RunWorkspace
+from pipeline.workspace import RunWorkspace, default_root
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def workspace_root() -> Path:
-    return Path(os.environ.get("RN50_WORKSPACE_ROOT", REPO / DEFAULT_ROOT))
+    return default_root()
 
 
 def workspace(run_id: str, root: str | Path | None = None) -> RunWorkspace:
