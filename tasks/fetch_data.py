@@ -1,37 +1,52 @@
-"""fetch_data: the ImageNet TFRecords pinned by data.dvc at a revision, in the run's own checkout."""
+"""fetch_data: the ImageNet TFRecords pinned by data.dvc at a revision, in the run's own checkout.
+
+First, when given a retention, it removes the run workspaces idle for longer (`rn50 gc`): the disk
+is freed before the next 150 GB are copied onto it. What the run uses is recorded in the workspace
+(`data.json`), so publish states the dataset this run really trained on.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-from pipeline.fetch import FetchError, fetch_data
-from pipeline.workspace import RunWorkspace
+from pipeline.fetch import FetchError, data_dir_record, fetch_data
+from pipeline.workspace import RunWorkspace, gc
 from tasks.common import REPO, add_workspace_args, cli, final, workspace
 
 
 def run(ws: RunWorkspace, *, data_rev: str = "HEAD", data_dir: str | None = None,
-        repo: Path | None = None) -> dict[str, Any]:
+        repo: Path | None = None, retention_days: float | None = None) -> dict[str, Any]:
+    if retention_days:
+        for removal in gc(ws.root, retention_days):  # never this run's: create() has just marked it active
+            print(removal.describe())
     if data_dir:  # a directory the operator manages: use it as it is
         path = Path(data_dir)
         if not path.is_dir():
             raise final(FileNotFoundError(f"data_dir {path}: no such directory"))
-        return {"data_dir": str(path.resolve()), "md5": None, "revision": None, "pulled": False}
-    repo = Path(repo or os.environ.get("RN50_REPO", REPO))
-    try:
-        result = fetch_data(repo, data_rev, ws.checkout, ws.root / "dvc-cache")
-    except FetchError as exc:
-        if "rev-parse" in str(exc) or "not a DVC pointer" in str(exc):
-            raise final(exc) from exc  # a revision that does not exist will not exist on retry either
-        raise
-    print(f"data {'pulled' if result.pulled else 'already present'}: {result.data_dir} (md5 {result.md5})")
-    return {"data_dir": str(result.data_dir), "md5": result.md5, "revision": result.revision, "pulled": result.pulled}
+        record, pulled = data_dir_record(path), False
+    else:
+        repo = Path(repo or os.environ.get("RN50_REPO", REPO))
+        try:
+            result = fetch_data(repo, data_rev, ws)
+        except FetchError as exc:
+            if "rev-parse" in str(exc) or "not a DVC pointer" in str(exc):
+                raise final(exc) from exc  # a revision that does not exist will not exist on retry either
+            raise
+        record = {"source": "dvc", "data_dir": str(result.data_dir), "dataset_version": result.md5,
+                  "md5": result.md5, "data_rev": data_rev, "revision": result.revision}
+        pulled = result.pulled
+        print(f"data {'pulled' if pulled else 'already present'}: {result.data_dir} (md5 {result.md5})")
+    ws.data_record.write_text(json.dumps(record, indent=2) + "\n")
+    return {**record, "pulled": pulled}
 
 
 def _main(args: argparse.Namespace) -> dict[str, Any]:
-    return run(workspace(args.run_id, args.workspace_root), data_rev=args.data_rev, data_dir=args.data_dir)
+    return run(workspace(args.run_id, args.workspace_root), data_rev=args.data_rev, data_dir=args.data_dir,
+               retention_days=args.retention_days)
 
 
 if __name__ == "__main__":
@@ -39,4 +54,5 @@ if __name__ == "__main__":
     add_workspace_args(parser)
     parser.add_argument("--data-rev", default="HEAD")
     parser.add_argument("--data-dir")
+    parser.add_argument("--retention-days", type=float, help="first remove workspaces idle this long (default: none)")
     cli(_main, parser)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
 
+from pipeline.fetch import DATA_DVC, FetchError, remove_data
 from pipeline.workspace import RunWorkspace
 from tasks.common import add_workspace_args, cli, workspace
 
@@ -19,15 +21,24 @@ def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = "models", m
 
     export_keras(ws.model)
     report = ws.validation / "report.json"
-    data_dvc = ws.checkout / "data.dvc"  # the data.dvc this run pulled (at data_rev), not the code checkout's
+    # The dataset fetch_data recorded, else the data.dvc this run pulled: never the code checkout's
+    # data.dvc, which a data_dir run (or a data_rev other than the code's) did not train on.
+    data = json.loads(ws.data_record.read_text()) if ws.data_record.exists() else None
+    if data:
+        lineage = {"dataset_version": data.get("dataset_version"), "dataset": data, **(lineage or {})}
     result = publish_model(
         ws.model, client=client, bucket=bucket, prefix=prefix, model=model, run_id=run_id or ws.run_id,
         lineage=lineage, extra_files={"report.json": report} if report.exists() else None,
         dvc_repo=dvc_repo or (Path(os.environ["RN50_DVC_REPO"]) if os.environ.get("RN50_DVC_REPO") else None),
-        **({"data_dvc": data_dvc} if data_dvc.exists() else {}),
+        data_dvc=ws.checkout / DATA_DVC,  # absent: the dataset is unknown, and the manifest says so (null)
     )
     top1 = (result.manifest.get("metrics") or {}).get("top1_accuracy")
     print(f"published {result.uri} (top-1 {top1} %)")
+    try:  # published: the run's data copy is done with (its reports and model stay)
+        if (removed := remove_data(ws)) is not None:
+            print(f"removed this run's data copy {removed} (the DVC cache keeps the data)")
+    except (FetchError, OSError, ValueError) as exc:  # the version is out: a full disk is no reason to fail
+        print(f"warning: this run's data copy stays ({exc}); `rn50 gc` removes it later")
     return {"version": result.version, "uri": result.uri, "top1_accuracy": top1, "bucket": bucket,
             "prefix": prefix, "model": model}
 
