@@ -89,8 +89,10 @@ TRAIN_SLOT = GPU if DEFAULT_LAUNCHER == "local" else {}
         "gpus_per_node": Param(DEFAULT_GPUS_PER_NODE, type="integer", minimum=1, maximum=64, title="GPUs per node",
                                description="launcher=kubernetes: GPUs per worker pod; num_gpus above it must be a "
                                "multiple of it."),
-        "hosts": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9_.-]+(:\d+)?(,[A-Za-z0-9_.-]+(:\d+)?)*$",
-                       title="Hosts", description="horovodrun hosts for several machines, e.g. node1:8,node2:8."),
+        "hosts": Param(None, type=["null", "string"],
+                       pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(:\d+)?(,[A-Za-z0-9][A-Za-z0-9_.-]*(:\d+)?)*$",
+                       title="Hosts", description="horovodrun hosts for several machines, e.g. node1:8,node2:8. "
+                       "Only hosts the deployment lists in RN50_ALLOWED_HOSTS (and localhost); others are refused."),
         "amp": Param(None, type=["null", "boolean"], title="AMP",
                      description="Mixed precision (float16); empty keeps the profile's choice."),
         "xla": Param(None, type=["null", "boolean"], title="XLA",

@@ -131,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from pipeline.train.launch import horovodrun_command, run_ranks
 
         try:
-            command = horovodrun_command(args.np, args.hosts, _worker_argv(args))
+            command = horovodrun_command(args.np, args.hosts, [sys.executable, "-m", "pipeline", *_worker_argv(args)])
         except (ValueError, FileNotFoundError) as exc:
             raise UsageError(str(exc)) from exc
         print("launching: " + " ".join(command), flush=True)
@@ -430,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="ngc-90e", choices=("smoke", "ngc-90e", "ngc-250e"),
                    help="recipe: smoke (sample data, 32 px, CPU) or NVIDIA's 90/250-epoch recipes (default ngc-90e)")
     p.add_argument("--np", type=_positive_int, default=1, help="number of ranks (GPUs) to launch with horovodrun")
-    p.add_argument("--hosts", help="horovodrun hosts, e.g. node1:8,node2:8 (default: localhost:NP)")
+    p.add_argument("--hosts", help="horovodrun hosts, e.g. node1:8,node2:8 (default: localhost:NP); hosts other "
+                   "than localhost must be listed in RN50_ALLOWED_HOSTS")
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int, help="per rank")
     p.add_argument("--image-size", type=_positive_int)

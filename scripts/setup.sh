@@ -20,14 +20,17 @@ fi
 "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
     echo "setup: $python is $("$python" -V 2>&1), the project needs Python 3.11" >&2; exit 2; }
 
-# Debian packages a bare machine may lack: venv/ensurepip and the headers for Horovod's build, and a
-# C++ compiler. Installed only when missing, and only where we can (root with apt-get).
+# Debian packages a bare machine may lack: venv/ensurepip and the headers for Horovod's build, a
+# C++ compiler, and ssh and sshd (the multi-host test starts ranks over a real sshd, as horovodrun does
+# on a cluster). Installed only when missing, and only where we can (root with apt-get).
 need=()
 "$python" -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=("python3.11-venv")
 include=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 [ -f "$include/Python.h" ] || need+=("python3.11-dev")
 command -v g++ >/dev/null 2>&1 || need+=("g++")
 command -v make >/dev/null 2>&1 || need+=("make")
+command -v ssh-keygen >/dev/null 2>&1 || need+=("openssh-client")
+[ -x /usr/sbin/sshd ] || need+=("openssh-server")
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "setup: installing Debian packages: ${need[*]}"

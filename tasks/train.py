@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.train.launch import parse_hostfile
+from pipeline.train.launch import ALLOWED_HOSTS_VAR, check_hosts, parse_hostfile, parse_hosts
 from pipeline.train.logs import read_metrics
 from pipeline.train.mpijob import (
     HOSTFILE,
@@ -62,9 +62,9 @@ def train_command(*, data_dir: str, model_dir: Path, profile: str, num_gpus: int
     return cmd + _override_flags(epochs=epochs, batch_size=batch_size, steps=steps, amp=amp, xla=xla)
 
 
-def run_child(cmd: list[str]) -> int:
+def run_child(cmd: list[str], env: Mapping[str, str] | None = None) -> int:
     """Run the trainer; if this process is told to stop, pass SIGTERM on and wait for the checkpoint."""
-    child = subprocess.Popen(cmd)
+    child = subprocess.Popen(cmd, env=env)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         child.send_signal(signal.SIGTERM)
@@ -103,11 +103,18 @@ def run(ws: RunWorkspace, *, data_dir: str, profile: str, launcher: str = "local
         return run_on_kubernetes(ws, data_dir=data_dir, profile=profile, gpus_per_node=gpus_per_node, **options)
     if launcher != "local":
         raise final(ValueError(f"launcher must be local or kubernetes, not {launcher!r}"))
-    if hostfile:  # inside an MPIJob's launcher pod: the workers the mpi-operator started
-        options["hosts"] = parse_hostfile(Path(hostfile).read_text())
+    env = None
+    try:
+        if hostfile:  # inside an MPIJob's launcher pod: the workers the mpi-operator started are the hosts
+            options["hosts"] = parse_hostfile(Path(hostfile).read_text())
+            env = {**os.environ, ALLOWED_HOSTS_VAR: ",".join(name for name, _ in parse_hosts(options["hosts"]))}
+        elif options.get("hosts"):  # named by the run: refused now unless the deployment allows them
+            check_hosts(options["hosts"])
+    except ValueError as exc:
+        raise final(ValueError(f"{hostfile}: {exc}" if hostfile else str(exc))) from exc
     cmd = train_command(data_dir=data_dir, model_dir=ws.model, profile=profile, **options)
     print("running: " + " ".join(cmd), flush=True)
-    code = run_child(cmd)
+    code = run_child(cmd, env)
     if code == EXIT_USAGE:
         raise final(ValueError(f"rn50 train refused its arguments (exit 2): {' '.join(cmd[3:])}"))
     if code != 0:

@@ -272,7 +272,7 @@ def test_inside_the_launcher_pod_the_hostfile_becomes_horovodruns_hosts(tmp_path
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("job-worker-0.job.rn50.svc slots=8\njob-worker-1.job.rn50.svc slots=8\n")
     seen: list[list[str]] = []
-    monkeypatch.setattr(tasks.train, "run_child", lambda cmd: seen.append(cmd) or 0)
+    monkeypatch.setattr(tasks.train, "run_child", lambda cmd, env=None: seen.append(cmd) or 0)
     ws = RunWorkspace(tmp_path / "runs", "manual__z").create()
     tasks.train.run(ws, data_dir=str(tmp_path), profile="ngc-90e", hostfile=str(hostfile), num_gpus=16)
     [cmd] = seen

@@ -3,18 +3,54 @@
 horovodrun starts the workers in process groups of their own, so a SIGTERM sent to the launcher
 (Airflow's timeout) would not reach them, and their checkpoints would be lost. The launcher forwards
 the signal to every process below it, each rank saves, and the launcher exits with the ranks' code.
+
+horovodrun hands its whole environment to every rank as `env K=V ...` on the command line it runs
+(over ssh on other hosts), where anyone on those hosts can read it in `ps`. So horovodrun gets only
+what the ranks need (`rank_environment`), never the Airflow worker's credentials, and the ranks run
+only on hosts the deployment allows (`check_hosts`), not on whatever a run's parameters name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
+
+LOCALHOST = "localhost"  # always allowed: training on this machine alone
+ALLOWED_HOSTS_VAR = "RN50_ALLOWED_HOSTS"  # the deployment's other hosts, comma-separated
+# A host name or IPv4 address, as ssh and horovodrun's -H take them: nothing a shell would read, and no
+# leading '-' that ssh would take for an option.
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+# The ranks' environment: what training needs, by name or prefix (paths, locale, TensorFlow/XLA, CUDA,
+# NCCL, Horovod and thread settings, RN50_*); the ssh agent's socket is for horovodrun's own ssh.
+RANK_ENV_NAMES = frozenset({"PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ",
+                            "TMPDIR", "SSH_AUTH_SOCK"})
+RANK_ENV_PREFIXES = ("RN50_", "TF_", "XLA_", "CUDA_", "NVIDIA_", "NCCL_", "HOROVOD_", "OMP_", "KMP_", "MKL_")
+# Never, even under those prefixes: a name that says it holds a secret, or a URL with credentials in it.
+_SECRET_NAME = re.compile(r"SECRET|PASSW|TOKEN|KEY|CREDENTIAL|DSN|_CONN", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(r"://[^/@\s]+@")
+
+
+def rank_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The part of `environ` that horovodrun may pass on to the ranks, on this host and on others."""
+    return {name: value for name, value in environ.items()
+            if (name in RANK_ENV_NAMES or name.startswith(RANK_ENV_PREFIXES))
+            and not _SECRET_NAME.search(name) and not _URL_CREDENTIALS.search(value)}
+
+
+def host_name(name: str, where: str) -> str:
+    """`name` if it is a host name; else a one-line error naming it and `where` it came from."""
+    if not _HOST_NAME.fullmatch(name):
+        raise ValueError(f"{where}: {name!r} is not a host name (a letter or digit, then letters, digits, '.-_')")
+    return name
 
 
 def parse_hosts(text: str) -> list[tuple[str, int]]:
@@ -24,6 +60,7 @@ def parse_hosts(text: str) -> list[tuple[str, int]]:
         name, _, slots = item.partition(":")
         if not name:
             raise ValueError(f"--hosts: empty host name in {text!r}")
+        host_name(name, "--hosts")
         try:
             count = int(slots) if slots else 1
         except ValueError:
@@ -33,6 +70,23 @@ def parse_hosts(text: str) -> list[tuple[str, int]]:
         hosts.append((name, count))
     if not hosts:
         raise ValueError(f"--hosts: no hosts in {text!r}")
+    return hosts
+
+
+def allowed_hosts(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The hosts besides localhost that a run may train on: a deployment setting, not a run's."""
+    return [name.strip() for name in environ.get(ALLOWED_HOSTS_VAR, "").split(",") if name.strip()]
+
+
+def check_hosts(text: str, environ: Mapping[str, str] = os.environ) -> list[tuple[str, int]]:
+    """parse_hosts, refusing any host but localhost and the deployment's RN50_ALLOWED_HOSTS."""
+    hosts = parse_hosts(text)
+    allowed = allowed_hosts(environ)
+    permitted = {LOCALHOST, *(name.lower() for name in allowed)}  # host names ignore case
+    for name, _ in hosts:
+        if name.lower() not in permitted:
+            setting = f"={','.join(allowed)}" if allowed else " is not set: localhost only"
+            raise ValueError(f"--hosts: {name} is not an allowed host ({ALLOWED_HOSTS_VAR}{setting})")
     return hosts
 
 
@@ -54,15 +108,16 @@ def parse_hostfile(text: str) -> str:
         if ":" in name:  # Intel MPI / MPICH style "host:N"
             name, _, count = name.partition(":")
             slots = int(count) if count.isdigit() else slots
-        hosts.append(f"{name}:{slots}")
+        hosts.append(f"{host_name(name, f'hostfile line {number}')}:{slots}")
     if not hosts:
         raise ValueError("hostfile lists no hosts")
     return ",".join(hosts)
 
 
-def horovodrun_command(np: int, hosts: str | None, worker_argv: Sequence[str]) -> list[str]:
-    """The horovodrun command line that runs `python -m pipeline <worker_argv>` on every rank."""
-    host_list = parse_hosts(hosts) if hosts else [("localhost", np)]
+def horovodrun_command(np: int, hosts: str | None, rank_command: Sequence[str],
+                       environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The horovodrun command line that runs rank_command (`python -m pipeline train ...`) on every rank."""
+    host_list = check_hosts(hosts, environ) if hosts else [(LOCALHOST, np)]
     slots = sum(count for _, count in host_list)
     if np > slots:
         raise ValueError(f"--np {np} is more than the {slots} slots in --hosts {hosts}")
@@ -71,7 +126,7 @@ def horovodrun_command(np: int, hosts: str | None, worker_argv: Sequence[str]) -
     if exe is None:
         raise FileNotFoundError("horovodrun is not installed; run `make setup`, or train with --np 1")
     spec = ",".join(f"{name}:{count}" for name, count in host_list)
-    return [exe, "-np", str(np), "-H", spec, "--gloo", sys.executable, "-m", "pipeline", *worker_argv]
+    return [exe, "-np", str(np), "-H", spec, "--gloo", *rank_command]
 
 
 def is_rank(process, marker: Sequence[str] = ("-m", "pipeline", "train")) -> bool:
@@ -84,7 +139,7 @@ def is_rank(process, marker: Sequence[str] = ("-m", "pipeline", "train")) -> boo
 
 
 def run_ranks(command: Sequence[str], marker: Sequence[str] = ("-m", "pipeline", "train")) -> int:
-    """Run horovodrun; on SIGTERM/SIGINT pass the signal to the rank processes only, then wait.
+    """Run horovodrun with the ranks' environment; on SIGTERM/SIGINT pass the signal to the ranks only, then wait.
 
     Only the ranks get it: the shells horovodrun puts between itself and them would die of it at
     once, and horovodrun would then kill the ranks before they finish saving. Once the ranks have
@@ -92,7 +147,7 @@ def run_ranks(command: Sequence[str], marker: Sequence[str] = ("-m", "pipeline",
     """
     import psutil
 
-    proc = subprocess.Popen(list(command))
+    proc = subprocess.Popen(list(command), env=rank_environment())
     received: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:

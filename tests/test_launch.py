@@ -1,0 +1,160 @@
+"""Where the ranks run and what they get: host names, the deployment's allow-list, the ranks' environment.
+
+A run names its hosts (the DAG's `hosts` Param, `rn50 train --hosts`, an MPIJob's hostfile), and
+horovodrun ssh's into them with the launcher's environment on the command line. So a host name must
+be a host name (nothing a shell would read), only hosts the deployment allows may be named, and the
+ranks get the environment training needs, never the Airflow worker's secrets. The real multi-host run
+over sshd is in test_horovod.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.train.launch import check_hosts, horovodrun_command, parse_hostfile, parse_hosts, rank_environment
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+BAD_NAMES = ["node1;rm -rf /", "$(reboot)", "node`id`", "a b", "node|nc", "-oProxyCommand=sh", "user@node",
+             "node/x", "node&", "n'1", 'n"1', "node\nx", "*"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_a_host_name_with_shell_characters_is_refused_naming_it(name):
+    with pytest.raises(ValueError) as caught:
+        parse_hosts(f"node0:2,{name}:2")
+    message = str(caught.value)
+    assert message.startswith("--hosts: ") and repr(name) in message and "\n" not in message
+
+
+def test_host_names_and_addresses_are_accepted():
+    assert parse_hosts("node-1.example.com:8, 10.0.0.2:4,gpu_node") == [
+        ("node-1.example.com", 8), ("10.0.0.2", 4), ("gpu_node", 1)]
+
+
+@pytest.mark.parametrize("name", ["$(reboot)", "node;id", "-oProxyCommand=sh"])
+def test_a_hostfile_with_shell_characters_is_refused_naming_the_line(name):
+    with pytest.raises(ValueError, match=rf"^hostfile line 2: {re.escape(repr(name))} is not a host name"):
+        parse_hostfile(f"worker-0 slots=8\n{name} slots=8\n")
+
+
+def test_only_localhost_unless_the_deployment_allows_more():
+    assert check_hosts("localhost:4", environ={}) == [("localhost", 4)]
+    with pytest.raises(ValueError, match=r"^--hosts: node1 is not an allowed host "
+                                         r"\(RN50_ALLOWED_HOSTS is not set: localhost only\)$"):
+        check_hosts("localhost:4,node1:4", environ={})
+    allowed = {"RN50_ALLOWED_HOSTS": " node1 , Node2.example.com,"}
+    assert check_hosts("node1:8,node2.example.com:8", environ=allowed) == [("node1", 8), ("node2.example.com", 8)]
+    with pytest.raises(ValueError, match=r"^--hosts: node3 is not an allowed host "
+                                         r"\(RN50_ALLOWED_HOSTS=node1,Node2.example.com\)$"):
+        check_hosts("node1:8,node3:8", environ=allowed)
+
+
+def test_horovodrun_command_checks_the_hosts_before_anything_runs():
+    with pytest.raises(ValueError, match="node9 is not an allowed host"):
+        horovodrun_command(2, "node9:2", ["python", "x.py"], environ={"RN50_ALLOWED_HOSTS": "node1"})
+    command = horovodrun_command(4, "node1:2,localhost:2", ["python", "x.py"], environ={"RN50_ALLOWED_HOSTS": "node1"})
+    assert command[1:] == ["-np", "4", "-H", "node1:2,localhost:2", "--gloo", "python", "x.py"]
+
+
+def test_the_ranks_get_what_training_needs_and_no_secret():
+    unwanted = {  # an Airflow Celery worker's secrets, and what the ranks have no use for
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "AWS_SESSION_TOKEN": "tok",
+        "AIRFLOW__CORE__FERNET_KEY": "fernet", "AIRFLOW__API_AUTH__JWT_SECRET": "jwt",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://airflow:pw@db/airflow", "AIRFLOW_HOME": "/opt/airflow",
+        "RN50_DB_PASSWORD": "pw", "RN50_API_TOKEN": "tok", "RN50_SIGNING_KEY": "k", "RN50_METRICS_DSN": "dsn",
+        "TF_SECRET_THING": "x", "NCCL_CREDENTIALS": "x", "RN50_TRACKING_URI": "https://ci:pw@tracking.example/",
+        "RN50_BROKER_URL": "redis://:pw@redis:6379/0", "HOROVOD_SECRET_KEY": "k", "RN50_AWS_CONN_ID": "aws_default",
+        "HOSTNAME": "worker-1", "OLDPWD": "/", "GOOGLE_APPLICATION_CREDENTIALS": "/keys/sa.json",
+    }
+    needed = {
+        "PATH": "/venv/bin:/usr/bin", "PYTHONPATH": "/app", "LD_LIBRARY_PATH": "/usr/local/cuda/lib64",
+        "HOME": "/home/airflow", "LANG": "C.UTF-8", "TF_CPP_MIN_LOG_LEVEL": "2", "XLA_FLAGS": "--xla_gpu_x",
+        "CUDA_CACHE_MAXSIZE": "4294967296", "NVIDIA_VISIBLE_DEVICES": "all", "NCCL_DEBUG": "WARN",
+        "NCCL_SOCKET_IFNAME": "eth0", "HOROVOD_FUSION_THRESHOLD": "67108864", "OMP_NUM_THREADS": "8",
+        "RN50_WORKSPACE_ROOT": "/shared/runs", "RN50_ALLOWED_HOSTS": "node1", "SSH_AUTH_SOCK": "/tmp/agent.sock",
+        "RN50_DATA_URL": "https://data.example/imagenet",
+    }
+    assert rank_environment({**unwanted, **needed}) == needed
+
+
+def _rn50(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "rn50"), *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})})
+
+
+@pytest.mark.slow
+def test_rn50_train_refuses_a_bad_host_name_in_one_line(tmp_path):
+    result = _rn50("train", "--np", "2", "--hosts", "localhost:1,$(touch pwned):1", "--data-dir", str(tmp_path),
+                   "--model-dir", str(tmp_path / "model"), env={"RN50_ALLOWED_HOSTS": "$(touch pwned)"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("rn50 train: error: --hosts: '$(touch pwned)' is not")
+    assert "Traceback" not in result.stderr and not (tmp_path / "model").exists()
+
+
+@pytest.fixture(scope="module")
+def dag(tmp_path_factory):
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags["resnet50_retrain"]
+
+
+def _trigger_train(dag, monkeypatch, tmp_path, **conf) -> list[tuple[list[str], dict | None]]:
+    """Call the DAG's train task with a trigger's conf; return the trainer commands it would have started."""
+    import tasks.train
+
+    started: list[tuple[list[str], dict | None]] = []
+    monkeypatch.setattr(tasks.train, "run_child", lambda cmd, env=None: started.append((cmd, env)) or 0)
+    monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path / "runs"))
+    params = copy.deepcopy(dag.params)
+    params.update(conf)
+    context = {"params": params.validate(), "run_id": "manual__hosts"}
+    dag.get_task("train").python_callable({"data_dir": str(tmp_path)}, {"valid": True}, **context)
+    return started
+
+
+def test_a_trigger_naming_a_host_off_the_allow_list_is_refused(dag, monkeypatch, tmp_path):
+    from airflow.sdk.exceptions import AirflowFailException, ParamValidationError
+
+    monkeypatch.setenv("RN50_ALLOWED_HOSTS", "gpu1,gpu2,-Jattacker.example")
+    with pytest.raises(ParamValidationError):  # the form: an ssh option (a jump host) is no host name
+        _trigger_train(dag, monkeypatch, tmp_path, hosts="gpu1:8,-Jattacker.example:8", num_gpus=16)
+    with pytest.raises(AirflowFailException, match=r"^--hosts: attacker.example is not an allowed host"):
+        _trigger_train(dag, monkeypatch, tmp_path, hosts="gpu1:8,attacker.example:8", num_gpus=16)
+    [(cmd, _env)] = _trigger_train(dag, monkeypatch, tmp_path, hosts="gpu1:8,gpu2:8", num_gpus=16)
+    assert cmd[cmd.index("--hosts") + 1] == "gpu1:8,gpu2:8"
+
+
+def test_an_mpijobs_hostfile_names_the_hosts_its_launcher_may_use(tmp_path, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    import tasks.train
+    from pipeline.workspace import RunWorkspace
+
+    monkeypatch.delenv("RN50_ALLOWED_HOSTS", raising=False)
+    started: list[tuple[list[str], dict | None]] = []
+    monkeypatch.setattr(tasks.train, "run_child", lambda cmd, env=None: started.append((cmd, env)) or 0)
+    ws = RunWorkspace(tmp_path / "runs", "manual__k8s").create()
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("job-worker-0.job.rn50.svc slots=8\njob-worker-1.job.rn50.svc slots=8\n")
+    tasks.train.run(ws, data_dir=str(tmp_path), profile="ngc-90e", hostfile=str(hostfile), num_gpus=16)
+    [(cmd, env)] = started
+    assert env["RN50_ALLOWED_HOSTS"] == "job-worker-0.job.rn50.svc,job-worker-1.job.rn50.svc"
+    assert check_hosts(cmd[cmd.index("--hosts") + 1], environ=env)  # what the launched `rn50 train` checks
+
+    hostfile.write_text("job-worker-0 slots=8\n$(reboot) slots=8\n")
+    started.clear()
+    with pytest.raises(AirflowFailException, match=r"hostfile: hostfile line 2: '\$\(reboot\)' is not a host name"):
+        tasks.train.run(ws, data_dir=str(tmp_path), profile="ngc-90e", hostfile=str(hostfile), num_gpus=16)
+    assert started == []
