@@ -3,13 +3,15 @@
 
 Keeps the ResNet50 v1.5 ImageNet classifier fresh at NVIDIA NGC quality:
 
-1. **fetch_data**: `dvc pull` of `data.dvc` at `data_rev` into this run's workspace (or use `data_dir`);
+1. **fetch_data**: `dvc pull` of `data.dvc` at `data_rev` into this run's workspace (or use `data_dir`), after
+   removing the workspaces idle for `RN50_RETENTION_DAYS` days;
 2. **validate_data**: every TFRecord checked; bad data fails the run before any GPU is spent;
 3. **train**: `horovodrun -np num_gpus` on the `gpu` pool / queue, or (launcher `kubernetes`) an MPIJob of
    num_gpus / gpus_per_node workers on the cluster; a retry resumes from the checkpoint;
 4. **evaluate**: top-1 / top-5 over the 50,000 validation images;
 5. **check_accuracy**: the gate against the NGC baseline and the last published model (`decision.json`);
-6. **publish**: an immutable version `s3://bucket/prefix/resnet50/vNNNN/`, then `latest`.
+6. **publish**: an immutable version `s3://bucket/prefix/resnet50/vNNNN/`, then `latest`; then the run's data
+   copy is removed (its reports and model stay).
 
 A scheduled run uses the defaults below (the production recipe `ngc-90e`; a deployment changes them with
 the `RN50_*` environment variables). Trigger with a form to override them for one run. Data-validation
@@ -38,6 +40,9 @@ DEFAULT_LAUNCHER = os.environ.get("RN50_LAUNCHER", "local")
 DEFAULT_GPUS_PER_NODE = int(os.environ.get("RN50_GPUS_PER_NODE", "8"))
 AWS_CONN_ID = os.environ.get("RN50_AWS_CONN_ID", "aws_default")
 TRAIN_TIMEOUT = timedelta(hours=float(os.environ.get("RN50_TRAIN_TIMEOUT_HOURS", "72")))
+# fetch_data first removes the run workspaces unchanged for this many days (`rn50 gc`); 0 keeps them all.
+# A deployment's disk policy, not a per-run choice: no trigger form should delete other runs' work.
+RETENTION_DAYS = float(os.environ.get("RN50_RETENTION_DAYS", "30"))
 MODEL = "resnet50"
 
 # Downstream DAGs schedule on this Asset; each event's extra holds the published version's URI. (A name,
@@ -117,7 +122,8 @@ def resnet50_retrain():
         from tasks.common import workspace
 
         params = context["params"]
-        return stage.run(workspace(context["run_id"]), data_rev=params["data_rev"], data_dir=params["data_dir"])
+        return stage.run(workspace(context["run_id"]), data_rev=params["data_rev"], data_dir=params["data_dir"],
+                         retention_days=RETENTION_DAYS)
 
     @task(task_id="validate_data", task_display_name="Validate data", **FINAL)
     def validate_data(data: dict, **context) -> dict:

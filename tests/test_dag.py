@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -138,3 +139,19 @@ def test_failure_summary_names_the_task_the_reason_and_the_report(tmp_path, monk
     assert "task validate_data failed (try 1)" in line
     assert "ValueError: labels.range: 3 records" in line
     assert line.endswith("/validation/report.json") and str(tmp_path) in line
+
+
+def test_fetch_data_removes_workspaces_idle_past_the_retention(dag, tmp_path, monkeypatch, sample_dir):
+    from pipeline.workspace import RunWorkspace
+
+    monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path))
+    idle, recent = RunWorkspace(tmp_path, "manual__idle").create(), RunWorkspace(tmp_path, "manual__recent").create()
+    idle.model.mkdir()
+    (idle.model / "eval.json").write_text("{}")
+    ten_years_ago = time.time() - 3650 * 86400
+    for path in [*idle.path.rglob("*"), idle.path]:
+        os.utime(path, (ten_years_ago, ten_years_ago))
+    params = {**dag.params, "data_dir": str(sample_dir)}
+    dag.get_task("fetch_data").python_callable(params=params, run_id="manual__now")
+    assert not idle.path.exists()
+    assert recent.path.is_dir() and RunWorkspace(tmp_path, "manual__now").path.is_dir()
