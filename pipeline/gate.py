@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.files import NotRegularFile, read_regular, write_atomic
+
 DECISION_FILE = "decision.json"
 EVAL_FILE = "eval.json"
 DEFAULT_TOLERANCE = 0.3  # percentage points below the baseline that still pass
@@ -167,9 +169,11 @@ def champion_from_manifest(manifest: dict[str, Any] | None) -> dict[str, Any] | 
 
 def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_regular(path))  # never through a link: what it reads goes into decision.json
     except FileNotFoundError:
         problems.append(f"{path}: missing")
+    except NotRegularFile as exc:
+        problems.append(str(exc))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         problems.append(f"{path}: not valid JSON ({exc})")
     return None
@@ -215,7 +219,7 @@ def run_gate(
     )
     decision.inputs = {"model_dir": str(model_dir), "eval": evaluation, "amp": amp}
     model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / DECISION_FILE).write_text(decision.to_json())
+    write_atomic(model_dir / DECISION_FILE, decision.to_json())  # replaces a planted link, never writes through it
     if not decision.publish:
         raise GateFailed(decision)
     return decision

@@ -7,6 +7,7 @@ test_publish_faults.py; the DVC pointer in test_publish_dvc.py; the CLI in test_
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from publish_support import BUCKET, MIB, keys, make_model_dir, s3, sha256, uploads
 
+from pipeline.files import NotRegularFile
 from pipeline.publish.hashing import sha256_b64
 from pipeline.publish.publish import PublishError, PublishRefused, publish_model
 from pipeline.publish.pull import IntegrityError, pull_version
@@ -315,3 +317,70 @@ def test_pull_verifies_every_file_and_refuses_tampering(registry, tmp_path):
     raw.put_object(Bucket=BUCKET, Key=ROOT + "v0001/manifest.json", Body=b'{"version": "v0001", "files": {}}')
     with pytest.raises(RegistryError, match="refusing"):
         pull_version(client, BUCKET, tmp_path / "manifest", retry=FAST)
+
+
+SECRET = "AWS_SECRET_ACCESS_KEY=planted-secret-of-the-worker\n"
+
+
+def plant_link(model_dir: Path, name: str, target: Path) -> None:
+    path = model_dir / name
+    if path.is_dir():
+        path.rename(target)  # the real directory moves out, a link to it takes its place
+    else:
+        path.unlink(missing_ok=True)
+    path.symlink_to(target)
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "eval.json", "config.json", "checkpoints/ckpt-2.index",
+                                  "checkpoints/checkpoint", "checkpoints", "report.json"])
+def test_refuses_a_symlink_in_the_model_directory(registry, tmp_path, name):
+    raw, client = registry
+    model_dir = make_model_dir(tmp_path / "m")
+    report = tmp_path / "report.json"
+    report.write_text('{"ok": true}\n')
+    secret = tmp_path / "environ"
+    secret.write_text(SECRET)
+    if name == "checkpoints":
+        plant_link(model_dir, name, tmp_path / "elsewhere")
+    elif name == "report.json":
+        report.unlink()
+        report.symlink_to(secret)
+    else:
+        plant_link(model_dir, name, secret)
+    with pytest.raises(PublishError, match=rf"{name}: a symlink, not a regular file"):
+        publish(model_dir, client, extra_files={"report.json": report})
+    assert keys(raw) == []  # refused before anything moved
+
+
+def test_refuses_a_fifo_and_a_planted_decision_link(registry, tmp_path):
+    raw, client = registry
+    model_dir = make_model_dir(tmp_path / "m")
+    (model_dir / "metrics.jsonl").unlink()
+    os.mkfifo(model_dir / "metrics.jsonl")  # reading it would wait for a writer forever
+    with pytest.raises(PublishError, match=r"metrics\.jsonl: a special file"):
+        publish(model_dir, client)
+    (model_dir / "metrics.jsonl").unlink()
+    decision = tmp_path / "decision.json"
+    (model_dir / "decision.json").rename(decision)
+    (model_dir / "decision.json").symlink_to(decision)
+    with pytest.raises(PublishRefused, match=r"decision\.json: a symlink"):
+        publish(model_dir, client)
+    assert keys(raw) == []
+
+
+def test_a_link_swapped_in_after_the_check_is_not_followed(registry, tmp_path):
+    raw, client = registry
+    model_dir = make_model_dir(tmp_path / "m")
+    secret = tmp_path / "environ"
+    secret.write_text(SECRET)
+
+    def swap(params, **_):  # after the files were checked, before any is read for upload
+        if params["Key"].endswith(".claim.json"):
+            plant_link(model_dir, "metrics.jsonl", secret)
+
+    client.meta.events.register("before-parameter-build.s3.PutObject", swap)
+    with pytest.raises(NotRegularFile, match=r"metrics\.jsonl: a symlink"):
+        publish(model_dir, client, run_id="swap")
+    bodies = [raw.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys(raw)]
+    assert not any(b"planted-secret" in body for body in bodies)
+

@@ -15,6 +15,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.files import open_regular
+
 CHUNK = 8 * 1024 * 1024
 MAX_QUEUED = 8  # chunks a lane may fall behind the reader
 
@@ -51,7 +53,7 @@ def digest_bytes(data: bytes, *, md5: bool = True) -> FileDigest:
 def digest_file(path: Path, part_size: int | None = None, *, md5: bool = True) -> FileDigest:
     """One read of the file; `part_size` also yields the part checksums a multipart upload of it has."""
     sha, md5_hash, parts, size = hashlib.sha256(), hashlib.md5() if md5 else None, [], 0
-    with open(path, "rb") as f:
+    with open_regular(path) as f:  # a symlink swapped in after publish checked the file is refused
         while chunk := f.read(part_size or CHUNK):
             size += len(chunk)
             sha.update(chunk)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.files import read_regular
 from pipeline.publish.hashing import FileDigest
 
 FORMAT = "rn50-model-manifest/1"
@@ -60,7 +61,7 @@ def airflow_ids(env: Mapping[str, str] = os.environ) -> dict[str, str] | None:
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        value = json.loads(Path(path).read_text())
+        value = json.loads(read_regular(path))  # a symlink planted in a model directory is refused
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

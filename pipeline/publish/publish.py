@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.files import NotRegularFile, read_regular, regular_file
 from pipeline.publish import dvc_pointer
 from pipeline.publish.hashing import FileDigest, sha256_b64
 from pipeline.publish.manifest import (
@@ -87,23 +88,35 @@ def latest_checkpoint(model_dir: Path) -> dict[str, Source]:
     """The newest TF checkpoint only (older ones are training history, not the model), with a
     `checkpoint` index naming just it, so `tf.train.latest_checkpoint` works on the pulled copy."""
     directory = model_dir / CHECKPOINT_DIR
-    try:
-        state = (directory / "checkpoint").read_text()
-    except FileNotFoundError:
-        raise PublishError(f"{directory}/checkpoint: missing; is {model_dir} a trained model directory?") from None
+    if not _regular(model_dir, f"{CHECKPOINT_DIR}/checkpoint"):
+        raise PublishError(f"{directory}/checkpoint: missing; is {model_dir} a trained model directory?")
+    state = read_regular(directory / "checkpoint").decode(errors="replace")
     match = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', state, re.MULTILINE)
     if not match:
         raise PublishError(f"{directory}/checkpoint: names no model_checkpoint_path")
     name = Path(match.group(1)).name
     index = directory / f"{name}.index"
     data = sorted(directory.glob(f"{name}.data-*"))
-    if not index.exists() or not data:
+    if not _regular(model_dir, f"{CHECKPOINT_DIR}/{index.name}") or not data:
         raise PublishError(f"{directory}: checkpoint {name} is incomplete (its .index or .data files are missing)")
     index_text = f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n'
     files: dict[str, Source] = {f"{CHECKPOINT_DIR}/checkpoint": index_text.encode()}
     for path in [index, *data]:
+        _regular(model_dir, f"{CHECKPOINT_DIR}/{path.name}")
         files[f"{CHECKPOINT_DIR}/{path.name}"] = path
     return files
+
+
+def _regular(model_dir: Path, name: str) -> bool:
+    """Whether the model directory holds name as a regular file, reached through no symlink.
+
+    A link or a FIFO is refused whatever it points to: `metrics.jsonl -> /proc/self/environ` would
+    publish the worker's environment.
+    """
+    try:
+        return regular_file(model_dir / name, below=model_dir)
+    except NotRegularFile as exc:
+        raise PublishError(str(exc)) from None
 
 
 def _check_name(name: str) -> str:
@@ -121,12 +134,12 @@ def collect_files(model_dir: Path, extra_files: dict[str, Path] | None = None) -
         raise PublishError(f"{model_dir}: no such model directory")
     files: dict[str, Source] = {}
     for name in REQUIRED:
-        if not (model_dir / name).is_file():
+        if not _regular(model_dir, name):
             raise PublishError(f"{model_dir / name}: missing; a version must hold it")
         files[name] = model_dir / name
     files.update(latest_checkpoint(model_dir))
     for name in OPTIONAL:
-        if (model_dir / name).is_file():
+        if _regular(model_dir, name):
             files[name] = model_dir / name
         else:
             log.warning(f"{model_dir / name}: not there; the version will not hold it")
@@ -134,7 +147,7 @@ def collect_files(model_dir: Path, extra_files: dict[str, Path] | None = None) -
         name = _check_name(name)
         if name in files:
             raise PublishError(f"{name!r}: the model directory already provides it")
-        if not Path(path).is_file():
+        if not _regular(Path(path).parent, Path(path).name):
             raise PublishError(f"{path}: no such file (for {name})")
         files[name] = Path(path)
     return files

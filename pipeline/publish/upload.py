@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.files import open_regular, read_regular
 from pipeline.publish.hashing import FileDigest, StreamHasher, composite_sha256, digest_bytes, digest_file, sha256_b64
 from pipeline.publish.store import NotFound, PreconditionFailed, Store, StoreError
 
@@ -122,7 +123,7 @@ class Uploader:
             return digest, "present"
         size = source_size(source)
         if isinstance(source, bytes) or size < self.transfer.threshold:
-            data = source if isinstance(source, bytes) else source.read_bytes()
+            data = source if isinstance(source, bytes) else read_regular(source)
             digest = digest_bytes(data, md5=self.md5)
             try:
                 self.store.put_new(key, data, sha256_b64=digest.sha256_b64, metadata={"sha256": digest.sha256})
@@ -155,7 +156,7 @@ class Uploader:
         futures: list[Future] = []
         in_flight = threading.BoundedSemaphore(self.transfer.concurrency * 2)
         try:
-            with open(path, "rb") as f:
+            with open_regular(path) as f:
                 number = 0
                 while chunk := f.read(part_size):
                     if self.stop.is_set():

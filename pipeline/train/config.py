@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.files import write_json
+
 AmpDtype = Literal["float16", "bfloat16"]
 WeightInit = Literal["fan_in", "fan_out"]
 CONFIG_FILE = "config.json"
@@ -80,9 +82,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, model_dir: Path) -> Path:
-        path = Path(model_dir) / CONFIG_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        return write_json(Path(model_dir) / CONFIG_FILE, self.to_dict())
 
     @classmethod
     def load(cls, model_dir: Path) -> TrainConfig:

@@ -7,7 +7,6 @@ duplicated pass cannot pass as a result. Accuracies are in percent, like the NGC
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from pipeline.data.input import count_records, eval_dataset
+from pipeline.files import write_json
 from pipeline.train.checkpoint import restore_model
 from pipeline.train.config import TrainConfig
 from pipeline.train.logs import MetricsLog
@@ -86,8 +86,7 @@ def evaluate(data_dir: Path, model_dir: Path, *, batch_size: int | None = None) 
 
 def write_eval(result: EvalResult, model_dir: Path) -> Path:
     """eval.json for the gate, and the same figures as a metrics.jsonl line (NVIDIA's keys)."""
-    path = Path(model_dir) / EVAL_FILE
-    path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    path = write_json(Path(model_dir) / EVAL_FILE, asdict(result))
     log = MetricsLog(model_dir)
     log.record({"step": result.step, "top1_accuracy": result.top1_accuracy, "top5_accuracy": result.top5_accuracy,
                 "eval_throughput": result.eval_throughput})

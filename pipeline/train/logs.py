@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from pipeline.files import append_line
+
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
@@ -44,8 +46,7 @@ class MetricsLog:
         if not self.enabled:
             return
         entry = {"time": round(time.time(), 3), **entry}
-        with self.path.open("a") as f:
-            f.write(json.dumps(entry) + "\n")
+        append_line(self.path, json.dumps(entry))  # refuses a symlink planted in its place
         step = int(entry.get("step", 0))
         with self._writer.as_default(step=step):
             import tensorflow as tf
