@@ -44,7 +44,7 @@ sample: setup
 demo: sample
 	scripts/demo.sh $(VENV)
 
-## airflow: `airflow standalone` with this project's DAGs; UI on http://localhost:8080 (admin / admin)
+## airflow: `airflow standalone` with this project's DAGs; UI on http://localhost:8080 (admin; it prints the password)
 airflow: setup
 	scripts/airflow.sh $(VENV)
 

@@ -246,7 +246,9 @@ def test_airflow_standalone_runs_the_dag_from_a_rest_trigger(airflow_env, sample
             alive = proc.poll() is None and time.monotonic() < deadline
             assert alive, (tmp_path / "standalone.log").read_text()[-3000:]
             time.sleep(2)
-        token = _http("POST", f"{base}/auth/token", {"username": "admin", "password": "admin"})["access_token"]
+        # The login scripts/airflow.sh generated on this first start.
+        password = json.loads((Path(airflow_env["AIRFLOW_HOME"]) / "passwords.json").read_text())["admin"]
+        token = _http("POST", f"{base}/auth/token", {"username": "admin", "password": password})["access_token"]
         # The dag-processor needs a moment to parse the DAG into the database.
         while True:
             try:
