@@ -6,10 +6,12 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 
 from pipeline.data import format as fmt
 from pipeline.data.example_proto import example_class
+from pipeline.data.scan import EDGE
 from pipeline.data.tfrecord import encode_frame, iter_frames
 
 
@@ -80,6 +82,41 @@ def flip_data_crc(frame: bytes) -> bytes:
 def encoded(data: bytes) -> bytes:
     fmap = example_class().FromString(data).features.feature
     return fmap[fmt.ENCODED].bytes_list.value[0]
+
+
+def forge_collision(image: bytes, variant: int = 0) -> bytes:
+    """A different image with the same length, CRC-32C, first and last EDGE bytes: the same content_hash.
+
+    CRC-32C is linear, so after changing one byte in the middle, four chosen bytes next to it put the
+    CRC back: solve the 32x32 system over GF(2) that maps their bits to the CRC. Each `variant`
+    changes a different byte, so variants differ from one another too.
+    """
+    at = len(image) // 2 + 5 * variant
+    assert len(image) <= 2 * EDGE or EDGE <= at < len(image) - EDGE - 5
+    base = bytearray(image)
+    base[at] ^= 0xFF
+    base[at + 1 : at + 5] = bytes(4)
+    c0 = google_crc32c.value(bytes(base))
+    columns = []
+    for bit in range(32):
+        probe = bytearray(base)
+        probe[at + 1 + bit // 8] ^= 1 << (bit % 8)
+        columns.append(google_crc32c.value(bytes(probe)) ^ c0)
+    basis: list[tuple[int, int]] = []  # (vector, which columns make it), distinct top bits, largest first
+    for i, column in enumerate(columns):
+        combo = 1 << i
+        for vector, made_of in basis:
+            if column ^ vector < column:
+                column, combo = column ^ vector, combo ^ made_of
+        if column:
+            basis = sorted([*basis, (column, combo)], reverse=True)
+    want, choice = google_crc32c.value(image) ^ c0, 0
+    for vector, made_of in basis:
+        if want ^ vector < want:
+            want, choice = want ^ vector, choice ^ made_of
+    assert want == 0
+    base[at + 1 : at + 5] = choice.to_bytes(4, "little")
+    return bytes(base)
 
 
 # --- the corpus: the sample with one defect per rule -----------------------------------------------

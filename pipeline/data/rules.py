@@ -76,6 +76,11 @@ class RuleResult:
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append(violation)
 
+    def merge(self, other: RuleResult) -> None:
+        """Take in another result of the same rule (a shard's): all of its count, examples while there is room."""
+        self.count += other.count
+        self.examples += other.examples[: MAX_EXAMPLES - len(self.examples)]
+
     def to_json(self) -> dict:
         return {
             "rule": self.rule,

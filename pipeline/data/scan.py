@@ -28,7 +28,7 @@ from pipeline.data import format as fmt
 from pipeline.data.example_proto import parse_feature_map
 from pipeline.data.jpeg import JpegError, read_jpeg_header
 from pipeline.data.labels import NUM_CLASSES, load_label_map
-from pipeline.data.rules import Violation
+from pipeline.data.rules import MAX_EXAMPLES, RuleResult, Violation
 from pipeline.data.tfrecord import FOOTER, HEADER, Frame, iter_frames
 
 # The facts table's columns and their dtypes, the same whichever scanner filled them.
@@ -48,6 +48,9 @@ EDGE = 4096  # content_hash samples this many bytes at each end of an image
 # The native scanner's read size: small enough that a chunk stays in the core's L2 cache from the
 # kernel's copy to the CRC (measured: 0.5-1 MB beats 4 MB by a tenth); a larger frame grows the buffer.
 _CHUNK = 1 << 20
+# A shard of one tiny broken record repeated (a writer's bug, or an attack) is judged once per
+# distinct record: results are remembered for records up to this size, this many of them.
+_MEMO_BYTES, _MEMO_ENTRIES = 256, 4096
 
 
 def content_hash(image: bytes) -> int:
@@ -89,8 +92,15 @@ class ShardScan:
     file_bytes: int = 0
     records: int = 0  # frames read, well-formed or not
     facts: dict[str, np.ndarray] = field(default_factory=dict)  # FACT_COLUMNS, one row per well-formed record
-    violations: list[Violation] = field(default_factory=list)
+    # Per broken rule, in the order first broken: every violation counted, the first MAX_EXAMPLES kept.
+    # Never one object per violation: a shard of empty 16-byte records breaks ten rules in each.
+    rules: dict[str, RuleResult] = field(default_factory=dict)
     dali_index: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def violations(self) -> list[Violation]:
+        """The kept examples, rule by rule, each rule's in record order."""
+        return [v for result in self.rules.values() for v in result.examples]
 
 
 def _schema_violations(fmap: Any) -> list[tuple[str, str]]:
@@ -213,27 +223,45 @@ class _Shard:
         self.dali_rows: list[tuple[int, int]] = []
         self.clean: list[bytes] = []  # the native scanner's clean records (_RECORD rows), and their synsets
         self.synsets: list[str] = []
+        self.memo: dict[bytes, tuple] = {}  # small records already judged: their problems and facts
 
     def violation(self, rule: str, index: int | None, detail: str) -> None:
-        self.scan.violations.append(Violation(rule, self.path.name, index, detail))
+        result = self.scan.rules.get(rule)
+        if result is None:
+            result = self.scan.rules[rule] = RuleResult(rule)
+        if len(result.examples) < MAX_EXAMPLES:
+            result.add(Violation(rule, self.path.name, index, detail))
+        else:
+            result.count += 1
 
     def judge(self, frame: Frame) -> bool:
         """Judge one frame in Python; False when nothing after it can be located."""
-        if frame.error is not None:
-            self.violation(f"framing.{frame.error.kind}", frame.index, f"offset {frame.offset}: {frame.error}")
-            if frame.error.fatal:
-                return False
-        self.scan.records += 1
-        if frame.error is not None:
+        if frame.error is None:
+            self.judge_record(frame.index, frame.offset, frame.size, frame.data)
             return True
-        if self.dali:
-            self.dali_rows.append((frame.offset, frame.size))
-        problems, row = _check_record(frame.data, self.decoder)
-        for rule, detail in problems:
-            self.violation(rule, frame.index, detail)
-        if row is not None:
-            self.rows.append((frame.index, frame.offset, frame.size, *row))
+        self.violation(f"framing.{frame.error.kind}", frame.index, f"offset {frame.offset}: {frame.error}")
+        if frame.error.fatal:
+            return False
+        self.scan.records += 1
         return True
+
+    def judge_record(self, index: int, offset: int, size: int, data: bytes) -> None:
+        """Judge one well-framed record in Python."""
+        self.scan.records += 1
+        if self.dali:
+            self.dali_rows.append((offset, size))
+        if len(data) > _MEMO_BYTES:
+            problems, row = _check_record(data, self.decoder)
+        elif (problems_row := self.memo.get(data)) is not None:
+            problems, row = problems_row
+        else:
+            problems, row = _check_record(data, self.decoder)
+            if len(self.memo) < _MEMO_ENTRIES:
+                self.memo[data] = problems, row
+        for rule, detail in problems:
+            self.violation(rule, index, detail)
+        if row is not None:
+            self.rows.append((index, offset, size, *row))
 
     def take_native(self, raw: bytes, synsets: list, flagged: int, buf: memoryview) -> None:
         """The native scanner's records of one buffer: keep the clean ones, have Python judge the rest."""
@@ -243,24 +271,23 @@ class _Shard:
             self.scan.records += len(synsets)
             return
         records = np.frombuffer(raw, _RECORD)
-        status = records["status"]
-        ok = status == _native.OK
+        ok = records["status"] == _native.OK
         self.clean.append(records[ok].tobytes())
         self.synsets += [s for s, keep in zip(synsets, ok, strict=True) if keep]
         self.scan.records += int(ok.sum())
-        todo = range(len(records)) if self.decoder is not None else np.flatnonzero(~ok)
-        for i in todo:
-            r = records[i]
-            index, offset, pos, size = int(r["index"]), int(r["offset"]), int(r["pos"]), int(r["size"])
-            if status[i] == _native.OK:  # only in `full` mode: the decode is TensorFlow's
-                image = bytes(buf[r["image_pos"] : r["image_pos"] + r["image_len"]])
-                if problem := self.decoder.problem(image):
+        todo = records if self.decoder is not None else records[~ok]
+        # Plain ints, one list per field: per-record numpy scalars would cost more than the judging.
+        fields = ("status", "index", "offset", "pos", "size", "image_pos", "image_len")
+        columns = (todo[f].tolist() for f in fields)
+        for state, index, offset, pos, size, image_pos, image_len in zip(*columns, strict=True):
+            if state == _native.OK:  # only in `full` mode: the decode is TensorFlow's
+                if problem := self.decoder.problem(bytes(buf[image_pos : image_pos + image_len])):
                     self.violation("image.decode", index, problem)
-            elif status[i] == _native.CHECK:
-                self.judge(Frame(index, offset, size, bytes(buf[pos + HEADER : pos + size - FOOTER])))
+            elif state == _native.CHECK:
+                self.judge_record(index, offset, size, bytes(buf[pos + HEADER : pos + size - FOOTER]))
             else:  # a framing error: re-read from the file by iter_frames, whose messages these are
                 for frame in iter_frames(self.path, start=offset, index=index):
-                    if not self.judge(frame) or status[i] == _native.DATA_CRC:
+                    if not self.judge(frame) or state == _native.DATA_CRC:
                         break
 
     def finish(self) -> ShardScan:
@@ -288,7 +315,7 @@ class _Shard:
         scan.facts = {"split": np.full(n, scan.split, dtype=object), "shard": np.full(n, scan.shard, dtype=object)}
         scan.facts.update(facts)
         scan.dali_index = self.dali_rows
-        if scan.records == 0 and not scan.violations:
+        if scan.records == 0 and not scan.rules:
             self.violation("shards.empty", None, "no records")
         return scan
 

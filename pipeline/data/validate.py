@@ -9,6 +9,7 @@ plus counts and duplicates). The result is one `ValidationReport`; a failing one
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -29,6 +30,7 @@ from pipeline.data.rules import MAX_EXAMPLES, RULES, RuleResult, Violation
 from pipeline.data.sample import MANIFEST
 from pipeline.data.scan import FACT_COLUMNS, ShardScan, read_image, scan_shard
 from pipeline.data.shards import SPLITS, parse_shard_name, shard_name
+from pipeline.files import write_atomic, write_json
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +187,7 @@ def _scan_all(
 def _write_dali_index(directory: Path, scan: ShardScan) -> None:
     """One `offset size` line per record, as DALI's tfrecord2idx writes it."""
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{scan.shard}.idx.tmp"
-    tmp.write_text("".join(f"{offset} {size}\n" for offset, size in scan.dali_index))
-    tmp.replace(directory / f"{scan.shard}.idx")
+    write_atomic(directory / f"{scan.shard}.idx", "".join(f"{offset} {size}\n" for offset, size in scan.dali_index))
 
 
 def _facts_frame(parts: Iterable[dict[str, np.ndarray]]) -> pd.DataFrame:
@@ -266,9 +266,11 @@ ImageReader = Callable[[str, int, int], bytes]
 def image_ids(facts: pd.DataFrame, read: ImageReader) -> np.ndarray:
     """One id per row, equal exactly when the image bytes are equal.
 
-    `content_hash` is a 64-bit fingerprint (see scan.content_hash), not a cryptographic hash, so it
-    only nominates: rows that share one are read back and compared byte for byte. Real duplicates
-    and chance collisions are both rare, so this reads a handful of records.
+    `content_hash` is a 64-bit fingerprint built from CRCs (see scan.content_hash), which the scan
+    gets for free but anyone can collide on purpose, so it only nominates: rows that share one are
+    read back, one at a time, and decided by a BLAKE2b digest of the image bytes. Memory holds 32
+    bytes per candidate, never the images, however many collide; real duplicates and chance
+    collisions are both rare, so this reads a handful of records.
     """
     ids = np.arange(len(facts))
     hashes = facts["content_hash"].to_numpy()
@@ -279,7 +281,8 @@ def image_ids(facts: pd.DataFrame, read: ImageReader) -> np.ndarray:
         first_with: dict[bytes, int] = {}
         for row in group:
             image = read(str(shards[row]), int(offsets[row]), int(sizes[row]))
-            ids[row] = first_with.setdefault(image, row)
+            ids[row] = first_with.setdefault(hashlib.blake2b(image, digest_size=32).digest(), row)
+            del image  # before the next read: one image in memory at a time
     return ids
 
 
@@ -349,8 +352,8 @@ def validate_dataset(
     def on_done(scan: ShardScan) -> None:
         report.records += scan.records
         report.bytes += scan.file_bytes
-        for violation in scan.violations:
-            report.add(violation)
+        for rule, result in scan.rules.items():
+            report.rules[rule].merge(result)
         if dali_index_dir is not None:
             _write_dali_index(Path(dali_index_dir), scan)
         parts.append(scan.facts)
@@ -374,7 +377,7 @@ def validate_dataset(
         report.seconds = time.monotonic() - started
         if report_dir is not None:
             report.report_dir = str(out)
-            (out / "report.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+            write_json(out / "report.json", report.to_json())  # published with the model: never through a link
         else:
             report.gx = {"success": report.gx["success"]}
     if raise_on_failure and not report.ok:
