@@ -115,3 +115,20 @@ def test_write_atomic_replaces_a_dangling_link_and_cleans_up_on_failure(tmp_path
     with pytest.raises(TypeError):
         write_atomic(target, None)  # type: ignore[arg-type]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_validation_writes_its_report_beside_planted_links(sample_dir, tmp_path, victim):
+    from pipeline.data.gx_suite import RESULT_JSON_NAME
+    from pipeline.data.validate import validate_dataset
+
+    report_dir, index_dir = tmp_path / "report", tmp_path / "dali"
+    report_dir.mkdir()
+    index_dir.mkdir()
+    links = [report_dir / "report.json", report_dir / RESULT_JSON_NAME, index_dir / "train-00000-of-00004.idx"]
+    for link in links:
+        link.symlink_to(victim)
+    report = validate_dataset(sample_dir, expect="sample", report_dir=report_dir, dali_index_dir=index_dir)
+    assert report.ok
+    assert victim.read_text() == VICTIM
+    for link in links:
+        assert not link.is_symlink() and link.stat().st_size > 0

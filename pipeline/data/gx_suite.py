@@ -16,7 +16,6 @@ this module (for instance while Airflow parses DAG files) stays fast.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.data.rules import MAX_EXAMPLES
+from pipeline.files import write_json
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -272,7 +272,7 @@ def run_expectations(facts: pd.DataFrame, report_dir: Path, *, expected_rows: in
     (validation,) = checkpoint_result.run_results.values()
 
     result_json = report_dir / RESULT_JSON_NAME
-    result_json.write_text(json.dumps(validation.to_json_dict(), indent=2))
+    write_json(result_json, validation.to_json_dict())
     data_docs_index = report_dir / DATA_DOCS_INDEX
     if not data_docs_index.is_file():
         raise RuntimeError(f"Great Expectations did not write Data Docs at {data_docs_index}")
