@@ -8,6 +8,7 @@ only when a newer checkpoint exists.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 EXPORT_FILE = "model.keras"
@@ -25,12 +26,17 @@ def export_keras(model_dir: Path) -> Path:
     latest = tf.train.latest_checkpoint(str(model_dir / CHECKPOINT_DIR))
     if latest is None:
         raise FileNotFoundError(f"{model_dir / CHECKPOINT_DIR}: no checkpoint to export; train first")
-    if target.exists() and target.stat().st_mtime >= Path(latest + ".index").stat().st_mtime:
+    exported = not target.is_symlink() and target.is_file()  # a planted link is no export: replace it
+    if exported and target.stat().st_mtime >= Path(latest + ".index").stat().st_mtime:
         return target
     config = TrainConfig.load(model_dir)
     model = build_resnet50(config.num_classes, image_size=config.image_size, dtype="float32")
     restore_model(model, model_dir)
-    partial = model_dir / f".{EXPORT_FILE}.partial.keras"
-    model.save(partial)
-    os.replace(partial, target)  # never a half-written model.keras
+    # Saved into a new private directory (a fixed temporary name could be a planted link that Keras
+    # would write through), then renamed over the target: never a half-written model.keras, and a link
+    # in its place is replaced, not followed.
+    with tempfile.TemporaryDirectory(dir=model_dir, prefix=f".{EXPORT_FILE}.") as scratch:
+        partial = Path(scratch) / EXPORT_FILE
+        model.save(partial)
+        os.replace(partial, target)
     return target
