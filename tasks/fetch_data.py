@@ -8,12 +8,12 @@ is freed before the next 150 GB are copied onto it. What the run uses is recorde
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from pipeline.fetch import FetchError, data_dir_record, fetch_data
+from pipeline.files import write_json
 from pipeline.workspace import RunWorkspace, gc
 from tasks.common import REPO, add_workspace_args, cli, final, workspace
 
@@ -40,7 +40,7 @@ def run(ws: RunWorkspace, *, data_rev: str = "HEAD", data_dir: str | None = None
                   "md5": result.md5, "data_rev": data_rev, "revision": result.revision}
         pulled = result.pulled
         print(f"data {'pulled' if pulled else 'already present'}: {result.data_dir} (md5 {result.md5})")
-    ws.data_record.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(ws.data_record, record)
     return {**record, "pulled": pulled}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from tasks.common import add_workspace_args, cli, workspace
 def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = "models", model: str = "resnet50",
         run_id: str | None = None, lineage: dict[str, Any] | None = None,
         dvc_repo: Path | None = None) -> dict[str, Any]:
+    from pipeline.publish.manifest import read_json
     from pipeline.publish.publish import publish_model
     from pipeline.train.export import export_keras
 
@@ -23,7 +23,10 @@ def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = "models", m
     report = ws.validation / "report.json"
     # The dataset fetch_data recorded, else the data.dvc this run pulled: never the code checkout's
     # data.dvc, which a data_dir run (or a data_rev other than the code's) did not train on.
-    data = json.loads(ws.data_record.read_text()) if ws.data_record.exists() else None
+    try:
+        data = read_json(ws.data_record)  # refuses a planted link: what it reads goes into the manifest
+    except FileNotFoundError:
+        data = None
     if data:
         lineage = {"dataset_version": data.get("dataset_version"), "dataset": data, **(lineage or {})}
     result = publish_model(

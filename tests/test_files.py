@@ -154,3 +154,28 @@ def test_export_does_not_write_through_a_planted_link(model_dir, victim):
     path = export_keras(model_dir)
     assert victim.read_bytes() == VICTIM.encode()
     assert path == model_dir / EXPORT_FILE and not path.is_symlink() and path.stat().st_size > 0
+
+
+def test_fetch_data_and_publish_never_go_through_a_planted_data_json_link(s3_env, sample_dir, tmp_path, victim,
+                                                                          monkeypatch):
+    from publish_support import keys, make_model_dir, s3
+
+    from tasks import fetch_data, publish
+    from tasks.common import workspace
+
+    ws = workspace("manual__links", tmp_path / "workspaces")
+    ws.data_record.symlink_to(victim)
+    fetch_data.run(ws, data_dir=str(sample_dir))
+    assert assert_replaced_not_followed(ws.data_record, victim)["source"] == "data_dir"
+    # Planted after fetch_data: publish refuses it rather than put the file it names into the manifest.
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"dataset_version": "planted-secret"}) + "\n")
+    ws.data_record.unlink()
+    ws.data_record.symlink_to(secret)
+    make_model_dir(ws.model)
+    monkeypatch.delenv("RN50_DVC_REPO", raising=False)
+    client = s3(s3_env["AWS_ENDPOINT_URL"])
+    client.create_bucket(Bucket="rn50-links")
+    with pytest.raises(NotRegularFile, match=r"data\.json: a symlink"):
+        publish.run(ws, client=client, bucket="rn50-links")
+    assert keys(client, "rn50-links") == []
