@@ -26,6 +26,8 @@ from pathlib import Path
 
 from airflow.sdk import Asset, Param, dag, task
 
+from pipeline.gate import DEFAULT_TOLERANCE, MAX_TOLERANCE
+from pipeline.publish.registry import PREFIX_PATTERN
 from tasks.notify import log_failure
 
 # Per-deployment defaults, read at parse time from the environment (cheap: no DB, no heavy import).
@@ -102,8 +104,10 @@ TRAIN_SLOT = GPU if DEFAULT_LAUNCHER == "local" else {}
                      description="Mixed precision (float16); empty keeps the profile's choice."),
         "xla": Param(None, type=["null", "boolean"], title="XLA",
                      description="XLA-compile the training step; empty keeps the profile's choice."),
-        "gate_tolerance": Param(0.3, type="number", minimum=0, maximum=100, title="Gate tolerance (pp)",
-                                description="Percentage points of top-1 below the baseline that still pass."),
+        "gate_tolerance": Param(DEFAULT_TOLERANCE, type="number", minimum=0, maximum=MAX_TOLERANCE,
+                                title="Gate tolerance (pp)",
+                                description="Percentage points of top-1 below the baseline that still pass, at most "
+                                f"{MAX_TOLERANCE:g}. To publish a model below that, use force_publish with a reason."),
         "force_publish": Param(False, type="boolean", title="Force publish",
                                description="Publish even if the gate fails. Needs a reason."),
         "force_reason": Param(None, type=["null", "string"], title="Force reason",
@@ -112,7 +116,9 @@ TRAIN_SLOT = GPU if DEFAULT_LAUNCHER == "local" else {}
                          description="Publish a model that passes the gate (off: stop after the gate)."),
         "bucket": Param(DEFAULT_BUCKET, type="string", minLength=3, maxLength=63, pattern=r"^[a-z0-9][a-z0-9.-]+$",
                         title="Bucket", description="S3 bucket of the model registry."),
-        "prefix": Param(DEFAULT_PREFIX, type="string", title="Prefix", description="Key prefix inside the bucket."),
+        "prefix": Param(DEFAULT_PREFIX, type="string", pattern=PREFIX_PATTERN, title="Prefix",
+                        description="Key prefix inside the bucket, e.g. models or team-a/models (no leading or "
+                        "trailing '/', no '.' or '..' segment). The champion is the `latest` under it."),
     },
 )
 def resnet50_retrain():

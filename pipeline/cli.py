@@ -179,16 +179,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from pipeline.gate import DECISION_FILE, GateFailed, champion_from_manifest, run_gate
+    from pipeline.gate import DECISION_FILE, GateFailed, read_champion, run_gate
 
-    champion = None
+    champion = registry = None
     if args.bucket:
-        from pipeline.publish.registry import latest_manifest
         from pipeline.publish.store import make_client
 
         try:
-            manifest = latest_manifest(make_client(), args.bucket, args.prefix, args.model)
-            champion = champion_from_manifest(manifest)
+            champion, registry = read_champion(make_client(), args.bucket, args.prefix, args.model)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         except Exception as exc:  # the registry unreachable or its latest tampered: one line, not a traceback
@@ -198,7 +196,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         decision = run_gate(
             args.model_dir, profile=args.profile, champion=champion, tolerance=args.tolerance,
             champion_tolerance=args.champion_tolerance, force_publish=args.force_publish,
-            force_reason=args.force_reason,
+            force_reason=args.force_reason, registry=registry,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -306,10 +304,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(f"{'VERSION':<8}  {'CREATED (UTC)':<19}  {'TOP-1':>8}  {'DATASET':<36}  VERDICT")
     for m in manifests:
         top1 = (m.get("metrics") or {}).get("top1_accuracy")
-        verdict = str(m.get("verdict")) + (" (forced)" if m.get("force_publish") else "")
+        marks = [mark for mark, on in (("forced", m.get("force_publish")),
+                                       ("no champion", not (m.get("gate") or {}).get("champion"))) if on]
+        verdict = str(m.get("verdict")) + (f" ({', '.join(marks)})" if marks else "")
         created = str(m.get("created_at", ""))[:19].replace("T", " ")
         accuracy = f"{top1:.2f} %" if isinstance(top1, int | float) else "-"
-        print(f"{m.get('version'):<8}  {created:<19}  {accuracy:>8}  {m.get('dataset_version') or '-':<36}  "
+        print(f"{m.get('version'):<8}  {created:<19}  {accuracy:>8}  {m.get('dataset_version') or '-'!s:<36}  "
               f"{verdict}{'  latest' if m.get('version') == latest else ''}")
     return EXIT_OK
 
@@ -465,8 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--profile", choices=("smoke", "ngc-90e", "ngc-250e"), help="default: from config.json")
-    p.add_argument("--tolerance", type=float, default=0.3, help="percentage points below the baseline (0.3)")
-    p.add_argument("--champion-tolerance", type=float, default=0.3, help="percentage points below the champion")
+    from pipeline.gate import DEFAULT_CHAMPION_TOLERANCE, DEFAULT_TOLERANCE, MAX_TOLERANCE
+
+    bound = f"at most {MAX_TOLERANCE:g} unless --force-publish"
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help=f"percentage points below the baseline ({DEFAULT_TOLERANCE:g}; {bound})")
+    p.add_argument("--champion-tolerance", type=float, default=DEFAULT_CHAMPION_TOLERANCE,
+                   help=f"percentage points below the champion ({DEFAULT_CHAMPION_TOLERANCE:g}; {bound})")
     p.add_argument("--force-publish", action="store_true", help="publish even if the gate fails (needs a reason)")
     p.add_argument("--force-reason", help="why the failing model is published anyway; recorded in the manifest")
     p.add_argument("--bucket", help="registry bucket: compare with its `latest` version (the champion)")

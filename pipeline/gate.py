@@ -20,6 +20,10 @@ DECISION_FILE = "decision.json"
 EVAL_FILE = "eval.json"
 DEFAULT_TOLERANCE = 0.3  # percentage points below the baseline that still pass
 DEFAULT_CHAMPION_TOLERANCE = 0.3  # percentage points below the current `latest` that still pass
+# The loosest either tolerance may be. NGC's own figures for one recipe differ by 0.1 pp and reruns by a few
+# tenths, so 2 pp is already generous; a looser gate is no gate, and must say so: it is a failed gate that
+# publishes only with force_publish and a force_reason (the DAG's gate_tolerance Param takes its maximum here).
+MAX_TOLERANCE = 2.0
 
 NGC_SOURCE = (
     "NVIDIA DeepLearningExamples, TensorFlow/Classification/ConvNets/resnet50v1.5/README.md "
@@ -84,6 +88,7 @@ class Decision:
     baseline: dict[str, Any] | None
     champion: dict[str, Any] | None
     thresholds: dict[str, float | None]
+    registry: str | None = None  # where the champion was looked for (s3://bucket/prefix/model/); None: nowhere
     force_publish: bool = False
     force_reason: str | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
@@ -104,18 +109,27 @@ def decide(
     force_publish: bool = False,
     force_reason: str | None = None,
     problems: list[str] | None = None,
+    registry: str | None = None,
 ) -> Decision:
     """Pass iff top-1 >= baseline - tolerance and >= champion - champion_tolerance (when there is one).
 
-    `champion` is {"version": ..., "top1_accuracy": ...} of the current `latest`, or None. `problems`
-    are reasons the inputs could not be read; any of them fails the gate. A forced publish keeps the
-    honest verdict and records who overrode it and why.
+    `champion` is {"version": ..., "top1_accuracy": ...} of the current `latest`, or None; `registry` is
+    where it was looked for, so a pass without a champion says whether the registry was empty or never
+    asked. `problems` are reasons the inputs could not be read; any of them fails the gate. A tolerance
+    above MAX_TOLERANCE fails the gate too, so it can only publish when forced. A forced publish keeps
+    the honest verdict and records who overrode it and why.
     """
     if force_publish and not (force_reason or "").strip():
         raise ValueError("force_publish needs a reason (force_reason): it is recorded in the manifest")
-    if tolerance < 0 or champion_tolerance < 0:
-        raise ValueError(f"tolerances must be >= 0 percentage points, not {tolerance} / {champion_tolerance}")
     reasons = [f"FAIL: {p}" for p in problems or []]
+    for name, value in (("tolerance", tolerance), ("champion_tolerance", champion_tolerance)):
+        if not 0 <= value <= MAX_TOLERANCE:  # also NaN
+            if value < 0 or value != value:
+                raise ValueError(f"{name} {value:g} pp: must be between 0 and {MAX_TOLERANCE:g} percentage points")
+            if not force_publish:
+                raise ValueError(f"{name} {value:g} pp is above the {MAX_TOLERANCE:g} pp bound; a looser gate is a "
+                                 "forced publish (force_publish with a force_reason)")
+            reasons.append(f"FAIL: {name} {value:g} pp is above the {MAX_TOLERANCE:g} pp bound")
     thresholds: dict[str, float | None] = {"tolerance": tolerance, "champion_tolerance": champion_tolerance,
                                            "baseline_min": None, "champion_min": None}
     if baseline is None and not problems:
@@ -138,8 +152,10 @@ def decide(
             f"{'PASS' if ok else 'FAIL'}: top-1 {top1:.2f} % {'>=' if ok else '<'} {floor:.2f} % "
             f"(champion {champion.get('version', '?')} {best:.2f} % - {champion_tolerance:g} pp)"
         )
+    elif top1 is not None and registry:
+        reasons.append(f"PASS: no champion: nothing is published under {registry} (an empty registry location)")
     elif top1 is not None:
-        reasons.append("PASS: no champion yet (no published `latest`)")
+        reasons.append("PASS: no champion: no registry was consulted")
     verdict: Literal["pass", "fail"] = "fail" if any(r.startswith("FAIL") for r in reasons) else "pass"
     if force_publish and verdict == "fail":
         reasons.append(f"OVERRIDE: force_publish: {force_reason.strip()}")
@@ -152,16 +168,27 @@ def decide(
         baseline=asdict(baseline) if baseline else None,
         champion=champion,
         thresholds=thresholds,
+        registry=registry,
         force_publish=force_publish,
         force_reason=force_reason.strip() if force_publish and force_reason else None,
     )
+
+
+def read_champion(client: Any, bucket: str, prefix: str, model: str) -> tuple[dict[str, Any] | None, str]:
+    """(the champion, the registry location it was looked for in): the manifest `latest` names, if any."""
+    from pipeline.publish.registry import latest_manifest, model_prefix
+    from pipeline.publish.store import Store
+
+    store = Store(client, bucket)
+    return champion_from_manifest(latest_manifest(store, bucket, prefix, model)), store.uri(model_prefix(prefix, model))
 
 
 def champion_from_manifest(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
     """The champion as the gate needs it, from the manifest `latest` points to."""
     if manifest is None:
         return None
-    top1 = (manifest.get("metrics") or {}).get("top1_accuracy")
+    metrics = manifest.get("metrics")
+    top1 = metrics.get("top1_accuracy") if isinstance(metrics, dict) else None
     if not isinstance(top1, int | float):
         raise ValueError(f"the latest manifest ({manifest.get('version')}) has no metrics.top1_accuracy")
     return {"version": manifest.get("version"), "top1_accuracy": float(top1), "uri": manifest.get("uri")}
@@ -188,6 +215,7 @@ def run_gate(
     champion_tolerance: float = DEFAULT_CHAMPION_TOLERANCE,
     force_publish: bool = False,
     force_reason: str | None = None,
+    registry: str | None = None,
 ) -> Decision:
     """Read eval.json (and config.json for the profile), decide, always write decision.json.
 
@@ -215,7 +243,7 @@ def run_gate(
     decision = decide(
         top1, baseline, profile=profile, champion=champion, tolerance=tolerance,
         champion_tolerance=champion_tolerance, force_publish=force_publish, force_reason=force_reason,
-        problems=problems,
+        problems=problems, registry=registry,
     )
     decision.inputs = {"model_dir": str(model_dir), "eval": evaluation, "amp": amp}
     model_dir.mkdir(parents=True, exist_ok=True)

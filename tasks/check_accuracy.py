@@ -6,22 +6,20 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from pipeline.gate import DECISION_FILE, GateFailed, champion_from_manifest, run_gate
+from pipeline.gate import DECISION_FILE, DEFAULT_TOLERANCE, GateFailed, read_champion, run_gate
 from pipeline.workspace import RunWorkspace
 from tasks.common import add_workspace_args, cli, final, workspace
 
 
-def run(ws: RunWorkspace, *, profile: str, tolerance: float = 0.3, force_publish: bool = False,
+def run(ws: RunWorkspace, *, profile: str, tolerance: float = DEFAULT_TOLERANCE, force_publish: bool = False,
         force_reason: str | None = None, client: Any = None, bucket: str | None = None, prefix: str = "models",
         model: str = "resnet50") -> dict[str, Any]:
-    champion = None
+    champion = registry = None
     if client is not None and bucket:
-        from pipeline.publish.registry import latest_manifest
-
-        champion = champion_from_manifest(latest_manifest(client, bucket, prefix, model))
+        champion, registry = read_champion(client, bucket, prefix, model)
     try:
         decision = run_gate(ws.model, profile=profile, champion=champion, tolerance=tolerance,
-                            force_publish=force_publish, force_reason=force_reason)
+                            force_publish=force_publish, force_reason=force_reason, registry=registry)
     except GateFailed as exc:
         for reason in exc.decision.reasons:
             print(reason)
@@ -29,7 +27,8 @@ def run(ws: RunWorkspace, *, profile: str, tolerance: float = 0.3, force_publish
     for reason in decision.reasons:
         print(reason)
     return {"verdict": decision.verdict, "publish": decision.publish, "top1_accuracy": decision.top1_accuracy,
-            "decision": str(ws.model / DECISION_FILE), "champion": asdict(decision)["champion"]}
+            "decision": str(ws.model / DECISION_FILE), "champion": asdict(decision)["champion"],
+            "registry": decision.registry}
 
 
 def _main(args: argparse.Namespace) -> dict[str, Any]:
@@ -47,7 +46,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="tasks.check_accuracy", description=__doc__)
     add_workspace_args(parser)
     parser.add_argument("--profile", default="ngc-90e")
-    parser.add_argument("--tolerance", type=float, default=0.3)
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
     parser.add_argument("--force-publish", action="store_true")
     parser.add_argument("--force-reason")
     parser.add_argument("--bucket")

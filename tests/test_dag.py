@@ -107,7 +107,9 @@ def test_params_have_titles_descriptions_and_schemas(dag):
 @pytest.mark.parametrize(
     ("name", "bad"),
     [("profile", "ngc-9e"), ("num_gpus", 0), ("epochs", -1), ("gate_tolerance", -0.1), ("bucket", "UPPER_case"),
-     ("hosts", "node1:8;rm -rf /"), ("batch_size", "big"), ("launcher", "slurm"), ("gpus_per_node", 0)],
+     ("hosts", "node1:8;rm -rf /"), ("batch_size", "big"), ("launcher", "slurm"), ("gpus_per_node", 0),
+     ("gate_tolerance", 2.5), ("gate_tolerance", 100), ("prefix", ""), ("prefix", "/models"), ("prefix", "models/"),
+     ("prefix", "../models"), ("prefix", "models/../other"), ("prefix", "a//b")],
 )
 def test_the_trigger_form_rejects_bad_values(dag, name, bad):
     from airflow.sdk.exceptions import ParamValidationError
@@ -115,6 +117,17 @@ def test_the_trigger_form_rejects_bad_values(dag, name, bad):
     param = dag.params.get_param(name)
     with pytest.raises(ParamValidationError):
         param.resolve(bad)
+
+
+def test_the_gate_and_registry_params_take_their_rules_from_the_library(dag):
+    from pipeline.gate import DEFAULT_TOLERANCE, MAX_TOLERANCE
+    from pipeline.publish.registry import PREFIX_PATTERN
+
+    tolerance, prefix = dag.params.get_param("gate_tolerance"), dag.params.get_param("prefix")
+    assert (tolerance.value, tolerance.schema["maximum"]) == (DEFAULT_TOLERANCE, MAX_TOLERANCE)
+    assert prefix.schema["pattern"] == PREFIX_PATTERN
+    assert tolerance.resolve(MAX_TOLERANCE) == MAX_TOLERANCE
+    assert prefix.resolve("team-a/models.v2") == "team-a/models.v2"
 
 
 def test_defaults_come_from_the_deployment_environment(tmp_path):

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import gate
 from pipeline.gate import (
     BASELINES,
     DECISION_FILE,
+    DEFAULT_TOLERANCE,
     NGC_THROUGHPUT,
     GateFailed,
     baseline_for,
@@ -63,9 +65,30 @@ def test_champion_rule_and_tolerances():
     assert decide(77.19, baseline_for("ngc-90e"), champion=champion, champion_tolerance=1.0).verdict == "pass"
     assert decide(76.0, baseline_for("ngc-90e"), tolerance=1.0).verdict == "pass"
     lonely = decide(77.0, baseline_for("ngc-90e"))
-    assert "PASS: no champion yet (no published `latest`)" in lonely.reasons
-    with pytest.raises(ValueError, match="tolerances must be >= 0"):
+    assert "PASS: no champion: no registry was consulted" in lonely.reasons
+    with pytest.raises(ValueError, match="tolerance -1 pp: must be between 0 and"):
         decide(77.0, baseline_for("ngc-90e"), tolerance=-1)
+
+
+def test_the_tolerances_are_bounded_and_a_looser_gate_is_a_forced_publish():
+    smoke, bound = baseline_for("smoke"), gate.MAX_TOLERANCE
+    champion = {"version": "v0001", "top1_accuracy": 95.0}
+    assert DEFAULT_TOLERANCE < bound <= 3  # a few points, not a switch that turns the gate off
+    for kwargs in ({"tolerance": bound + 0.01}, {"tolerance": 100.0}, {"champion_tolerance": 55.0},
+                   {"tolerance": float("inf")}):
+        with pytest.raises(ValueError, match=f"above the {bound:g} pp bound; a looser gate is a forced publish"):
+            decide(40.0, smoke, champion=champion, **kwargs)
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match=f"must be between 0 and {bound:g}"):
+            decide(40.0, smoke, tolerance=bad, force_publish=True, force_reason="anything")
+    assert decide(60.0 - bound, smoke, tolerance=bound).verdict == "pass"  # the bound itself is allowed
+    forced = decide(40.0, smoke, champion=champion, tolerance=25.0, champion_tolerance=55.0, force_publish=True,
+                    force_reason="relabelled validation set")
+    # The honest verdict: a gate looser than the bound is a failed gate, published only because it was forced.
+    assert (forced.verdict, forced.publish, forced.force_publish) == ("fail", True, True)
+    assert f"FAIL: tolerance 25 pp is above the {bound:g} pp bound" in forced.reasons
+    assert f"FAIL: champion_tolerance 55 pp is above the {bound:g} pp bound" in forced.reasons
+    assert forced.reasons[-1] == "OVERRIDE: force_publish: relabelled validation set"
 
 
 def test_force_publish_needs_a_reason_and_keeps_the_honest_verdict():
@@ -135,8 +158,13 @@ def test_cli_exit_codes(tmp_path):
     assert "FAIL: top-1 40.00 % < 59.70 % (sanity floor smoke 60.00 % - 0.3 pp)" in failed.stdout
     assert f"gate: FAIL; decision: {model_dir / DECISION_FILE}" in failed.stdout
 
-    passed = _gate("--model-dir", str(model_dir), "--tolerance", "25")
+    too_loose = _gate("--model-dir", str(model_dir), "--tolerance", "25")
+    assert too_loose.returncode == 2 and len(too_loose.stderr.splitlines()) == 1, too_loose.stderr
+    assert too_loose.stderr.startswith(f"rn50 gate: error: tolerance 25 pp is above the {gate.MAX_TOLERANCE:g} pp")
+    (model_dir / "eval.json").write_text(json.dumps({"top1_accuracy": 60.0 - gate.MAX_TOLERANCE}))
+    passed = _gate("--model-dir", str(model_dir), "--tolerance", str(gate.MAX_TOLERANCE))
     assert passed.returncode == 0 and "gate: PASS" in passed.stdout
+    (model_dir / "eval.json").write_text(json.dumps({"top1_accuracy": 40.0}))
 
     usage = _gate("--model-dir", str(model_dir), "--force-publish")
     assert usage.returncode == 2
@@ -146,3 +174,135 @@ def test_cli_exit_codes(tmp_path):
     forced = _gate("--model-dir", str(model_dir), "--force-publish", "--force-reason", "demo")
     assert forced.returncode == 0 and "gate: FAIL (publish forced)" in forced.stdout
     assert json.loads((model_dir / DECISION_FILE).read_text())["force_reason"] == "demo"
+
+
+def test_the_decision_says_where_it_looked_for_a_champion(tmp_path):
+    model_dir = _model_dir(tmp_path, 91.4)
+    run_gate(model_dir, registry="s3://b/team/resnet50/")
+    written = json.loads((model_dir / DECISION_FILE).read_text())
+    assert (written["registry"], written["champion"], written["verdict"]) == ("s3://b/team/resnet50/", None, "pass")
+    assert ("PASS: no champion: nothing is published under s3://b/team/resnet50/ (an empty registry location)"
+            in written["reasons"])
+    run_gate(model_dir)
+    written = json.loads((model_dir / DECISION_FILE).read_text())
+    assert written["registry"] is None
+    assert "PASS: no champion: no registry was consulted" in written["reasons"]
+
+
+# -- against a real registry (moto_server over HTTP) ------------------------------------------------
+
+
+@pytest.fixture
+def registry(s3_env):
+    from publish_support import BUCKET, s3
+
+    from pipeline.publish.store import make_client
+
+    raw = s3(s3_env["AWS_ENDPOINT_URL"])
+    raw.create_bucket(Bucket=BUCKET)
+    return raw, make_client(max_attempts=2)
+
+
+def _check_accuracy(root: Path, run_id: str, top1: float, client, *, prefix: str = "models",
+                    passes: bool = True) -> dict:
+    """The DAG's check_accuracy task on a model of this top-1; returns the decision.json it wrote."""
+    from publish_support import BUCKET
+
+    from pipeline.workspace import RunWorkspace
+    from tasks import check_accuracy
+
+    ws = RunWorkspace(root / "ws", run_id).create()
+    ws.model.mkdir()
+    get_profile("smoke").save(ws.model)
+    (ws.model / "eval.json").write_text(json.dumps({"top1_accuracy": top1}))
+    if passes:
+        check_accuracy.run(ws, profile="smoke", client=client, bucket=BUCKET, prefix=prefix)
+    else:
+        with pytest.raises(Exception, match="FAIL: top-1"):  # AirflowFailException: final, never retried
+            check_accuracy.run(ws, profile="smoke", client=client, bucket=BUCKET, prefix=prefix)
+    return json.loads((ws.model / DECISION_FILE).read_text())
+
+
+def test_the_champion_comes_from_the_registry_and_an_empty_location_is_recorded(registry, tmp_path):
+    from publish_support import BUCKET, make_model_dir
+
+    from pipeline.publish.publish import publish_model
+    from pipeline.publish.store import RetryPolicy
+
+    raw, client = registry
+    root = f"s3://{BUCKET}/models/resnet50/"
+    empty = _check_accuracy(tmp_path, "empty", 91.4, client)
+    assert (empty["verdict"], empty["registry"], empty["champion"]) == ("pass", root, None)
+    assert f"PASS: no champion: nothing is published under {root} (an empty registry location)" in empty["reasons"]
+
+    publish_model(make_model_dir(tmp_path / "v1", top1=95.0), client=client, bucket=BUCKET, dvc_prefix=None,
+                  retry=RetryPolicy(attempts=2, backoff_s=0.01))
+    worse = _check_accuracy(tmp_path, "worse", 91.4, client, passes=False)
+    assert (worse["champion"]["version"], worse["registry"]) == ("v0001", root)
+    # latest.json lost (deleted, or a first publish killed before it): the location is not empty, and
+    # the champion is still the newest complete version.
+    raw.delete_object(Bucket=BUCKET, Key="models/resnet50/latest.json")
+    again = _check_accuracy(tmp_path, "again", 91.4, client, passes=False)
+    assert again["champion"]["version"] == "v0001"
+    # A prefix with nothing under it passes without a champion, and the decision says where it looked.
+    elsewhere = _check_accuracy(tmp_path, "elsewhere", 91.4, client, prefix="scratch")
+    assert (elsewhere["registry"], elsewhere["champion"]) == (f"s3://{BUCKET}/scratch/resnet50/", None)
+    with pytest.raises(ValueError, match=r"prefix '\.\./models'"):
+        _check_accuracy(tmp_path, "escape", 91.4, client, prefix="../models")
+
+
+@pytest.mark.parametrize("bad", ["", "/models", "models/", "a//b", "../models", "models/..", "./models", "mod els",
+                                 "models\n", "a\\b", "mödels"])
+def test_a_prefix_is_a_plain_key_path(bad):
+    from pipeline.publish.registry import PREFIX_PATTERN, model_prefix
+
+    with pytest.raises(ValueError, match=r"prefix .*: must match") as refused:
+        model_prefix(bad, "resnet50")
+    assert PREFIX_PATTERN in str(refused.value)
+
+
+def test_good_prefixes_and_model_names():
+    from pipeline.publish.registry import model_prefix
+
+    assert model_prefix("models", "resnet50") == "models/resnet50/"
+    assert model_prefix("team-a/models.v2", "resnet_50") == "team-a/models.v2/resnet_50/"
+    for model in ("", "..", "a/b", ".hidden"):
+        with pytest.raises(ValueError, match="model name"):
+            model_prefix("models", model)
+
+
+def test_cli_refuses_a_bad_prefix_in_one_line(registry, s3_env):
+    import os
+
+    from publish_support import BUCKET, rn50
+
+    for command in (("list", "--bucket", BUCKET), ("pull", "--bucket", BUCKET, "/tmp/rn50-never-written"),
+                    ("gate", "--model-dir", "/tmp/rn50-no-model", "--bucket", BUCKET)):
+        result = rn50(*command, "--prefix", "../models", env={**os.environ, **s3_env})
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"rn50 {command[0]}: error: prefix '../models': must match")
+        assert len(result.stderr.splitlines()) == 1
+
+
+def test_rn50_list_marks_a_version_published_without_a_champion(registry, s3_env, tmp_path):
+    import os
+
+    from publish_support import BUCKET, make_model_dir, rn50
+
+    from pipeline.publish.publish import publish_model
+    from pipeline.publish.store import RetryPolicy
+
+    _, client = registry
+    fast = RetryPolicy(attempts=2, backoff_s=0.01)
+    first = make_model_dir(tmp_path / "a")  # its gate found no champion
+    publish_model(first, client=client, bucket=BUCKET, dvc_prefix=None, retry=fast)
+    second = make_model_dir(tmp_path / "b", seed=1)
+    decision = json.loads((second / DECISION_FILE).read_text())
+    decision["champion"] = {"version": "v0001", "top1_accuracy": 95.0}
+    (second / DECISION_FILE).write_text(json.dumps(decision))
+    publish_model(second, client=client, bucket=BUCKET, dvc_prefix=None, retry=fast)
+    listing = rn50("list", "--bucket", BUCKET, env={**os.environ, **s3_env})
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert lines[1].split()[0] == "v0001" and lines[1].endswith("pass (no champion)")
+    assert lines[2].split()[0] == "v0002" and lines[2].endswith("pass  latest")

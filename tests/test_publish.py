@@ -194,7 +194,8 @@ def test_latest_compare_and_swap_under_contention(registry, tmp_path):
     raw, client = registry
     for seed, run in ((1, "r1"), (2, "r2"), (3, "r3")):
         publish(make_model_dir(tmp_path / run, seed=seed), client, run_id=run)
-    raw.delete_object(Bucket=BUCKET, Key=ROOT + "latest.json")
+    # latest.json back at v0001, as if v0002 and v0003 finished together: both swap it, one loses.
+    raw.put_object(Bucket=BUCKET, Key=ROOT + "latest.json", Body=b'{"version": "v0001"}')
     barrier = threading.Barrier(2, timeout=20)
     results: dict[str, str] = {}
 

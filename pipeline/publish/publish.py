@@ -20,7 +20,6 @@ run id) resumes; a crash after 5 leaves a complete version whose retry only redo
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import socket
@@ -44,11 +43,12 @@ from pipeline.publish.manifest import (
 )
 from pipeline.publish.redact import redact_obj
 from pipeline.publish.registry import (
-    CLAIM,
     MANIFEST,
     advance_latest,
+    check_file_name,
     claim_version,
     now,
+    published_manifest,
     version_prefix,
 )
 from pipeline.publish.store import PreconditionFailed, RetryPolicy, Store
@@ -59,7 +59,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 REQUIRED = ("config.json", "eval.json", "decision.json")
 OPTIONAL = ("metrics.jsonl", "model.keras")
-RESERVED = (MANIFEST, CLAIM)
 
 
 class PublishError(RuntimeError):
@@ -120,12 +119,10 @@ def _regular(model_dir: Path, name: str) -> bool:
 
 
 def _check_name(name: str) -> str:
-    parts = name.split("/")
-    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in name:
-        raise PublishError(f"{name!r}: not a plain relative file name for the version")
-    if name in RESERVED:
-        raise PublishError(f"{name!r}: reserved for the registry")
-    return name
+    try:
+        return check_file_name(name)  # the rule pull checks every manifest's names with
+    except ValueError as exc:
+        raise PublishError(str(exc)) from None
 
 
 def collect_files(model_dir: Path, extra_files: dict[str, Path] | None = None) -> dict[str, Source]:
@@ -267,8 +264,7 @@ def publish_model(
             ThreadPoolExecutor(4, thread_name_prefix="file") as file_pool:
         uploader = Uploader(store, transfer, part_pool, md5=dvc_prefix is not None)
         if claim.state == "complete":
-            body, _ = store.get_bytes(base + MANIFEST)
-            manifest = json.loads(body)
+            manifest, body = published_manifest(store, prefix, model, version)
             digests = dict(zip(files, run_all(file_pool, [lambda s=s: uploader.local_digest(s)
                                                           for s in files.values()]), strict=True))
             _same_files(manifest, digests, uri)
@@ -312,8 +308,7 @@ def publish_model(
             try:
                 store.put_new(base + MANIFEST, body, sha256_b64=sha256_b64(body), content_type="application/json")
             except PreconditionFailed:  # a concurrent attempt of this run finished first: its manifest stands
-                body, _ = store.get_bytes(base + MANIFEST)
-                manifest = json.loads(body)
+                manifest, body = published_manifest(store, prefix, model, version)
                 _same_files(manifest, digests, uri)
     latest = advance_latest(store, prefix, model, version, hashlib.sha256(body).hexdigest())
     log.info(f"latest -> {latest}" + ("" if latest == version else f" (newer than {version}; left as it is)"))

@@ -1,9 +1,11 @@
 """Fetch a published version, trusting no byte the manifest does not vouch for.
 
-Files are streamed into a temporary directory beside DEST while their sha256 is computed; any size
-or digest that differs from the manifest (a tampered, truncated or replaced object) fails the whole
-pull, and the temporary directory is removed. Only a fully verified copy is renamed to DEST, so DEST
-either does not exist or holds exactly the version.
+The manifest is checked first (`registry.check_manifest`): it must be the requested version's, of this
+model, and name its files by plain relative paths, so that no two of them land on the same file. Files
+are streamed into a temporary directory beside DEST while their sha256 is computed; any size or digest
+that differs from the manifest (a tampered, truncated or replaced object) fails the whole pull, and the
+temporary directory is removed. Only a fully verified copy is renamed to DEST, so DEST either does not
+exist or holds exactly the version.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pipeline.publish.registry import (
     RegistryError,
     latest_manifest,
     model_prefix,
-    read_manifest,
+    published_manifest,
     version_number,
     version_prefix,
 )
@@ -47,25 +49,14 @@ class PullResult:
 
 
 def resolve(store: Store, prefix: str, model: str, version: str) -> dict[str, Any]:
-    """The manifest of `version` ("latest" or vNNNN); a version without one does not exist."""
+    """The checked manifest of `version` ("latest" or vNNNN); a version without one does not exist."""
     if version == "latest":
         manifest = latest_manifest(store, store.bucket, prefix, model)
         if manifest is None:
-            raise RegistryError(f"{store.uri(model_prefix(prefix, model))}: nothing published yet (no latest.json)")
+            raise RegistryError(f"{store.uri(model_prefix(prefix, model))}: nothing published yet")
         return manifest
     version_number(version)  # ValueError on a malformed name
-    manifest = read_manifest(store, prefix, model, version)
-    if manifest is None:
-        raise RegistryError(f"{store.uri(version_prefix(prefix, model, version))}: not a published version "
-                            "(no manifest.json)")
-    return manifest
-
-
-def _safe_target(root: Path, name: str) -> Path:
-    target = (root / name).resolve()
-    if not target.is_relative_to(root.resolve()) or name.startswith("/"):
-        raise IntegrityError(f"the manifest names {name!r}, which is outside the version; refusing it")
-    return target
+    return published_manifest(store, prefix, model, version)[0]
 
 
 def _fetch(store: Store, key: str, target: Path, size: int, sha256: str) -> int:
@@ -118,16 +109,14 @@ def pull_version(
         raise FileExistsError(f"{dest}: exists and is not an empty directory")
     store = client if isinstance(client, Store) else Store(client, bucket, retry)
     manifest = resolve(store, prefix, model, version)
-    version = manifest.get("version", version)
-    if manifest.get("model") != model:
-        raise IntegrityError(f"the manifest of {version} is for model {manifest.get('model')!r}, not {model!r}")
+    version = manifest["version"]  # the one asked for, or the one latest.json names: resolve checked it
     base = version_prefix(prefix, model, version)
-    files = manifest.get("files") or {}
+    files = manifest["files"]  # names checked: plain relative paths, none aliasing another
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
         jobs = [
-            lambda n=n, e=e: _fetch(store, base + n, _safe_target(staging, n), int(e["size"]), e["sha256"])
+            lambda n=n, e=e: _fetch(store, base + n, staging / n, e["size"], e["sha256"])
             for n, e in sorted(files.items(), key=lambda item: -int(item[1]["size"]))
         ]
         with ThreadPoolExecutor(concurrency, thread_name_prefix="pull") as pool:

@@ -9,7 +9,15 @@ Keys under `{prefix}/{model}/`:
 - `v0001/manifest.json`: written last. Without it a version does not exist for `list`, `pull` or
   `latest`, whatever else is under its prefix.
 - `latest.json`: the newest complete version. It moves by compare-and-swap on its ETag, and only
-  forward, so two publishes finishing out of order cannot move it back.
+  forward, so two publishes finishing out of order cannot move it back. One that names no complete
+  version (unreadable, too large, not a pointer, naming a version without a manifest, or missing while
+  complete versions exist) would block the gate, `pull` and every publish for good; whoever reads it
+  next replaces it, by compare-and-swap on the bad object's ETag, with a pointer to the newest
+  complete version.
+
+Nothing read from the bucket is trusted: the JSON objects are read bounded (`MAX_JSON_BYTES`), a
+manifest must be an object that names its own model and version, and its file names must be plain
+relative paths, so no two of them land on the same file of a pulled copy.
 
 Finding an earlier claim of a run reads every version's claim (one GET each): monthly retrains keep
 that to a few hundred small reads a decade.
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import socket
@@ -27,7 +36,16 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pipeline.publish.hashing import sha256_b64
-from pipeline.publish.store import PreconditionFailed, Store, StoreError
+from pipeline.publish.store import (
+    MAX_JSON_BYTES,
+    InvalidObject,
+    NotFound,
+    PreconditionFailed,
+    Store,
+    parse_json,
+)
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 LATEST = "latest.json"
@@ -35,6 +53,12 @@ CLAIM = ".claim.json"
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 MAX_CLAIM_TRIES = 1000
 MAX_SWAP_TRIES = 100
+# One segment of a key prefix, or a model name: no empty, "." or ".." segment (the key would read as a
+# path it is not), nothing but ASCII letters, digits, '.', '_' and '-'.
+SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
+# The registry's prefix inside the bucket, e.g. "models" or "team-a/models". The DAG's `prefix` Param takes
+# it as its JSON-schema pattern, and every registry call checks it (`model_prefix`).
+PREFIX_PATTERN = rf"^{SEGMENT}(/{SEGMENT})*$"
 
 
 class RegistryError(RuntimeError):
@@ -53,10 +77,14 @@ def version_number(version: str) -> int:
 
 
 def model_prefix(prefix: str, model: str) -> str:
-    if not model or "/" in model:
-        raise ValueError(f"model name {model!r} must be non-empty and hold no '/'")
-    prefix = prefix.strip("/")
-    return f"{prefix}/{model}/" if prefix else f"{model}/"
+    """`{prefix}/{model}/`, once both are checked: a prefix such as "", "/" or "a/../b" would point the
+    registry, and the gate's champion, at a location other than the one it reads as."""
+    if not isinstance(prefix, str) or not re.fullmatch(PREFIX_PATTERN, prefix):
+        raise ValueError(f"prefix {prefix!r}: must match {PREFIX_PATTERN} (segments of letters, digits, '.', '_', "
+                         "'-', joined by single '/')")
+    if not isinstance(model, str) or not re.fullmatch(SEGMENT, model):
+        raise ValueError(f"model name {model!r}: must match {SEGMENT}")
+    return f"{prefix}/{model}/"
 
 
 def version_prefix(prefix: str, model: str, version: str) -> str:
@@ -78,14 +106,157 @@ def version_names(store: Store, prefix: str, model: str) -> list[str]:
     return sorted((n for n in names if VERSION_RE.match(n)), key=version_number)
 
 
+def check_file_name(name: str) -> str:
+    """A file's name inside a version: a plain relative path, so that its key and its place in a pulled
+    copy are one and the same (`a/../b` and `b` are two keys but one file). ValueError if it is not."""
+    if any(p in ("", ".", "..") for p in name.split("/")) or "\\" in name or any(ord(c) < 32 for c in name):
+        raise ValueError(f"{name!r}: not a plain relative file name (no empty, '.' or '..' segment, no leading "
+                         "'/', no '\\', no control character)")
+    if name in (MANIFEST, CLAIM):
+        raise ValueError(f"{name!r}: reserved for the registry")
+    return name
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def check_manifest(value: Any, uri: str, model: str, version: str) -> dict[str, Any]:
+    """The manifest of `model` `version`, with every field pull, list and the gate rely on checked;
+    RegistryError naming the object otherwise."""
+    def bad(why: str) -> RegistryError:
+        return RegistryError(f"{uri}: {why}; not a valid manifest")
+
+    if not isinstance(value, dict):
+        raise bad(f"a JSON {_kind(value)}, not an object")
+    if value.get("model") != model:
+        raise bad(f"is for model {value.get('model')!r}, not {model!r}")
+    if value.get("version") != version:
+        raise bad(f"says version {value.get('version')!r}, not {version!r}")
+    files = value.get("files")
+    if not isinstance(files, dict):
+        raise bad(f"files: not an object but a JSON {_kind(files)}")
+    for name, entry in files.items():
+        try:
+            check_file_name(name)
+        except ValueError as exc:
+            raise bad(f"files[{name!r}]: {exc}") from None
+        size, sha256 = (entry.get("size"), entry.get("sha256")) if isinstance(entry, dict) else (None, None)
+        if (not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(sha256, str)
+                or not re.fullmatch(r"[0-9a-f]{64}", sha256)):
+            raise bad(f"files[{name!r}]: needs a size (bytes) and a sha256 (64 hex digits)")
+        parents = ["/".join(name.split("/")[:i]) for i in range(1, name.count("/") + 1)]
+        if clash := next((p for p in parents if p in files), None):
+            raise bad(f"files[{name!r}]: inside {clash!r}, which is a file too")
+    for field in ("metrics", "gate"):
+        if value.get(field) is not None and not isinstance(value[field], dict):
+            raise bad(f"{field}: not an object but a JSON {_kind(value[field])}")
+    return value
+
+
+def parse_manifest(body: bytes, uri: str, model: str, version: str) -> dict[str, Any]:
+    try:
+        value = parse_json(body, uri)
+    except InvalidObject as exc:
+        raise RegistryError(f"{exc}; not a valid manifest") from None
+    return check_manifest(value, uri, model, version)
+
+
+def _manifest_bytes(store: Store, key: str) -> bytes | None:
+    try:
+        return store.get_bytes(key, max_bytes=MAX_JSON_BYTES)[0]
+    except NotFound:
+        return None
+    except InvalidObject as exc:  # too large
+        raise RegistryError(f"{exc}; not a valid manifest") from None
+
+
+def load_manifest(store: Store, prefix: str, model: str, version: str) -> tuple[dict[str, Any], bytes] | None:
+    """(manifest, its bytes) of a complete version, checked; None when the version is incomplete or absent."""
+    key = version_prefix(prefix, model, version) + MANIFEST
+    body = _manifest_bytes(store, key)
+    return None if body is None else (parse_manifest(body, store.uri(key), model, version), body)
+
+
+def published_manifest(store: Store, prefix: str, model: str, version: str) -> tuple[dict[str, Any], bytes]:
+    """(manifest, its bytes) of a complete version, checked; RegistryError when the version has none."""
+    found = load_manifest(store, prefix, model, version)
+    if found is None:
+        raise RegistryError(f"{store.uri(version_prefix(prefix, model, version))}: not a published version "
+                            "(no manifest.json)")
+    return found
+
+
 def read_manifest(store: Store, prefix: str, model: str, version: str) -> dict[str, Any] | None:
     """The manifest of a complete version, or None when the version is incomplete or absent."""
-    manifest, _ = store.get_json(version_prefix(prefix, model, version) + MANIFEST)
-    return manifest
+    found = load_manifest(store, prefix, model, version)
+    return found[0] if found else None
+
+
+def _latest_body(store: Store, prefix: str, model: str, version: str, manifest_sha256: str) -> bytes:
+    base = version_prefix(prefix, model, version)
+    return (json.dumps({"model": model, "version": version, "uri": store.uri(base), "manifest": base + MANIFEST,
+                        "manifest_sha256": manifest_sha256, "updated_at": now()}, indent=2) + "\n").encode()
+
+
+def _newest_complete(store: Store, prefix: str, model: str) -> tuple[str, bytes] | None:
+    """(version, manifest bytes) of the newest version with a valid manifest, or None."""
+    for version in reversed(version_names(store, prefix, model)):
+        try:
+            found = load_manifest(store, prefix, model, version)
+        except RegistryError as exc:
+            log.warning(f"{exc}; latest.json will not name it")
+            continue
+        if found is not None:
+            return version, found[1]
+    return None
+
+
+def _latest_problem(store: Store, prefix: str, model: str, value: Any) -> str | None:
+    """Why latest.json (as parsed) does not name a complete version, or None when it does."""
+    uri = store.uri(model_prefix(prefix, model) + LATEST)
+    if not isinstance(value, dict):
+        return f"{uri}: a JSON {_kind(value)}, not an object"
+    version = value.get("version")
+    if not isinstance(version, str) or not VERSION_RE.match(version):
+        return f"{uri}: names {version!r}, not a version"
+    if store.head(version_prefix(prefix, model, version) + MANIFEST) is None:
+        return f"{uri}: names {version}, which has no manifest"
+    return None
 
 
 def read_latest(store: Store, prefix: str, model: str) -> tuple[dict[str, Any] | None, str | None]:
-    return store.get_json(model_prefix(prefix, model) + LATEST)
+    """(latest.json, its ETag); (None, ETag or None) when no complete version exists.
+
+    A latest.json that names no complete version is replaced here, by compare-and-swap on the ETag it
+    was read with, by a pointer to the newest complete version: a concurrent change wins, and is read
+    again. With no complete version to point at, it is left for the first publish to replace.
+    """
+    key = model_prefix(prefix, model) + LATEST
+    for _ in range(MAX_SWAP_TRIES):
+        try:
+            value, etag = store.get_json(key)
+            problem = None if value is None else _latest_problem(store, prefix, model, value)
+        except InvalidObject as exc:
+            etag, problem = exc.etag, str(exc)
+        else:
+            if value is not None and problem is None:
+                return value, etag
+        # Missing (a first publish between its manifest and its latest.json, or a deleted one) or bad.
+        newest = _newest_complete(store, prefix, model)
+        if newest is None:
+            return None, etag
+        version, manifest = newest
+        body = _latest_body(store, prefix, model, version, hashlib.sha256(manifest).hexdigest())
+        try:
+            swapped = store.put_swap(key, body, etag=etag, sha256_b64=sha256_b64(body))
+        except PreconditionFailed:
+            continue  # changed since we read it: read it again
+        if problem:  # a missing one is no news: every first publish creates it this way
+            log.warning(f"{problem}; replaced by a pointer to {version}")
+        return json.loads(body), swapped
+    raise RegistryError(f"{store.uri(key)}: still changing after {MAX_SWAP_TRIES} reads")
 
 
 def latest_manifest(client: Any, bucket: str, prefix: str, model: str) -> dict[str, Any] | None:
@@ -97,16 +268,16 @@ def latest_manifest(client: Any, bucket: str, prefix: str, model: str) -> dict[s
     latest, _ = read_latest(store, prefix, model)
     if latest is None:
         return None
-    version = latest.get("version", "")
+    version = latest["version"]
     key = version_prefix(prefix, model, version) + MANIFEST
-    try:
-        body, _ = store.get_bytes(key)
-    except StoreError as exc:
-        raise RegistryError(f"{store.uri(model_prefix(prefix, model) + LATEST)} names {version}, but: {exc}") from None
+    body = _manifest_bytes(store, key)
+    if body is None:  # deleted since read_latest saw it
+        raise RegistryError(f"{store.uri(model_prefix(prefix, model) + LATEST)} names {version}, but "
+                            f"{store.uri(key)} is gone")
     expected = latest.get("manifest_sha256")
     if expected and hashlib.sha256(body).hexdigest() != expected:
         raise RegistryError(f"{store.uri(key)}: sha256 differs from the one latest.json recorded; refusing it")
-    return json.loads(body)
+    return parse_manifest(body, store.uri(key), model, version)
 
 
 def list_versions(client: Any, bucket: str, prefix: str, model: str) -> list[dict[str, Any]]:
@@ -131,11 +302,19 @@ def _claim_body(run_id: str) -> bytes:
                        indent=2) + "\n").encode()
 
 
+def claim_run_id(store: Store, key: str) -> str | None:
+    """The run a claim names; None when absent or not a claim we write (then it is certainly not ours)."""
+    try:
+        claim, _ = store.get_json(key)
+    except InvalidObject:
+        return None
+    return claim.get("run_id") if isinstance(claim, dict) else None
+
+
 def find_claim(store: Store, prefix: str, model: str, run_id: str, versions: list[str]) -> Claim | None:
     for version in reversed(versions):  # a retry is most likely of a recent version
         base = version_prefix(prefix, model, version)
-        claim, _ = store.get_json(base + CLAIM)
-        if claim is not None and claim.get("run_id") == run_id:
+        if claim_run_id(store, base + CLAIM) == run_id:
             complete = store.head(base + MANIFEST) is not None
             return Claim(version, "complete" if complete else "resumed")
     return None
@@ -156,8 +335,7 @@ def claim_version(store: Store, prefix: str, model: str, run_id: str) -> Claim:
             store.put_new(key, body, sha256_b64=sha256_b64(body), content_type="application/json")
             return Claim(version, "new")
         except PreconditionFailed:
-            claim, _ = store.get_json(key)
-            if claim is not None and claim.get("run_id") == run_id:
+            if claim_run_id(store, key) == run_id:
                 # Our own PUT, retried after a lost response, or a concurrent attempt of the same run.
                 return Claim(version, "resumed")
             number += 1
@@ -175,16 +353,10 @@ def advance_latest(store: Store, prefix: str, model: str, version: str, manifest
         raise RegistryError(f"{store.uri(base)} has no manifest; latest only ever names a complete version")
     key = model_prefix(prefix, model) + LATEST
     for _ in range(MAX_SWAP_TRIES):
-        current, etag = store.get_json(key)
-        if current is not None:
-            try:
-                if version_number(current.get("version", "")) >= version_number(version):
-                    return current["version"]
-            except ValueError:
-                pass  # an unreadable latest.json is replaced by a readable one
-        body = (json.dumps({"model": model, "version": version, "uri": store.uri(base),
-                            "manifest": base + MANIFEST, "manifest_sha256": manifest_sha256,
-                            "updated_at": now()}, indent=2) + "\n").encode()
+        current, etag = read_latest(store, prefix, model)  # a corrupt one is repaired first
+        if current is not None and version_number(current["version"]) >= version_number(version):
+            return current["version"]
+        body = _latest_body(store, prefix, model, version, manifest_sha256)
         try:
             store.put_swap(key, body, etag=etag, sha256_b64=sha256_b64(body))
             return version

@@ -42,6 +42,9 @@ PRECONDITION_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequest
 DENIED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
                           "InvalidToken", "403"})
 MAX_COPY_OBJECT = 5 * 1024**3  # CopyObject's limit; larger objects are copied part by part
+# The registry's own JSON objects (manifest, claim, latest.json) are kilobytes; anyone who can write to the
+# bucket could put gigabytes there, and a read must not take them into memory.
+MAX_JSON_BYTES = 1024 * 1024
 
 
 class StoreError(RuntimeError):
@@ -58,6 +61,24 @@ class NotFound(StoreError):
 
 class PreconditionFailed(StoreError):
     """A conditional write lost: the key exists (IfNoneMatch) or changed (IfMatch)."""
+
+
+class InvalidObject(StoreError):
+    """The object is not what it must be (too large, not JSON); `etag` identifies the bad version of it."""
+
+    def __init__(self, message: str, *, etag: str | None = None) -> None:
+        super().__init__(message)
+        self.etag = etag
+
+
+def parse_json(body: bytes, uri: str, etag: str | None = None) -> Any:
+    """JSON from a registry object, or one line naming it."""
+    import json
+
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested deeper than the parser goes
+        raise InvalidObject(f"{uri}: not valid JSON ({' '.join(str(exc).split())[:200]})", etag=etag) from None
 
 
 @dataclass(frozen=True)
@@ -208,27 +229,34 @@ class Store:
         except NotFound:
             return None
 
-    def get_bytes(self, key: str) -> tuple[bytes, str]:
-        """(body, ETag); NotFound if missing. The body is read inside the retry, so a reset mid-body retries."""
+    def get_bytes(self, key: str, *, max_bytes: int | None = None) -> tuple[bytes, str]:
+        """(body, ETag); NotFound if missing. The body is read inside the retry, so a reset mid-body retries.
+
+        With max_bytes, a larger object is InvalidObject, and no more than max_bytes + 1 of it is read.
+        """
 
         def read() -> tuple[bytes, str]:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
-            return response["Body"].read(), response["ETag"]
+            body, etag = response["Body"], response["ETag"]
+            if max_bytes is None:
+                return body.read(), etag
+            size = response.get("ContentLength", 0)
+            with contextlib.closing(body):  # closed unread when too large: the connection is dropped, not drained
+                data = b"" if size > max_bytes else body.read(max_bytes + 1)
+            if size > max_bytes or len(data) > max_bytes:
+                raise InvalidObject(f"{self.uri(key)}: larger than the {max_bytes} bytes a registry JSON object "
+                                    "may have; not reading it", etag=etag)
+            return data, etag
 
         return self.call("get", key, read)
 
     def get_json(self, key: str) -> tuple[Any, str | None]:
-        """(parsed JSON, ETag), or (None, None) when the key does not exist."""
-        import json
-
+        """(parsed JSON, ETag), or (None, None) when the key does not exist; InvalidObject if too large or not JSON."""
         try:
-            body, etag = self.get_bytes(key)
+            body, etag = self.get_bytes(key, max_bytes=MAX_JSON_BYTES)
         except NotFound:
             return None, None
-        try:
-            return json.loads(body), etag
-        except ValueError as exc:
-            raise StoreError(f"{self.uri(key)}: not valid JSON ({exc})") from None
+        return parse_json(body, self.uri(key), etag), etag
 
     def stream(self, key: str) -> Any:
         """The body of `key` as a botocore stream; the caller reads, hashes and retries as a whole."""
