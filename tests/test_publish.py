@@ -16,6 +16,7 @@ import pytest
 from publish_support import BUCKET, MIB, keys, make_model_dir, s3, sha256, uploads
 
 from pipeline.files import NotRegularFile
+from pipeline.gate import champion_from_manifest, run_gate
 from pipeline.publish.hashing import sha256_b64
 from pipeline.publish.publish import PublishError, PublishRefused, publish_model
 from pipeline.publish.pull import IntegrityError, pull_version
@@ -28,7 +29,7 @@ from pipeline.publish.registry import (
     read_latest,
 )
 from pipeline.publish.store import PreconditionFailed, RetryPolicy, Store, make_client
-from pipeline.publish.upload import ConflictError, Transfer
+from pipeline.publish.upload import Transfer
 
 FAST = RetryPolicy(attempts=2, backoff_s=0.01)
 SMALL_PARTS = Transfer(threshold=8 * MIB, part_size=6 * MIB, concurrency=4)
@@ -149,14 +150,14 @@ def test_every_version_object_is_a_conditional_create(registry, tmp_path):
     latest_writes = [p for p in puts if p["Key"] == ROOT + "latest.json"]
     assert latest_writes and all(p.get("IfNoneMatch") == "*" or p.get("IfMatch") for p in latest_writes)
 
-    # The server refuses an overwrite, and a retry of the run with other bytes is refused before it.
+    # The server refuses an overwrite, and a retry of the run with other bytes leaves the version alone:
+    # they become a new version.
     store = Store(client, BUCKET, FAST)
     with pytest.raises(PreconditionFailed):
         store.put_new(ROOT + "v0001/eval.json", b"{}", sha256_b64=sha256_b64(b"{}"))
     before = {k: raw.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in keys(raw, prefix=ROOT + "v0001/")}
     (model_dir / "eval.json").write_text('{"top1_accuracy": 99.9}\n')
-    with pytest.raises(ConflictError, match=r"eval\.json"):
-        publish(model_dir, client, run_id="imm", transfer=SMALL_PARTS)
+    assert publish(model_dir, client, run_id="imm", transfer=SMALL_PARTS).version == "v0002"
     after = {k: raw.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in keys(raw, prefix=ROOT + "v0001/")}
     assert after == before
 
@@ -385,3 +386,54 @@ def test_a_link_swapped_in_after_the_check_is_not_followed(registry, tmp_path):
     bodies = [raw.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys(raw)]
     assert not any(b"planted-secret" in body for body in bodies)
 
+
+def test_a_cleared_and_rerun_gate_publishes_a_version_that_supersedes_the_first(registry, tmp_path):
+    raw, client = registry
+    model_dir = make_model_dir(tmp_path / "m")
+    first = publish(model_dir, client, run_id="scheduled__2026-12-01")
+    before = {k: raw.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in keys(raw, prefix=ROOT + "v0001/")}
+    # The gate task is cleared and re-run: decision.json gets a new time, and the champion is now v0001.
+    champion = champion_from_manifest(latest_manifest(client, BUCKET, "models", "resnet50"))
+    run_gate(model_dir, champion=champion)
+
+    second = publish(model_dir, client, run_id="scheduled__2026-12-01")
+    assert (second.version, second.state, second.latest) == ("v0002", "new", "v0002")
+    assert (first.manifest["supersedes"], second.manifest["supersedes"]) == (None, "v0001")
+    assert second.manifest["run_id"] == first.manifest["run_id"]
+    assert second.manifest["files"]["decision.json"]["sha256"] == sha256(model_dir / "decision.json")
+    assert second.manifest["gate"]["champion"]["version"] == "v0001"
+    assert {k: raw.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in keys(raw, prefix=ROOT + "v0001/")} == before
+    # A retry of the re-run is the same version again, and a re-run after that supersedes v0002.
+    assert (publish(model_dir, client, run_id="scheduled__2026-12-01").version,) == ("v0002",)
+    (model_dir / "eval.json").write_text(json.dumps({"top1_accuracy": 95.0, "eval_throughput": 799.0}) + "\n")
+    third = publish(model_dir, client, run_id="scheduled__2026-12-01")
+    assert (third.version, third.manifest["supersedes"], third.latest) == ("v0003", "v0002", "v0003")
+    assert [m["version"] for m in list_versions(client, BUCKET, "models", "resnet50")] == ["v0001", "v0002", "v0003"]
+
+
+def test_a_rerun_of_evaluate_after_a_failed_publish_abandons_the_unfinished_version(registry, tmp_path):
+    raw, client = registry
+    model_dir = make_model_dir(tmp_path / "m", data_bytes=13 * MIB)
+
+    def fail_on_manifest(params, **_):
+        if params["Key"].endswith("manifest.json"):
+            raise ConnectionAbortedError("injected: the worker died here")
+
+    client.meta.events.register("before-parameter-build.s3.PutObject", fail_on_manifest)
+    with pytest.raises(ConnectionAbortedError):
+        publish(model_dir, client, run_id="run-9", transfer=SMALL_PARTS)
+    client.meta.events.unregister("before-parameter-build.s3.PutObject", fail_on_manifest)
+    assert ROOT + "v0001/eval.json" in keys(raw, prefix=ROOT + "v0001/")
+    # evaluate is cleared and re-run: a new throughput in eval.json, one more line in metrics.jsonl.
+    (model_dir / "eval.json").write_text(json.dumps({"top1_accuracy": 95.0, "eval_throughput": 799.0}) + "\n")
+    with (model_dir / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 40, "top1_accuracy": 95.0}\n')
+
+    result = publish(model_dir, client, run_id="run-9", transfer=SMALL_PARTS)
+    # v0001 was never published, so v0002 supersedes nothing; v0001 stays invisible.
+    assert (result.version, result.state, result.latest, result.manifest["supersedes"]) == (
+        "v0002", "new", "v0002", None)
+    assert result.manifest["files"]["eval.json"]["sha256"] == sha256(model_dir / "eval.json")
+    assert [m["version"] for m in list_versions(client, BUCKET, "models", "resnet50")] == ["v0002"]
+    assert uploads(raw) == []
+    assert publish(model_dir, client, run_id="run-9", transfer=SMALL_PARTS).state == "complete"

@@ -84,6 +84,7 @@ def build_manifest(
     config: dict[str, Any],
     lineage: dict[str, Any],
     dvc: dict[str, Any] | None,
+    supersedes: str | None = None,
 ) -> dict[str, Any]:
     """The manifest as a JSON-able dict. `lineage` holds what the caller knows (already resolved)."""
     known = {"dataset_version", "code_version", "dag_id", "run_id", "hosts", "num_gpus"}
@@ -95,6 +96,7 @@ def build_manifest(
         "uri": uri,
         "created_at": created_at,
         "run_id": run_id,
+        "supersedes": supersedes,  # the version this run published before, with other files (a re-run task)
         "files": {
             name: {"size": d.size, "sha256": d.sha256, **({"md5": d.md5} if d.md5 else {})}
             for name, d in sorted(files.items())

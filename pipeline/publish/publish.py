@@ -15,6 +15,12 @@ The order is what makes a version invisible until it is complete and safe to ret
 
 A crash anywhere before 5 leaves an invisible version that the next attempt of the same run (same
 run id) resumes; a crash after 5 leaves a complete version whose retry only redoes 6 and 7.
+
+A run whose version holds other bytes than the model directory now does (one of its tasks was
+cleared and re-run: evaluate writes a new throughput, the gate a new time, training new weights)
+publishes a new version whose manifest names the one it `supersedes`; a version never changes, and
+one left without a manifest is abandoned. Making the files reproducible instead could not cover a
+re-run of training, nor a gate whose champion has changed since.
 """
 
 from __future__ import annotations
@@ -44,11 +50,13 @@ from pipeline.publish.manifest import (
 from pipeline.publish.redact import redact_obj
 from pipeline.publish.registry import (
     MANIFEST,
+    Claim,
     advance_latest,
     check_file_name,
     claim_version,
     now,
     published_manifest,
+    superseded_version,
     version_prefix,
 )
 from pipeline.publish.store import PreconditionFailed, RetryPolicy, Store
@@ -209,8 +217,12 @@ def _same_files(manifest: dict[str, Any], digests: dict[str, FileDigest], uri: s
     ours = {name: d.sha256 for name, d in digests.items()}
     if theirs != ours:
         differ = sorted(n for n in set(theirs) | set(ours) if theirs.get(n) != ours.get(n))
-        raise ConflictError(f"{uri} was published by this run id with different files ({', '.join(differ[:5])}); "
-                            "publish the new files under a new run id")
+        raise ConflictError(f"{uri} was published by this run id with other files ({', '.join(differ[:5])})")
+
+
+def _abort_uploads(store: Store, base: str) -> None:
+    for upload in store.list_uploads(base):
+        store.abort_upload(upload["Key"], upload["UploadId"])
 
 
 def publish_model(
@@ -253,63 +265,84 @@ def publish_model(
 
     store = client if isinstance(client, Store) else Store(client, bucket, retry)
     store.check_bucket()
-    claim = claim_version(store, prefix, model, run_id)
-    version, base = claim.version, version_prefix(prefix, model, claim.version)
-    uri = store.uri(base)
-    log.info(f"{uri}: {'claimed' if claim.state == 'new' else claim.state + ' (earlier attempt of this run)'}"
-             f" for run {run_id}")
     total = sum(source_size(s) for s in files.values())
-    uploaded = present = 0
-    with ThreadPoolExecutor(transfer.concurrency, thread_name_prefix="part") as part_pool, \
-            ThreadPoolExecutor(4, thread_name_prefix="file") as file_pool:
+
+    def fill(claim: Claim, replaced: str | None, part_pool: ThreadPoolExecutor,
+             file_pool: ThreadPoolExecutor) -> tuple[dict[str, Any], bytes, int, int]:
+        """Put the files into the claimed version and write its manifest, or check that the complete
+        version holds them: (manifest, its bytes, files sent, files already there). ConflictError when
+        the version holds other bytes."""
+        version, base = claim.version, version_prefix(prefix, model, claim.version)
+        uri = store.uri(base)
+        log.info(f"{uri}: {'claimed' if claim.state == 'new' else claim.state + ' (earlier attempt of this run)'}"
+                 f" for run {run_id}")
         uploader = Uploader(store, transfer, part_pool, md5=dvc_prefix is not None)
         if claim.state == "complete":
             manifest, body = published_manifest(store, prefix, model, version)
             digests = dict(zip(files, run_all(file_pool, [lambda s=s: uploader.local_digest(s)
                                                           for s in files.values()]), strict=True))
             _same_files(manifest, digests, uri)
-            present = len(files)
-        else:
-            existing = store.list_keys(base) if claim.state == "resumed" else {}
-            uploads = store.list_uploads(base) if claim.state == "resumed" else []
+            return manifest, body, 0, len(files)
+        existing = store.list_keys(base) if claim.state == "resumed" else {}
+        uploads = store.list_uploads(base) if claim.state == "resumed" else []
 
-            def put(name: str) -> tuple[FileDigest, str, int]:
-                digest, how = uploader.put(base + name, files[name], exists=(base + name) in existing,
-                                           uploads=uploads)
-                copied = 0 if dvc_prefix is None else dvc_pointer.push_object(store, dvc_prefix, base + name, digest)
-                return digest, how, copied
+        def put(name: str) -> tuple[FileDigest, str, int]:
+            digest, how = uploader.put(base + name, files[name], exists=(base + name) in existing, uploads=uploads)
+            copied = 0 if dvc_prefix is None else dvc_pointer.push_object(store, dvc_prefix, base + name, digest)
+            return digest, how, copied
 
-            # Largest first: the big checkpoint shard's parts start flowing while the small files go by.
-            order = sorted(files, key=lambda n: -source_size(files[n]))
-            results = run_all(file_pool, [lambda n=n: put(n) for n in order], stop=uploader.stop)
-            digests = {n: r[0] for n, r in sorted(zip(order, results, strict=True))}
-            present = sum(1 for _, how, _ in results if how == "present")
-            uploaded = len(results) - present
-            # Every file of the version now exists and cannot be replaced, so any multipart upload still open
-            # under it can never complete: one a killed attempt left, or one this attempt started without
-            # knowing it (a CreateMultipartUpload whose answer was lost, then retried). The version is ours
-            # by its claim, so these are ours to abort; S3 bills open uploads until they are.
-            for upload in store.list_uploads(base):
-                store.abort_upload(upload["Key"], upload["UploadId"])
-            dvc_info = None
-            if dvc_prefix is not None:
-                directory = dvc_pointer.dvc_dir(digests)
-                dvc_pointer.push_listing(store, dvc_prefix, directory)
-                log.info(f"DVC remote {dvc_pointer.remote_url(bucket, dvc_prefix)}: {directory.md5} "
-                         f"({sum(r[2] for r in results)} objects copied)")
-                dvc_info = {"remote": dvc_pointer.remote_url(bucket, dvc_prefix), "md5": directory.md5,
-                            "size": directory.size, "nfiles": directory.nfiles,
-                            "pointer": dvc_pointer.pointer_path(model), "tag": f"{model}@{version}"}
-            manifest = redact_obj(build_manifest(
-                model=model, version=version, uri=uri, created_at=now(), run_id=run_id, files=digests,
-                evaluation=evaluation, decision=decision, config=config, lineage=resolved, dvc=dvc_info,
-            ), store.client)
-            body = manifest_bytes(manifest)
-            try:
-                store.put_new(base + MANIFEST, body, sha256_b64=sha256_b64(body), content_type="application/json")
-            except PreconditionFailed:  # a concurrent attempt of this run finished first: its manifest stands
-                manifest, body = published_manifest(store, prefix, model, version)
-                _same_files(manifest, digests, uri)
+        # Largest first: the big checkpoint shard's parts start flowing while the small files go by.
+        order = sorted(files, key=lambda n: -source_size(files[n]))
+        results = run_all(file_pool, [lambda n=n: put(n) for n in order], stop=uploader.stop)
+        digests = {n: r[0] for n, r in sorted(zip(order, results, strict=True))}
+        present = sum(1 for _, how, _ in results if how == "present")
+        # Every file of the version now exists and cannot be replaced, so any multipart upload still open
+        # under it can never complete: one a killed attempt left, or one this attempt started without
+        # knowing it (a CreateMultipartUpload whose answer was lost, then retried). The version is ours
+        # by its claim, so these are ours to abort; S3 bills open uploads until they are.
+        _abort_uploads(store, base)
+        dvc_info = None
+        if dvc_prefix is not None:
+            directory = dvc_pointer.dvc_dir(digests)
+            dvc_pointer.push_listing(store, dvc_prefix, directory)
+            log.info(f"DVC remote {dvc_pointer.remote_url(bucket, dvc_prefix)}: {directory.md5} "
+                     f"({sum(r[2] for r in results)} objects copied)")
+            dvc_info = {"remote": dvc_pointer.remote_url(bucket, dvc_prefix), "md5": directory.md5,
+                        "size": directory.size, "nfiles": directory.nfiles,
+                        "pointer": dvc_pointer.pointer_path(model), "tag": f"{model}@{version}"}
+        # A first claim of the run supersedes nothing; any other looks for the run's newest complete version.
+        supersedes = (None if claim.state == "new" and replaced is None
+                      else superseded_version(store, prefix, model, run_id, version))
+        manifest = redact_obj(build_manifest(
+            model=model, version=version, uri=uri, created_at=now(), run_id=run_id, files=digests,
+            evaluation=evaluation, decision=decision, config=config, lineage=resolved, dvc=dvc_info,
+            supersedes=supersedes,
+        ), store.client)
+        body = manifest_bytes(manifest)
+        try:
+            store.put_new(base + MANIFEST, body, sha256_b64=sha256_b64(body), content_type="application/json")
+        except PreconditionFailed:  # a concurrent attempt of this run finished first: its manifest stands
+            manifest, body = published_manifest(store, prefix, model, version)
+            _same_files(manifest, digests, uri)
+        return manifest, body, len(results) - present, present
+
+    claim = claim_version(store, prefix, model, run_id)
+    with ThreadPoolExecutor(transfer.concurrency, thread_name_prefix="part") as part_pool, \
+            ThreadPoolExecutor(4, thread_name_prefix="file") as file_pool:
+        try:
+            manifest, body, uploaded, present = fill(claim, None, part_pool, file_pool)
+        except ConflictError as exc:
+            # The run's version holds other bytes: a task of the run (train, evaluate, the gate) was cleared
+            # and re-run since. That version stays as it is, and these files become a new one; a version
+            # that never got its manifest is abandoned, and its open multipart uploads with it.
+            log.warning(f"{exc}; publishing these files as a new version of run {run_id}")
+            if claim.state != "complete":
+                _abort_uploads(store, version_prefix(prefix, model, claim.version))
+            replaced = claim.version
+            claim = claim_version(store, prefix, model, run_id, after=replaced)
+            manifest, body, uploaded, present = fill(claim, replaced, part_pool, file_pool)
+    version = claim.version
+    uri = store.uri(version_prefix(prefix, model, version))
     latest = advance_latest(store, prefix, model, version, hashlib.sha256(body).hexdigest())
     log.info(f"latest -> {latest}" + ("" if latest == version else f" (newer than {version}; left as it is)"))
     pointer = None

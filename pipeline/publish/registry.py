@@ -4,7 +4,9 @@ Keys under `{prefix}/{model}/`:
 - `v0001/.claim.json`: written first, with IfNoneMatch="*", by the one publish that owns the version.
   Allocation is race-free because S3 lets only one conditional create of a key succeed: a publish
   that loses tries the next number. The claim holds the run id, so a retry of the same run finds
-  its version again and resumes it instead of taking a new one.
+  its version again and resumes it instead of taking a new one. When that version holds other bytes
+  (a task of the run was cleared and re-run), the run claims a new version instead, and its manifest
+  names the one it `supersedes`.
 - `v0001/...`: the files, each created once and never replaced;
 - `v0001/manifest.json`: written last. Without it a version does not exist for `list`, `pull` or
   `latest`, whatever else is under its prefix.
@@ -320,11 +322,16 @@ def find_claim(store: Store, prefix: str, model: str, run_id: str, versions: lis
     return None
 
 
-def claim_version(store: Store, prefix: str, model: str, run_id: str) -> Claim:
-    """This run's version: the one it claimed on an earlier attempt, or the next free number."""
+def claim_version(store: Store, prefix: str, model: str, run_id: str, *, after: str | None = None) -> Claim:
+    """This run's version: the one it claimed on an earlier attempt, or the next free number.
+
+    `after` is a version of this run that holds other files than this attempt's (its task was cleared
+    and re-run): the run's claims up to it are passed over, and a newer one (a concurrent attempt's) or
+    a new number is returned.
+    """
     versions = version_names(store, prefix, model)
     earlier = find_claim(store, prefix, model, run_id, versions)
-    if earlier is not None:
+    if earlier is not None and (after is None or version_number(earlier.version) > version_number(after)):
         return earlier
     number = version_number(versions[-1]) + 1 if versions else 1
     body = _claim_body(run_id)
@@ -340,6 +347,18 @@ def claim_version(store: Store, prefix: str, model: str, run_id: str) -> Claim:
                 return Claim(version, "resumed")
             number += 1
     raise RegistryError(f"no free version after {MAX_CLAIM_TRIES} tries under {store.uri(model_prefix(prefix, model))}")
+
+
+def superseded_version(store: Store, prefix: str, model: str, run_id: str, version: str) -> str | None:
+    """The newest complete version this run published before `version`, which `version` replaces: a task
+    cleared and re-run publishes again under the same run id, with files that differ."""
+    for older in reversed(version_names(store, prefix, model)):
+        if version_number(older) >= version_number(version):
+            continue
+        base = version_prefix(prefix, model, older)
+        if claim_run_id(store, base + CLAIM) == run_id and store.head(base + MANIFEST) is not None:
+            return older
+    return None
 
 
 def advance_latest(store: Store, prefix: str, model: str, version: str, manifest_sha256: str) -> str:
