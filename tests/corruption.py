@@ -75,6 +75,39 @@ def broken_jpeg_body(jpeg: bytes) -> bytes:
     return jpeg[: sos + 40]
 
 
+def segment(jpeg: bytes, markers: set[int]) -> int:
+    """Where the first marker segment of one of `markers` starts (its 0xFF), walking the segments from SOI."""
+    pos = 2
+    while jpeg[pos + 1] not in markers:
+        pos += 2 + int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
+    return pos
+
+
+SOFS = {0xC0, 0xC1, 0xC2}  # what TensorFlow's encoder writes
+SOS, EOI = 0xDA, b"\xff\xd9"
+
+
+def with_frame(jpeg: bytes, *, height: int | None = None, width: int | None = None, precision: int | None = None,
+               marker: int | None = None) -> bytes:  # fmt: skip
+    """The JPEG with its start-of-frame segment's fields changed: only a header reader or a decoder notices."""
+    out, at = bytearray(jpeg), segment(jpeg, SOFS)
+    for value, where, size in ((marker, 1, 1), (precision, 4, 1), (height, 5, 2), (width, 7, 2)):
+        if value is not None:
+            out[at + where : at + where + size] = value.to_bytes(size, "big")
+    return bytes(out)
+
+
+def after_scan_header(jpeg: bytes, tail: bytes) -> bytes:
+    """The JPEG up to the end of its start-of-scan header, then `tail` instead of the scan data."""
+    at = segment(jpeg, {SOS})
+    return jpeg[: at + 2 + int.from_bytes(jpeg[at + 2 : at + 4], "big")] + tail
+
+
+def without_scan(jpeg: bytes) -> bytes:
+    """Tables and frame header, then the end of the image: no start-of-scan segment at all."""
+    return jpeg[: segment(jpeg, {SOS})] + EOI
+
+
 def flip_data_crc(frame: bytes) -> bytes:
     return frame[:-4] + bytes([frame[-4] ^ 0xFF]) + frame[-3:]
 
@@ -144,6 +177,25 @@ RECORD_DEFECTS = {
     14: ("duplicates.cross_split", lambda d, t: edit(d, set_bytes(fmt.ENCODED, encoded(t)))),
     15: ("boxes.range", lambda d, t: edit(d, one_box(0.5, 0.1, 0.5, 0.9))),  # zero width
 }
+
+
+def _image(change: Callable[[bytes], bytes]) -> Callable:
+    return lambda d, t: edit(d, set_bytes(fmt.ENCODED, change(encoded(d))))
+
+
+# What a JPEG header shows TensorFlow cannot decode, which header mode rejects (also record indices in VAL0).
+HEADER_DEFECTS = {
+    21: ("image.dimensions", _image(lambda j: with_frame(j, height=0, width=0))),  # DNL, which TensorFlow refuses
+    22: ("image.dimensions", _image(lambda j: with_frame(j, width=65501))),  # libjpeg's limit is 65500
+    23: ("image.dimensions", _image(lambda j: with_frame(j, height=65535, width=65535))),
+    24: ("image.dimensions", _image(lambda j: with_frame(j, height=20000, width=10000))),  # 600 MB decoded: too large
+    25: ("image.encoding", _image(lambda j: with_frame(j, precision=12))),
+    26: ("image.encoding", _image(lambda j: with_frame(j, marker=0xC3))),  # lossless
+    27: ("image.scan", _image(lambda j: after_scan_header(j, EOI))),
+    28: ("image.scan", _image(lambda j: after_scan_header(j, b""))),
+    29: ("image.scan", _image(without_scan)),
+}
+RECORD_DEFECTS.update(HEADER_DEFECTS)
 
 
 def one_box(xmin, ymin, xmax, ymax):

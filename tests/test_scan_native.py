@@ -215,6 +215,13 @@ def _edit_record(data: st.DataObject, record: bytes, label: int, image: bytes) -
         changed = bytearray(image)
         changed[at] ^= data.draw(st.integers(1, 255))
         variants = [bytes(changed), image[: data.draw(st.integers(0, min(len(image), 800)))], b"\xff\xd8" + image[at:]]
+        # The header limits, each side of them: sizes, precision, frame type, what follows the scan header.
+        side = st.sampled_from([0, 1, 2, 2732, 2733, 65500, 65501, 65535])  # 2732 x 65500 x 3 < 2^29 <= 2733 x ...
+        frame = {"height": side, "width": side, "precision": st.sampled_from([8, 12]), "marker": st.sampled_from(
+            [0xC0, 0xC1, 0xC2, 0xC3, 0xC9, 0xCA, 0xCB])}  # fmt: skip
+        changes = {k: data.draw(v) for k, v in frame.items() if data.draw(st.booleans())}
+        tail = data.draw(st.sampled_from([b"", c.EOI, b"\xff", b"\xff\x00", b"\xff\xd0", b"\x00"]))
+        variants += [c.with_frame(image, **changes), c.after_scan_header(image, tail), c.without_scan(image)]
         c.set_bytes(fmt.ENCODED, data.draw(st.sampled_from(variants)))(fmap)
     serialized = example.SerializeToString()
     if edit == "raw":  # a repeated key (the last one wins), or an unknown field: valid protobuf both

@@ -12,7 +12,7 @@ from pathlib import Path
 import corruption as c
 import pytest
 import tensorflow as tf
-from corruption import RECORD_DEFECTS, TRAIN1, VAL0, VAL1
+from corruption import HEADER_DEFECTS, RECORD_DEFECTS, TRAIN1, VAL0, VAL1
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -98,6 +98,19 @@ def test_header_mode_does_not_decode(corpus_report, corpus):
     scan = scan_shard(corpus / VAL0, "validation", decode="header")
     assert 13 not in {v.record for v in scan.violations if v.rule == "image.decode"}
     assert 13 in {v.record for v in scan_shard(corpus / VAL0, "validation", decode="full").violations}
+
+
+def test_header_mode_rejects_what_a_header_shows_decoding_would_fail_on(corpus):
+    scan = scan_shard(corpus / VAL0, "validation", decode="header")
+    images = {i: c.encoded(d) for i, d in enumerate(c.frames(corpus / VAL0)) if i in HEADER_DEFECTS}
+    for index, (rule, _) in HEADER_DEFECTS.items():
+        assert (VAL0, index) in {(v.file, v.record) for v in scan.rules[rule].examples}, (index, scan.violations)
+        if index != 27:  # SOS then EOI: TensorFlow decodes that to a flat grey image, with a warning
+            with pytest.raises(tf.errors.InvalidArgumentError):
+                tf.io.decode_jpeg(images[index], channels=3)
+    # Each one once, and nothing else about these records: the image parts of the header are sound.
+    flagged = [(v.rule, v.record) for v in scan.violations if v.record in HEADER_DEFECTS]
+    assert sorted(flagged) == sorted((rule, i) for i, (rule, _) in HEADER_DEFECTS.items())
 
 
 def test_missing_split_and_raise_on_failure(sample_dir, tmp_path):

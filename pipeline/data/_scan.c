@@ -432,29 +432,52 @@ static int bytes_equal(const feature_t *f, const char *s) {
     return (size_t)(f->values.end - f->values.p) == n && memcmp(f->values.p, s, n) == 0;
 }
 
-/* ---- JPEG: jpeg.read_jpeg_header, success path only ---------------------------------------- */
+/* ---- JPEG: jpeg.read_jpeg_header and scan._undecodable, success path only -------------------- */
 
+/* What TensorFlow's decoder takes, as far as a header shows it (jpeg.py's DECODABLE_* and MAX_*). */
+#define JPEG_PRECISION 8
+#define JPEG_MAX_DIMENSION 65500
+#define JPEG_MAX_DECODED_BYTES ((int64_t)1 << 29)
+static const uint8_t JPEG_PROCESSES[] = {0xc0, 0xc1, 0xc2, 0xc9, 0xca};
+
+static int decodable_process(uint8_t marker) {
+    for (size_t i = 0; i < sizeof JPEG_PROCESSES; i++)
+        if (JPEG_PROCESSES[i] == marker) return 1;
+    return 0;
+}
+
+/* 1 with the frame's size when the first start-of-frame is one TensorFlow decodes and scan data
+ * follows the first start-of-scan header; 0 for anything else, which Python then names. */
 static int jpeg_size(const uint8_t *d, size_t n, int64_t *height, int64_t *width) {
     if (n < 2 || d[0] != 0xff || d[1] != 0xd8) return 0;
     size_t pos = 2;
+    int framed = 0;
     for (;;) {
         if (pos >= n || d[pos] != 0xff) return 0;
         while (pos < n && d[pos] == 0xff) pos++;
         if (pos >= n) return 0;
         uint8_t marker = d[pos++];
+        if (marker == 0xd9 && framed) return 0;                              /* the end, before any scan */
         if ((marker >= 0xd0 && marker <= 0xd9) || marker == 0x01) continue; /* no length field */
         if (n - pos < 2) return 0;
         size_t length = (size_t)d[pos] << 8 | d[pos + 1];
         if (length < 2 || length > n - pos) return 0;
+        if (marker == 0xda) { /* scan data must follow: not nothing, not a marker (0xFF is stuffed as FF 00) */
+            size_t end = pos + length;
+            return framed && end < n && !(d[end] == 0xff && (end + 1 >= n || d[end + 1] != 0x00));
+        }
         int sof = marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 && marker != 0xcc;
-        if (sof) {
+        if (sof && !framed) {
             if (length - 2 < 6) return 0;
             const uint8_t *body = d + pos + 2;
-            *height = (int64_t)body[1] << 8 | body[2];
-            *width = (int64_t)body[3] << 8 | body[4];
-            return 1;
+            int64_t h = (int64_t)body[1] << 8 | body[2], w = (int64_t)body[3] << 8 | body[4];
+            if (body[0] != JPEG_PRECISION || !decodable_process(marker) || h < 1 || h > JPEG_MAX_DIMENSION || w < 1 ||
+                w > JPEG_MAX_DIMENSION || h * w * 3 >= JPEG_MAX_DECODED_BYTES)
+                return 0;
+            *height = h;
+            *width = w;
+            framed = 1;
         }
-        if (marker == 0xda) return 0;
         pos += length;
     }
 }
@@ -493,7 +516,7 @@ static int examine(const uint8_t *d, size_t n, record_t *r, span_t *image) {
             if (!varint(&q, f[BOX_LABEL].values.end, &v) || (int64_t)v != label) return CHECK;
         }
     }
-    int64_t jpeg_h, jpeg_w;
+    int64_t jpeg_h = 0, jpeg_w = 0;
     if (!jpeg_size(image->p, (size_t)(image->end - image->p), &jpeg_h, &jpeg_w)) return CHECK;
 
     double nan = NAN;
@@ -709,6 +732,21 @@ static PyObject *crc_impls(void) {
     return t;
 }
 
+/* (precision, processes, max dimension, max decoded bytes): scan.py checks them against jpeg.py. */
+static PyObject *jpeg_limits(void) {
+    PyObject *processes = PyTuple_New(sizeof JPEG_PROCESSES);
+    for (size_t i = 0; processes && i < sizeof JPEG_PROCESSES; i++) {
+        PyObject *v = PyLong_FromLong(JPEG_PROCESSES[i]);
+        if (!v) {
+            Py_CLEAR(processes);
+            break;
+        }
+        PyTuple_SET_ITEM(processes, (Py_ssize_t)i, v);
+    }
+    if (!processes) return NULL;
+    return Py_BuildValue("(iNiL)", JPEG_PRECISION, processes, JPEG_MAX_DIMENSION, (long long)JPEG_MAX_DECODED_BYTES);
+}
+
 PyMODINIT_FUNC PyInit__scan(void) {
     crc_init();
     for (int i = 0; i < NFEATURES; i++) key_length[i] = strlen(FEATURES[i].key);
@@ -740,7 +778,8 @@ PyMODINIT_FUNC PyInit__scan(void) {
         PyModule_AddIntConstant(m, "EDGE", EDGE) < 0 || PyModule_AddIntConstant(m, "OK", OK) < 0 ||
         PyModule_AddIntConstant(m, "CHECK", CHECK) < 0 || PyModule_AddIntConstant(m, "DATA_CRC", DATA_CRC) < 0 ||
         PyModule_AddIntConstant(m, "FATAL", FATAL) < 0 ||
-        PyModule_AddObject(m, "CRC_IMPLS", crc_impls()) < 0)
+        PyModule_AddObject(m, "CRC_IMPLS", crc_impls()) < 0 ||
+        PyModule_AddObject(m, "JPEG_LIMITS", jpeg_limits()) < 0)
         goto fail;
     return m;
 fail:

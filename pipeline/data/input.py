@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,8 +40,9 @@ from pipeline.data.format import (
     LABEL,
     feature_spec,
 )
+from pipeline.data.scan import op_error_line
 from pipeline.data.shards import IMAGENET_SHARDS, SPLITS, parse_shard_name, shard_name
-from pipeline.data.tfrecord import FOOTER, HEADER, masked_crc32c
+from pipeline.data.tfrecord import FOOTER, HEADER, iter_frames, masked_crc32c
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -69,6 +71,14 @@ _READ_BUFFER = 8 << 20
 
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
+
+# The features each input parses: text and synset strings are never read in training.
+_TRAIN_KEYS = (ENCODED, LABEL, FILENAME, BBOX_YMIN, BBOX_XMIN, BBOX_YMAX, BBOX_XMAX)
+_EVAL_KEYS = (ENCODED, LABEL, FILENAME)
+
+
+class UnreadableRecordError(ValueError):
+    """A record the input pipeline cannot read, named by shard file and record index."""
 
 
 # --- files and counts (no TensorFlow) -----------------------------------------------------------
@@ -255,6 +265,55 @@ def eval_dataset(
     return _finish(ds, dtype)
 
 
+def read_batches(
+    dataset: tf.data.Dataset, data_dir: str | Path, split: str, *, rank: int = 0, num_ranks: int = 1
+) -> Iterator[tuple]:
+    """The batches of `dataset`, this rank's `train_dataset` or `eval_dataset` over `data_dir`.
+
+    TensorFlow ends a whole input pipeline on one record it cannot parse or decode, with an error
+    that names neither file nor record, and in training possibly hours in (the first random crop that
+    reaches a corrupt part of an image). Header-mode validation cannot see every such record: this
+    turns that error into UnreadableRecordError naming the shard and record. Finding it reads this
+    rank's shards again, parsing and decoding each record in turn until one fails, so a failure costs
+    up to one more pass over them; the batches themselves pass straight through.
+    """
+    import tensorflow as tf
+
+    batches = iter(dataset)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as exc:
+            found = find_unreadable_record(data_dir, split, rank=rank, num_ranks=num_ranks)
+            if found is None:
+                found = f"{data_dir}: reading {split} failed ({op_error_line(exc)}), yet every record reads on its own"
+            raise UnreadableRecordError(found) from None
+        yield batch
+
+
+def find_unreadable_record(data_dir: str | Path, split: str, *, rank: int = 0, num_ranks: int = 1) -> str | None:
+    """'<shard> record <i>: <why>' for the first record of this rank's `split` shards that its input
+    cannot read (the framing, the parse of the features it uses, the full decode); None if none."""
+    import tensorflow as tf
+
+    keys = _TRAIN_KEYS if split == "train" else _EVAL_KEYS
+    own, _ = _rank_files(split_files(data_dir, split), rank, num_ranks)
+    for path in own:
+        for frame in iter_frames(path):
+            if frame.error is not None:
+                return f"{path} record {frame.index}: {frame.error}"
+            try:  # eager: one record at a time, each error its own
+                parsed = _parse(tf.constant(frame.data), keys)
+                if BBOX_XMIN in keys:
+                    _boxes(parsed)
+                tf.io.decode_jpeg(parsed[ENCODED], channels=3)
+            except tf.errors.OpError as exc:
+                return f"{path} record {frame.index}: {op_error_line(exc)}"
+    return None
+
+
 def _read(files: tf.data.Dataset, *, deterministic: bool) -> tf.data.Dataset:
     import tensorflow as tf
 
@@ -287,7 +346,7 @@ def _finish(ds: tf.data.Dataset, dtype: str) -> tf.data.Dataset:
 
 
 def _parse(serialized: tf.Tensor, keys: tuple[str, ...]) -> dict[str, tf.Tensor]:
-    """Parse only the features the input needs: text and synset strings are never read in training."""
+    """Parse only the features the input needs."""
     import tensorflow as tf
 
     spec = {key: value for key, value in feature_spec().items() if key in keys}
@@ -307,15 +366,20 @@ def _outputs(image: tf.Tensor, parsed: dict[str, tf.Tensor], with_filenames: boo
     return (image, label, parsed[FILENAME]) if with_filenames else (image, label)
 
 
+def _boxes(parsed: dict[str, tf.Tensor]) -> tf.Tensor:
+    """[1, boxes, 4] in (ymin, xmin, ymax, xmax) order; no boxes means the whole image is the object."""
+    import tensorflow as tf
+
+    boxes = tf.stack([parsed[k] for k in (BBOX_YMIN, BBOX_XMIN, BBOX_YMAX, BBOX_XMAX)], axis=-1)
+    return tf.clip_by_value(boxes, 0.0, 1.0)[None]
+
+
 def _train_record(serialized: tf.Tensor, seed: tf.Tensor, *, image_size: int, with_filenames: bool) -> tuple:
     import tensorflow as tf
 
-    keys = (ENCODED, LABEL, FILENAME, BBOX_YMIN, BBOX_XMIN, BBOX_YMAX, BBOX_XMAX)
-    parsed = _parse(serialized, keys)
+    parsed = _parse(serialized, _TRAIN_KEYS)
     encoded = parsed[ENCODED]
-    # [1, boxes, 4] in (ymin, xmin, ymax, xmax) order; no boxes means the whole image is the object.
-    boxes = tf.stack([parsed[k] for k in (BBOX_YMIN, BBOX_XMIN, BBOX_YMAX, BBOX_XMAX)], axis=-1)
-    boxes = tf.clip_by_value(boxes, 0.0, 1.0)[None]
+    boxes = _boxes(parsed)
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.io.extract_jpeg_shape(encoded),
@@ -338,7 +402,7 @@ def _train_record(serialized: tf.Tensor, seed: tf.Tensor, *, image_size: int, wi
 def _eval_record(serialized: tf.Tensor, *, image_size: int, with_filenames: bool) -> tuple:
     import tensorflow as tf
 
-    parsed = _parse(serialized, (ENCODED, LABEL, FILENAME))
+    parsed = _parse(serialized, _EVAL_KEYS)
     image = tf.io.decode_jpeg(parsed[ENCODED], channels=3)
     shape = tf.shape(image)
     height, width = shape[0], shape[1]

@@ -15,6 +15,7 @@ it scans alone where the extension is not built, and the tests hold the two to i
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from functools import cache
@@ -26,7 +27,15 @@ import numpy as np
 
 from pipeline.data import format as fmt
 from pipeline.data.example_proto import parse_feature_map
-from pipeline.data.jpeg import JpegError, read_jpeg_header
+from pipeline.data.jpeg import (
+    DECODABLE_PRECISION,
+    DECODABLE_PROCESSES,
+    MAX_DECODED_BYTES,
+    MAX_DIMENSION,
+    JpegError,
+    JpegHeader,
+    read_jpeg_header,
+)
 from pipeline.data.labels import NUM_CLASSES, load_label_map
 from pipeline.data.rules import MAX_EXAMPLES, RuleResult, Violation
 from pipeline.data.tfrecord import FOOTER, HEADER, Frame, iter_frames
@@ -67,7 +76,7 @@ def content_hash(image: bytes) -> int:
 
 
 def _load_native() -> tuple[Any, np.dtype | None, str | None]:
-    """The C scanner, if it is built and agrees with format.py on what it checks."""
+    """The C scanner, if it is built and agrees with format.py and jpeg.py on what it checks."""
     try:
         from pipeline.data import _scan
     except ImportError as exc:
@@ -75,8 +84,10 @@ def _load_native() -> tuple[Any, np.dtype | None, str | None]:
     record = np.dtype([(name, "<" + kind) for name, kind in (f.split(":") for f in _scan.RECORD_FIELDS)])
     features = tuple((f.key, f.dtype, f.arity) for f in fmt.FEATURES)
     constants = (_CONSTANTS[fmt.CHANNELS], _CONSTANTS[fmt.COLORSPACE], _CONSTANTS[fmt.FORMAT])
-    if (features, constants, EDGE, record.itemsize) != (_scan.FEATURES, _scan.CONSTANTS, _scan.EDGE, _scan.RECORD_SIZE):
-        return None, None, "the native shard scanner is out of date with format.py (rebuild: pip install -e .)"
+    jpeg = (DECODABLE_PRECISION, tuple(sorted(DECODABLE_PROCESSES)), MAX_DIMENSION, MAX_DECODED_BYTES)
+    ours = (features, constants, EDGE, record.itemsize, jpeg)
+    if ours != (_scan.FEATURES, _scan.CONSTANTS, _scan.EDGE, _scan.RECORD_SIZE, getattr(_scan, "JPEG_LIMITS", None)):
+        return None, None, "the native shard scanner is out of date (rebuild: pip install -e .)"
     return _scan, record, None
 
 
@@ -138,8 +149,34 @@ class _Decoder:
         try:
             shape = self._tf.io.decode_jpeg(encoded, channels=3).shape
         except self._tf.errors.OpError as exc:
-            return exc.message.splitlines()[0] if exc.message else type(exc).__name__
+            return op_error_line(exc)
         return None if shape[-1] == 3 else f"decoded to {shape[-1]} channels"
+
+
+def op_error_line(exc: Exception) -> str:
+    """A TensorFlow op error as one short line: without the function-node prefix, the op suffix, or
+    the record bytes some messages quote over several lines."""
+    message = getattr(exc, "message", "") or type(exc).__name__
+    message = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", message)
+    message = re.sub(r"\s*\[Op:[^\]]*\].*$", "", message, flags=re.DOTALL)
+    message = " ".join(message.split())
+    return message if len(message) <= 200 else message[:197] + "..."
+
+
+def _undecodable(header: JpegHeader) -> list[tuple[str, str]]:
+    """What a JPEG header shows TensorFlow will not decode: the image rules header mode can check."""
+    problems = []
+    h, w = header.height, header.width
+    if not (1 <= h <= MAX_DIMENSION and 1 <= w <= MAX_DIMENSION):
+        problems.append(("image.dimensions", f"height {h}, width {w}: each must be 1-{MAX_DIMENSION}"))
+    elif h * w * 3 >= MAX_DECODED_BYTES:
+        detail = f"height {h}, width {w}: {h * w * 3:,} bytes decoded, over TensorFlow's {MAX_DECODED_BYTES:,}"
+        problems.append(("image.dimensions", detail))
+    if header.precision != DECODABLE_PRECISION or header.process not in DECODABLE_PROCESSES:
+        problems.append(("image.encoding", f"{header.precision}-bit samples, start-of-frame 0x{header.process:02X}"))
+    if header.missing_scan:
+        problems.append(("image.scan", header.missing_scan))
+    return problems
 
 
 def _check_record(data: bytes, decoder: _Decoder | None) -> tuple[list[tuple[str, str]], tuple | None]:
@@ -180,7 +217,10 @@ def _check_record(data: bytes, decoder: _Decoder | None) -> tuple[list[tuple[str
         problems.append(("image.not_jpeg", str(exc)))
         jpeg_h = jpeg_w = _NAN
     else:
-        if decoder is not None and (problem := decoder.problem(encoded)):
+        undecodable = _undecodable(header)
+        problems += undecodable
+        # A header TensorFlow refuses needs no decode to be refused (and may ask for gigabytes).
+        if decoder is not None and not undecodable and (problem := decoder.problem(encoded)):
             problems.append(("image.decode", problem))
 
     if any(v != v or v in (_INF, -_INF) for c in coords for v in c):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from pipeline.data.input import count_records, eval_dataset
+from pipeline.data.input import count_records, eval_dataset, read_batches
 from pipeline.files import write_json
 from pipeline.train.checkpoint import restore_model
 from pipeline.train.config import TrainConfig
@@ -60,7 +60,7 @@ def evaluate(data_dir: Path, model_dir: Path, *, batch_size: int | None = None) 
 
     top1 = top5 = count = 0
     timed_images, started = 0, None
-    for images, labels in data:
+    for images, labels in read_batches(data, data_dir, "validation"):  # a bad record: named, not a traceback
         n = int(labels.shape[0])
         if n < full:  # pad the last batch: one compiled shape, and padding never counts as a hit
             images = tf.pad(images, [[0, full - n], [0, 0], [0, 0], [0, 0]])

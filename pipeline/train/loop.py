@@ -17,7 +17,7 @@ from typing import Literal
 
 import tensorflow as tf
 
-from pipeline.data.input import count_records, train_dataset
+from pipeline.data.input import count_records, read_batches, train_dataset
 from pipeline.train.checkpoint import TrainState
 from pipeline.train.config import CONFIG_FILE, TrainConfig
 from pipeline.train.dist import Dist, init_dist
@@ -100,8 +100,10 @@ def train(config: TrainConfig, data_dir: Path, model_dir: Path, *, dist: Dist | 
         seed=None if config.seed is None else config.seed + step, cache=config.cache_data,
         shuffle_buffer=config.shuffle_buffer, dtype=images_dtype,
     )
+    # A record that cannot be read ends the run naming its shard and record, not deep in tf.data.
+    batches = read_batches(data, data_dir, "train", rank=dist.rank, num_ranks=dist.size)
     train_step = make_train_step(model, optimizer, config, dist)
-    result = _run(config, data, train_step, state, log, dist, step, total_steps, steps_per_epoch)
+    result = _run(config, batches, train_step, state, log, dist, step, total_steps, steps_per_epoch)
     log.close()
     return result
 
