@@ -8,6 +8,8 @@ VENV   ?= .venv
 TF     ?= cpu
 CACHE  ?= .cache
 BIN    := $(VENV)/bin
+# make stack's environment of the Airflow image (docker/airflow.Dockerfile): no TensorFlow.
+AIRFLOW_VENV ?= .venv-airflow
 DATA   := data/imagenet
 
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -15,7 +17,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test lint demo airflow sample bench clean
+.PHONY: setup test lint demo airflow stack stack-down sample bench clean
 
 ## setup: create .venv with everything, Horovod built from source (cached in .cache/)
 setup: $(VENV)/.setup-$(TF)
@@ -47,6 +49,18 @@ demo: sample
 ## airflow: `airflow standalone` with this project's DAGs; UI on http://localhost:8080 (admin; it prints the password)
 airflow: setup
 	scripts/airflow.sh $(VENV)
+
+## stack: the production topology (compose.yaml) here, no Docker: Postgres, Redis, Celery workers, S3; Ctrl-C stops it
+stack: setup sample $(AIRFLOW_VENV)/.setup-none
+	VENV=$(VENV) AIRFLOW_VENV=$(AIRFLOW_VENV) scripts/stack.sh run
+
+## stack-down: stop the stack from another terminal; nothing of it stays running
+stack-down:
+	scripts/stack.sh down
+
+$(AIRFLOW_VENV)/.setup-none: pyproject.toml setup.py pipeline/data/_scan.c scripts/setup.sh | setup
+	scripts/setup.sh $(PYTHON) $(AIRFLOW_VENV) none $(CACHE)
+	touch $@
 
 ## bench: the benchmarks under bench/ (figures in the README)
 bench: setup

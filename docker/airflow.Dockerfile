@@ -20,7 +20,8 @@ COPY --chown=50000:0 pipeline pipeline
 COPY --chown=50000:0 tasks tasks
 COPY --chown=50000:0 dags dags
 # Pinning apache-airflow keeps pip from moving the image's Airflow; the project pins the providers it
-# uses (Amazon, cncf.kubernetes), DVC, GX and boto3. No extra: TensorFlow comes only with [cpu]/[gpu].
+# uses (Amazon, cncf.kubernetes, Celery, Postgres), DVC, GX and boto3. No extra: TensorFlow comes only
+# with [cpu]/[gpu]. `make stack` builds .venv-airflow from the same (scripts/setup.sh ... none).
 RUN pip install --no-cache-dir "apache-airflow==3.3.2" . \
     && python -c "import pipeline.data._scan" \
     && ! python -c "import tensorflow" 2>/dev/null

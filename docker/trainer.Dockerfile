@@ -66,11 +66,10 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build /wheels/project /wheels/project
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /opt/rn50
-# [gpu] resolves to the base image's tensorflow[and-cuda] 2.21.0; Airflow's Celery/Postgres extras
-# let the same image serve as the `gpu` queue's worker.
+# [gpu] resolves to the base image's tensorflow[and-cuda] 2.21.0; the project's Celery and Postgres
+# providers let the same image serve as the `gpu` queue's worker.
 RUN python -m pip install --no-cache-dir --find-links /wheels/project "rn50-pipeline[gpu]==0.1.0" \
-       "apache-airflow[celery,postgres]==3.3.2" \
-    && python -c "import horovod.tensorflow, pipeline.data._scan, tasks.train"
+    && python -c "import horovod.tensorflow, pipeline.data._scan, tasks.train, airflow.providers.celery, psycopg2"
 COPY dags dags
 COPY --chmod=0755 docker/rn50-worker.sh /usr/local/bin/rn50-worker
 

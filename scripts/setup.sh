@@ -2,8 +2,10 @@
 # Create the project's virtual environment with everything in it: the project (editable), Airflow,
 # TensorFlow (CPU or CUDA build), Great Expectations, DVC, boto3, the test tools, and Horovod built
 # from source with Gloo. Safe to run again: it only adds what is missing.
+# TF_FLAVOUR none: the Airflow image's package set instead (docker/airflow.Dockerfile: the project and
+# its Airflow, no TensorFlow, Horovod or test tools), for the `make stack` processes of that image.
 #
-# Usage: scripts/setup.sh PYTHON VENV_DIR TF_FLAVOUR(cpu|gpu) CACHE_DIR
+# Usage: scripts/setup.sh PYTHON VENV_DIR TF_FLAVOUR(cpu|gpu|none) CACHE_DIR
 set -euo pipefail
 
 python=${1:?python interpreter}
@@ -11,7 +13,7 @@ venv=${2:?venv dir}
 flavour=${3:?cpu or gpu}
 cache=${4:?cache dir}
 
-case "$flavour" in cpu|gpu) ;; *) echo "setup: TF must be cpu or gpu, not '$flavour'" >&2; exit 2 ;; esac
+case "$flavour" in cpu|gpu|none) ;; *) echo "setup: TF must be cpu, gpu or none, not '$flavour'" >&2; exit 2 ;; esac
 
 if ! command -v "$python" >/dev/null 2>&1; then
     echo "setup: $python not found; install Python 3.11 (Debian: apt-get install python3.11)" >&2
@@ -42,6 +44,21 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
 fi
 
+if [ "$flavour" = none ]; then
+    # uv, one of .venv's dev tools: its parallel downloads take seconds where pip takes minutes, and
+    # its cache (~/.cache/uv) serves a rebuild. (pip's HTTP cache stays empty behind a registry proxy
+    # that sends no caching headers.)
+    command -v uv >/dev/null 2>&1 || { echo "setup: no uv on PATH; make setup installs it into .venv" >&2; exit 2; }
+    echo "setup: installing the project without TensorFlow into $venv"
+    [ -x "$venv/bin/python" ] || uv venv --quiet --python "$python" "$venv"
+    uv pip install --quiet --python "$venv/bin/python" -e .
+    # What the image's build asserts.
+    "$venv/bin/python" -c "import pipeline.data._scan"
+    if "$venv/bin/python" -c "import tensorflow" >/dev/null 2>&1; then
+        echo "setup: $venv has TensorFlow; the Airflow image's environment must not" >&2; exit 1
+    fi
+    exit 0
+fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip setuptools wheel
 echo "setup: installing the project with TensorFlow ($flavour) into $venv"

@@ -1,0 +1,16 @@
+"""The hostname a task instance records: which worker ran it (Airflow's `[core] hostname_callable`).
+
+In containers (docker/compose.yaml) each worker has a hostname of its own. `make stack` runs both
+Celery workers on one machine, so it names each with RN50_WORKER_NAME, and a task instance's hostname
+says `<worker>.<machine>`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def hostname() -> str:
+    worker = os.environ.get("RN50_WORKER_NAME")
+    return f"{worker}.{socket.gethostname()}" if worker else socket.getfqdn()

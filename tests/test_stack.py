@@ -1,0 +1,133 @@
+"""`make stack` (scripts/stack.sh, scripts/stack.env) in step with docker/compose.yaml, checked without starting either.
+
+The stack is compose's production topology on one machine: its Airflow processes must get compose's
+settings, key for key and default for default, with only this machine's addresses and paths in place of
+the containers'. Each side is resolved as it would be at start: compose's interpolation for compose.yaml,
+bash sourcing scripts/stack.env as stack.sh does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from test_deploy import _interpolate
+
+REPO = Path(__file__).resolve().parent.parent
+STACK_ENV = REPO / "scripts" / "stack.env"
+COMPOSE = REPO / "docker" / "compose.yaml"
+
+# What stack.sh gives stack.env: the checkout, the stack's directory, its ports, the generated secrets.
+SECRETS = {name: f"{name.lower()}-0123456789abcdef" for name in
+           ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "REDIS_PASSWORD")}
+MACHINE = {"ROOT": "/src/rn50", "STACK": "/src/rn50/.stack", "STACK_API_PORT": "8080", "STACK_S3_PORT": "9000",
+           "STACK_PG_PORT": "5432", "STACK_REDIS_PORT": "6379", "STACK_HEALTH_PORT": "8974"}
+# Only in the stack, and why: the images set AIRFLOW_HOME and TF_CPP_MIN_LOG_LEVEL themselves; in
+# compose every service has its own address, on one machine they listen on 127.0.0.1 and ports of their own.
+STACK_ONLY = {"AIRFLOW_HOME", "TF_CPP_MIN_LOG_LEVEL", "AIRFLOW__API__HOST", "AIRFLOW__API__PORT",
+              "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST",
+              "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT"}
+# Addresses: the same URL but for host and port.
+URLS = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CELERY__BROKER_URL",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AWS_ENDPOINT_URL"}
+# Paths in the containers' file system against the checkout's and the stack directory's.
+PATHS = {"AIRFLOW__CORE__DAGS_FOLDER", "RN50_REPO", "RN50_DVC_REPO", "RN50_WORKSPACE_ROOT"}
+# compose's Redis is reachable only on the stack's own network; on a machine every local user reaches
+# 127.0.0.1, so the stack's broker has a password.
+BROKER = "AIRFLOW__CELERY__BROKER_URL"
+CONNECTION = "AIRFLOW_CONN_AWS_DEFAULT"
+
+
+def _compose_env(inputs: dict[str, str]) -> dict[str, str]:
+    raw = yaml.safe_load(COMPOSE.read_text())["x-airflow-env"]
+    missing: set[str] = set()
+    env = _interpolate(raw, inputs, missing)
+    assert not missing, f"compose would refuse to start: {missing} unset"
+    return {k: str(v) for k, v in env.items()}
+
+
+def _stack_env(inputs: dict[str, str]) -> dict[str, str]:
+    """What stack.sh hands the Airflow processes: stack.env sourced by bash, every key it assigns."""
+    keys = re.findall(r"^([A-Za-z_]\w*)=", STACK_ENV.read_text(), re.MULTILINE)
+    script = 'set -eu; . "$0"; for key in "$@"; do printf "%s\\0" "${!key}"; done'
+    result = subprocess.run(["bash", "-c", script, str(STACK_ENV), *keys], capture_output=True, timeout=30,
+                            env={"PATH": os.environ["PATH"], **inputs})
+    assert result.returncode == 0, result.stderr.decode()
+    return dict(zip(keys, result.stdout.decode().split("\0")[:-1], strict=True))
+
+
+def _compose_defaults() -> set[str]:
+    """The variables compose.yaml's Airflow settings read with a default: what a deployment may set."""
+    return set(re.findall(r"\$\{([A-Za-z_]\w*):-", json.dumps(yaml.safe_load(COMPOSE.read_text())["x-airflow-env"])))
+
+
+def _without_host(url: str) -> tuple:
+    parts = urlsplit(url)
+    return parts.scheme, parts.username, parts.password, parts.path, parts.query
+
+
+def test_the_stack_sets_every_setting_compose_sets_and_no_other():
+    stack, compose = _stack_env({**SECRETS, **MACHINE}), _compose_env(SECRETS)
+    assert set(stack) - STACK_ONLY == set(compose)
+    assert set(stack) >= STACK_ONLY, "a key listed as the stack's own is gone: update STACK_ONLY"
+
+
+@pytest.mark.parametrize("overridden", [False, True], ids=["defaults", "overridden"])
+def test_the_stack_and_compose_agree_on_every_value_but_addresses_and_paths(overridden):
+    # Overridden: every variable compose reads with a default set to a value of its own, so a setting the
+    # stack hard-codes (or reads under another name) differs from compose's.
+    overrides = {name: f"set-{name.lower()}" for name in _compose_defaults()} if overridden else {}
+    assert not overridden or {"RN50_PROFILE", "RN50_SCHEDULE", "RN50_NUM_GPUS", "MINIO_ROOT_USER"} <= set(overrides)
+    stack = _stack_env({**SECRETS, **MACHINE, **overrides})
+    compose = _compose_env({**SECRETS, **overrides})
+    for key, value in compose.items():
+        if key == BROKER:
+            assert urlsplit(stack[key]).password == SECRETS["REDIS_PASSWORD"] and not urlsplit(value).password
+            assert _without_host(stack[key])[3:] == _without_host(value)[3:], key
+            assert urlsplit(stack[key]).hostname == "127.0.0.1", key
+        elif key in URLS:
+            assert _without_host(stack[key]) == _without_host(value), key
+            assert urlsplit(stack[key]).hostname == "127.0.0.1", key
+        elif key == CONNECTION:
+            ours, theirs = json.loads(stack[key]), json.loads(value)
+            assert ours["extra"].pop("endpoint_url") == stack["AWS_ENDPOINT_URL"]
+            assert theirs["extra"].pop("endpoint_url") == compose["AWS_ENDPOINT_URL"]
+            assert ours == theirs
+        elif key not in PATHS:
+            assert stack[key] == value, key
+
+
+def test_the_stack_paths_are_the_checkout_and_its_own_directory():
+    stack = _stack_env({**SECRETS, **MACHINE})
+    assert stack["AIRFLOW__CORE__DAGS_FOLDER"] == f"{MACHINE['ROOT']}/dags"
+    assert stack["RN50_REPO"] == MACHINE["ROOT"]
+    for key in PATHS - {"AIRFLOW__CORE__DAGS_FOLDER", "RN50_REPO"}:
+        assert stack[key].startswith(MACHINE["STACK"] + "/"), key
+
+
+@pytest.mark.parametrize("secret", sorted(SECRETS))
+def test_the_stack_has_no_default_for_a_secret(secret):
+    inputs = {**SECRETS, **MACHINE}
+    del inputs[secret]
+    result = subprocess.run(["bash", "-c", 'set -eu; . "$0"', str(STACK_ENV)], capture_output=True, text=True,
+                            timeout=30, env={"PATH": os.environ["PATH"], **inputs})
+    assert result.returncode != 0 and secret in result.stderr, result.stderr
+
+
+def test_each_worker_names_itself_in_the_task_instances_it_runs(monkeypatch):
+    # stack.sh points Airflow's hostname_callable at tasks.hostname.hostname: the path must import.
+    from airflow.configuration import conf
+
+    text = (REPO / "scripts" / "stack.sh").read_text()
+    [path] = set(re.findall(r"AIRFLOW__CORE__HOSTNAME_CALLABLE=([\w.]+)", text))
+    monkeypatch.setenv("AIRFLOW__CORE__HOSTNAME_CALLABLE", path)
+    monkeypatch.setenv("RN50_WORKER_NAME", "worker-gpu")
+    assert conf.getimport("core", "hostname_callable")().startswith("worker-gpu.")
+    monkeypatch.delenv("RN50_WORKER_NAME")
+    assert not conf.getimport("core", "hostname_callable")().startswith("worker-gpu.")
