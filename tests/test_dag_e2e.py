@@ -112,11 +112,24 @@ def _model_keys() -> list[str]:
 def test_dag_end_to_end_publishes_a_verified_version(airflow_env, tmp_path):
     import boto3
 
+    from pipeline.workspace import RunWorkspace
+
+    root = Path(airflow_env["RN50_WORKSPACE_ROOT"])
+    idle = RunWorkspace(root, "manual__last_year").create()
+    year_ago = time.time() - 365 * 86400
+    os.utime(idle.path / "run.json", (year_ago, year_ago))
+    os.utime(idle.path, (year_ago, year_ago))
     state, tasks = _dag_test(airflow_env, {"profile": "smoke", "num_gpus": 1})
     assert tasks == dict.fromkeys(
         ["fetch_data", "validate_data", "train", "evaluate", "check_accuracy", "publish"], "success"
     )
     assert state == "success"
+    assert not idle.path.exists()  # past the retention (30 days)
+    [ws] = [p for p in root.iterdir() if p.name.startswith("manual__")]
+    # Published: the run's data copy is gone, its reports and model stay, and the cache keeps the data.
+    assert not (ws / "repo" / "data" / "imagenet").exists() and (ws / "repo" / "data.dvc").is_file()
+    assert (ws / "validation" / "report.json").is_file() and (ws / "model" / "model.keras").is_file()
+    assert any((root / ".dvc-cache").rglob("*"))
     s3 = boto3.client("s3")
     latest = json.loads(s3.get_object(Bucket=BUCKET, Key="models/resnet50/latest.json")["Body"].read())
     version = latest["version"]
