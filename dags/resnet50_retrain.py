@@ -126,8 +126,10 @@ def resnet50_retrain():
     def fetch_data(**context) -> dict:
         from tasks import fetch_data as stage
         from tasks.common import workspace
+        from tasks.train import check_run_hosts
 
         params = context["params"]
+        check_run_hosts(params["hosts"])  # a host the deployment does not allow fails the run before any work
         return stage.run(workspace(context["run_id"]), data_rev=params["data_rev"], data_dir=params["data_dir"],
                          retention_days=RETENTION_DAYS)
 

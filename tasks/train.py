@@ -96,6 +96,15 @@ def _summary(ws: RunWorkspace, num_gpus: int, hosts: str | None) -> dict[str, An
             "hosts": hosts}
 
 
+def check_run_hosts(hosts: str | None) -> None:
+    """The hosts a run names (its `hosts` Param): refused, for good, unless the deployment allows them."""
+    if hosts:
+        try:
+            check_hosts(hosts)
+        except ValueError as exc:
+            raise final(exc) from exc
+
+
 def run(ws: RunWorkspace, *, data_dir: str, profile: str, launcher: str = "local", gpus_per_node: int = 8,
         hostfile: str | None = None, **options: Any) -> dict[str, Any]:
     """Train in this machine's processes (launcher=local) or as an MPIJob on Kubernetes."""
@@ -108,10 +117,10 @@ def run(ws: RunWorkspace, *, data_dir: str, profile: str, launcher: str = "local
         if hostfile:  # inside an MPIJob's launcher pod: the workers the mpi-operator started are the hosts
             options["hosts"] = parse_hostfile(Path(hostfile).read_text())
             env = {**os.environ, ALLOWED_HOSTS_VAR: ",".join(name for name, _ in parse_hosts(options["hosts"]))}
-        elif options.get("hosts"):  # named by the run: refused now unless the deployment allows them
-            check_hosts(options["hosts"])
+        else:
+            check_run_hosts(options.get("hosts"))
     except ValueError as exc:
-        raise final(ValueError(f"{hostfile}: {exc}" if hostfile else str(exc))) from exc
+        raise final(ValueError(f"{hostfile}: {exc}")) from exc
     cmd = train_command(data_dir=data_dir, model_dir=ws.model, profile=profile, **options)
     print("running: " + " ".join(cmd), flush=True)
     code = run_child(cmd, env)

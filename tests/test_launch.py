@@ -136,6 +136,19 @@ def test_a_trigger_naming_a_host_off_the_allow_list_is_refused(dag, monkeypatch,
     assert cmd[cmd.index("--hosts") + 1] == "gpu1:8,gpu2:8"
 
 
+def test_a_host_off_the_allow_list_fails_the_runs_first_task_before_any_work(dag, monkeypatch, tmp_path):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("RN50_ALLOWED_HOSTS", "gpu1")
+    monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path / "runs"))
+    params = copy.deepcopy(dag.params)
+    params.update({"hosts": "gpu1:8,attacker.example:8", "data_dir": str(tmp_path / "no-such-data")})
+    context = {"params": params.validate(), "run_id": "manual__hosts"}
+    with pytest.raises(AirflowFailException, match=r"^--hosts: attacker.example is not an allowed host"):
+        dag.get_task("fetch_data").python_callable(**context)
+    assert not (tmp_path / "runs").exists()  # refused before the run's workspace or any data
+
+
 def test_an_mpijobs_hostfile_names_the_hosts_its_launcher_may_use(tmp_path, monkeypatch):
     from airflow.sdk.exceptions import AirflowFailException
 
