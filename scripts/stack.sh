@@ -10,7 +10,7 @@
 #   up      start it all (creating what a first start needs), wait until it is healthy, print the login
 #   run     up, then stay in the foreground until Ctrl-C or SIGTERM, which stop it all   (make stack)
 #   down    stop everything the stack started, its tasks' processes too: SIGTERM, then SIGKILL after
-#           RN50_STACK_GRACE_S (20) seconds; within 30 s in all               (make stack-down)
+#           RN50_STACK_GRACE_S (15) seconds; within 30 s in all               (make stack-down)
 #   status  which processes run, and the health checks
 #   exec    COMMAND with the stack's environment and Airflow, e.g. `scripts/stack.sh exec airflow dags list`
 #
@@ -27,7 +27,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STACK=$(realpath -m "${RN50_STACK_DIR:-$ROOT/.stack}")
 VENV=$(realpath -m "${VENV:-$ROOT/.venv}")
 AIRFLOW_VENV=$(realpath -m "${AIRFLOW_VENV:-$ROOT/.venv-airflow}")
-GRACE_S=${RN50_STACK_GRACE_S:-20}
+GRACE_S=${RN50_STACK_GRACE_S:-15}
 WAIT_S=${RN50_STACK_WAIT_S:-600}
 RUN=$STACK/run
 LOGS=$STACK/logs
@@ -86,14 +86,6 @@ members() {
   } | grep -vx "$$" | sort -un || true
 }
 
-# signal SIG NAME...: SIG to the process group of each NAME (its children that stayed in it too).
-signal() {
-  local sig=$1 name p; shift
-  for name in "$@"; do
-    if p=$(pid "$name"); then kill -"$sig" -- "-$p" 2>/dev/null || true; fi
-  done
-}
-
 # wait_gone SECONDS [NAME...]: until no process of those NAMEs is left; 1 if some are at the deadline.
 wait_gone() {
   local deadline=$((SECONDS + $1)); shift
@@ -103,32 +95,33 @@ wait_gone() {
   done
 }
 
-# kill_all [NAME...]: SIGKILL to every process of those NAMEs (all of them at once: a parent that died
-# first would orphan its children out of reach of the descendants rule).
-kill_all() {
-  local left
+# signal_all SIG [NAME...]: SIG to every process of those NAMEs, all at once (a parent that died first
+# would orphan its children out of reach of the descendants rule), as systemd stops a service.
+signal_all() {
+  local sig=$1 left; shift
   left=$(members "$@" | xargs)
   # shellcheck disable=SC2086
-  [ -z "$left" ] || kill -KILL $left 2>/dev/null || true
+  [ -z "$left" ] || kill -"$sig" $left 2>/dev/null || true
 }
 
 down() {
   trap '' INT TERM   # a second Ctrl-C must not leave half of it running
   local p
   [ ! -d "$RUN" ] || touch "$RUN/stopping"   # tells `run` that its processes are going on purpose
-  # Airflow first, while the database and the broker are there for its last writes. Celery's warm
-  # shutdown waits for running tasks, and a scheduler has been seen ignoring SIGTERM for 40 s: SIGKILL.
-  signal TERM "${AIRFLOW_PROCESSES[@]}"
+  # Airflow first, while the database and the broker are there for its last writes. SIGTERM to the
+  # tasks too (training saves a checkpoint), or Celery's warm shutdown waits for them; a scheduler has
+  # been seen ignoring SIGTERM for 40 s: SIGKILL after the grace period.
+  signal_all TERM "${AIRFLOW_PROCESSES[@]}"
   if ! wait_gone "$GRACE_S" "${AIRFLOW_PROCESSES[@]}"; then
     echo "stack: still running after ${GRACE_S} s, killed: $(members "${AIRFLOW_PROCESSES[@]}" | xargs)" >&2
-    kill_all "${AIRFLOW_PROCESSES[@]}"
+    signal_all KILL "${AIRFLOW_PROCESSES[@]}"
   fi
   # Postgres: SIGINT to the postmaster alone is its fast shutdown (it ends its backends itself).
   if p=$(pid postgres); then kill -INT "$p" 2>/dev/null || true; fi
-  signal TERM redis
+  signal_all TERM redis
   wait_gone 5 "${SERVICES[@]}" || true
   # Whatever is left, the marked orphans included.
-  kill_all
+  signal_all KILL
   wait_gone 3 || die "processes of $STACK survive SIGKILL: $(members | xargs)"
   rm -f "$RUN"/*.pid "$RUN/stopping"
 }
@@ -181,10 +174,11 @@ load_env() {
   local key
   # shellcheck disable=SC1091
   . "$RUN/ports"
-  POSTGRES_PASSWORD=$(secret POSTGRES_PASSWORD) MINIO_ROOT_PASSWORD=$(secret MINIO_ROOT_PASSWORD)
-  AIRFLOW_JWT_SECRET=$(secret AIRFLOW_JWT_SECRET) AIRFLOW_FERNET_KEY=$(secret AIRFLOW_FERNET_KEY)
-  REDIS_PASSWORD=$(secret REDIS_PASSWORD)
-  # shellcheck source=stack.env
+  # shellcheck disable=SC2034  # read by stack.env
+  POSTGRES_PASSWORD=$(secret POSTGRES_PASSWORD) MINIO_ROOT_PASSWORD=$(secret MINIO_ROOT_PASSWORD) \
+    AIRFLOW_JWT_SECRET=$(secret AIRFLOW_JWT_SECRET) AIRFLOW_FERNET_KEY=$(secret AIRFLOW_FERNET_KEY) \
+    REDIS_PASSWORD=$(secret REDIS_PASSWORD)
+  # shellcheck disable=SC1091
   . "$ROOT/scripts/stack.env"
   STACK_ENV=()
   for key in $(sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' "$ROOT/scripts/stack.env"); do

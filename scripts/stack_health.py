@@ -41,7 +41,7 @@ def exited(pid_dir: Path) -> list[str]:
 
 def api_problems(url: str) -> list[str]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=15) as response:
             health = json.load(response)
     except (OSError, ValueError) as exc:
         return [f"api-server: {exc}"]
