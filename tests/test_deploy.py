@@ -506,3 +506,11 @@ def test_the_worker_entry_point_passes_sigterm_to_the_ranks(tmp_path):
         for proc in (rank, entry):
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_celery_does_not_hand_a_running_training_to_a_second_worker(compose, generated):
+    """Celery on Redis re-delivers a task unfinished after its visibility timeout (24 h by default): a
+    72 h training would start again beside the first. The timeout must outlast the training's."""
+    env = _resolved(compose, generated)["x-airflow-env"]
+    assert int(env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"]) > (
+        float(env["RN50_TRAIN_TIMEOUT_HOURS"]) * 3600)
