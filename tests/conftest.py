@@ -93,3 +93,14 @@ def dvc_env(tmp_path: Path) -> dict[str, str]:
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     return env
 
+
+@pytest.fixture(scope="module")
+def dag(tmp_path_factory: pytest.TempPathFactory):
+    """The resnet50_retrain DAG as Airflow's DagBag parses it, once per test module."""
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags["resnet50_retrain"]

@@ -46,16 +46,6 @@ print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "
     assert got["seconds"] < 2.0, f"parsing took {got['seconds']:.2f} s"
 
 
-@pytest.fixture(scope="module")
-def dag(tmp_path_factory):
-    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(DAGS))
-    assert bag.import_errors == {}
-    return bag.dags["resnet50_retrain"]
-
 
 def test_schedule_and_run_policy(dag):
     assert dag.timetable.expression == "0 0 1 * *"  # @monthly

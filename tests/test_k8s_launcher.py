@@ -9,7 +9,6 @@ status conditions a real one reports.
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import pytest
@@ -181,16 +180,6 @@ def test_stopping_the_task_deletes_the_job_so_the_ranks_checkpoint():
 
 # ---- the DAG's train task with launcher=kubernetes ----------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def dag(tmp_path_factory):
-    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO / "dags"))
-    assert bag.import_errors == {}
-    return bag.dags["resnet50_retrain"]
 
 
 @pytest.fixture

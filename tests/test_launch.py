@@ -99,16 +99,6 @@ def test_rn50_train_refuses_a_bad_host_name_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr and not (tmp_path / "model").exists()
 
 
-@pytest.fixture(scope="module")
-def dag(tmp_path_factory):
-    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    os.environ.setdefault("AIRFLOW_HOME", str(tmp_path_factory.mktemp("airflow-home")))
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO / "dags"))
-    assert bag.import_errors == {}
-    return bag.dags["resnet50_retrain"]
-
 
 def _trigger_train(dag, monkeypatch, tmp_path, **conf) -> list[tuple[list[str], dict | None]]:
     """Call the DAG's train task with a trigger's conf; return the trainer commands it would have started."""
