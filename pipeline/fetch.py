@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from pipeline.command import CommandError
+from pipeline.command import run as run_command
 from pipeline.workspace import RunWorkspace
 
 DATA_DVC = "data.dvc"
@@ -30,7 +31,7 @@ UNVERSIONED = "unversioned:"  # a dataset version that is no DVC md5: the listin
 
 
 class FetchError(RuntimeError):
-    """git or dvc failed; the message names the command and its last output line."""
+    """git or dvc failed; the message names the command, its exit code and its last error lines (redacted)."""
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,10 @@ class FetchResult:
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if result.returncode != 0:
-        output = (result.stderr or result.stdout).strip().splitlines()
-        detail = next((line for line in reversed(output) if line.strip()), f"exit {result.returncode}")
-        raise FetchError(f"{' '.join(Path(a).name if i == 0 else a for i, a in enumerate(args))} in {cwd}: {detail}")
-    return result.stdout
+    try:
+        return run_command(args, cwd, env)
+    except CommandError as exc:
+        raise FetchError(str(exc)) from exc
 
 
 def _dvc() -> str:
@@ -86,7 +85,8 @@ def fetch_data(repo: Path, revision: str, ws: RunWorkspace) -> FetchResult:
     data_dir = checkout / path
     if data_dir.is_dir() and "up to date" in _run([_dvc(), "status", DATA_DVC], checkout, env):
         return FetchResult(data_dir, md5, commit, pulled=False)
-    _run([_dvc(), "pull", "--quiet", DATA_DVC], checkout, env)
+    # Not --quiet: it silences DVC's errors too, and the reason a pull failed is what the error must say.
+    _run([_dvc(), "pull", DATA_DVC], checkout, env)
     return FetchResult(data_dir, md5, commit, pulled=True)
 
 

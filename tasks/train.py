@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.command import CommandError, StderrTail
 from pipeline.train.launch import ALLOWED_HOSTS_VAR, check_hosts, parse_hostfile, parse_hosts
 from pipeline.train.logs import read_metrics
 from pipeline.train.mpijob import (
@@ -49,6 +50,7 @@ K8S_SETTINGS = (
     ("memory_per_gpu_gib", "RN50_K8S_MEMORY_PER_GPU_GIB", "48"),
     ("poll_s", "RN50_K8S_POLL_S", "30"),
 )
+TAIL_WAIT_S = 5  # a rank the launcher left behind may hold its stderr open: its end is not waited for long
 STOP_GRACE_S = 120  # a checkpoint of ResNet50 with its optimizer takes seconds; this bounds a stuck save
 
 
@@ -62,9 +64,14 @@ def train_command(*, data_dir: str, model_dir: Path, profile: str, num_gpus: int
     return cmd + _override_flags(epochs=epochs, batch_size=batch_size, steps=steps, amp=amp, xla=xla)
 
 
-def run_child(cmd: list[str], env: Mapping[str, str] | None = None) -> int:
-    """Run the trainer; if this process is told to stop, pass SIGTERM on and wait for the checkpoint."""
-    child = subprocess.Popen(cmd, env=env)
+def run_child(cmd: list[str], env: Mapping[str, str] | None = None) -> None:
+    """Run the trainer; if this process is told to stop, pass SIGTERM on and wait for the checkpoint.
+
+    Its stderr goes on to this process's (the task log) as it comes, and its last lines are kept for
+    the CommandError a non-zero exit raises.
+    """
+    child = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+    tail = StderrTail(child.stderr, echo=os.fdopen(2, "wb", closefd=False))  # type: ignore[arg-type]
 
     def stop(signum: int, frame: FrameType | None) -> None:
         child.send_signal(signal.SIGTERM)
@@ -76,7 +83,7 @@ def run_child(cmd: list[str], env: Mapping[str, str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        return child.wait()
+        code = child.wait()
     except BaseException:  # Airflow's timeout arrives as an exception in this process
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
@@ -87,6 +94,9 @@ def run_child(cmd: list[str], env: Mapping[str, str] | None = None) -> int:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+    lines = tail.lines(timeout=TAIL_WAIT_S)
+    if code != 0:
+        raise CommandError(cmd, None, code, lines)
 
 
 def _summary(ws: RunWorkspace, num_gpus: int, hosts: str | None) -> dict[str, Any]:
@@ -123,11 +133,15 @@ def run(ws: RunWorkspace, *, data_dir: str, profile: str, launcher: str = "local
         raise final(ValueError(f"{hostfile}: {exc}")) from exc
     cmd = train_command(data_dir=data_dir, model_dir=ws.model, profile=profile, **options)
     print("running: " + " ".join(cmd), flush=True)
-    code = run_child(cmd, env)
-    if code == EXIT_USAGE:
-        raise final(ValueError(f"rn50 train refused its arguments (exit 2): {' '.join(cmd[3:])}"))
-    if code != 0:
-        raise RuntimeError(f"rn50 train exited with {code}; a retry resumes from {ws.model}/checkpoints")
+    try:
+        run_child(cmd, env)
+    except CommandError as exc:
+        reason = " | ".join(exc.tail) or "nothing on stderr"
+        if exc.returncode == EXIT_USAGE:
+            args = " ".join(cmd[3:])
+            raise final(ValueError(f"rn50 train refused its arguments (exit 2): {args}: {reason}")) from None
+        raise RuntimeError(f"rn50 train exited with {exc.returncode}: {reason}; a retry resumes from "
+                           f"{ws.model}/checkpoints") from None
     return _summary(ws, options.get("num_gpus", 1), options.get("hosts"))
 
 

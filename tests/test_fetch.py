@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +150,37 @@ def test_a_published_run_drops_its_data_copy_and_keeps_its_reports_and_model(dat
     shutil.rmtree(tmp_path / "remote")
     again = fetch_data.run(ws, repo=data_repo)
     assert again["pulled"] and (data_dir / "train-00000-of-00001").stat().st_size == 3000
+
+
+
+# A known fake credential, lower case so that it can also be a bucket name: DVC names the bucket in its
+# error, which is how a secret would reach the message (as an endpoint or path that embeds one does).
+SECRET = "fake-secret-9f3kq2lx7vb"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_failing_dvc_pull_reports_dvcs_reason_without_the_secret(data_repo, tmp_path, monkeypatch):
+    from pipeline.fetch import FetchError
+    from tasks import fetch_data
+
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    _dvc("remote", "add", "-d", "-f", "s3", f"s3://{SECRET}/dvc", cwd=data_repo)
+    _dvc("remote", "modify", "s3", "endpointurl", endpoint, cwd=data_repo)
+    _git("commit", "-qam", "an S3 remote nothing listens for", cwd=data_repo)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKEKEY000000000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's retries would take 30 s to say the same
+    with pytest.raises(FetchError) as failed:
+        fetch_data.run(workspace("manual__no_remote", tmp_path / "workspaces"), repo=data_repo)
+    message = str(failed.value)
+    assert len(message.splitlines()) == 1, message
+    assert message.startswith("dvc pull data.dvc in ") and ": exit 1: " in message, message
+    # DVC's own reason, its last line included
+    assert f'Could not connect to the endpoint URL: "{endpoint}/[redacted]/dvc/' in message, message
+    assert message.endswith("ERROR: failed to pull data from the cloud - 1 files failed to download"), message
+    assert SECRET not in message and "AKIAFAKEKEY000000000" not in message
