@@ -498,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dvc-repo", type=Path, help="registry repo for models/MODEL.dvc, committed and tagged "
                    "MODEL@vNNNN when it is a git repo (default: $RN50_DVC_REPO)")
     p.add_argument("--export", action=argparse.BooleanOptionalAction, default=True,
-                   help="write model.keras from the latest checkpoint first (default: yes)")
+                   help="write model.keras from the latest checkpoint first (default: yes; needs TensorFlow); "
+                   "with --no-export, one older than the checkpoint is refused")
     p.add_argument("--hosts", help="training hosts, recorded in the manifest")
     p.add_argument("--num-gpus", type=_positive_int, help="GPUs the model trained on, recorded in the manifest")
     p.set_defaults(func=cmd_publish)

@@ -1,4 +1,5 @@
-"""evaluate: top-1/top-5 of the trained model over the whole validation split; writes eval.json."""
+"""evaluate: top-1/top-5 of the trained model over the whole validation split; writes eval.json, then
+model.keras, the serving export: here on the gpu queue, where TensorFlow is (publish has none)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from tasks.common import add_workspace_args, cli, workspace
 
 def run(ws: RunWorkspace, *, data_dir: str) -> dict[str, Any]:
     from pipeline.train.evaluate import evaluate, write_eval
+    from pipeline.train.export import export_keras
 
     result = evaluate(data_dir, ws.model)
     path = write_eval(result, ws.model)
     print(f"top-1 {result.top1_accuracy:.2f} %, top-5 {result.top5_accuracy:.2f} % over {result.eval_count} images")
-    return {**asdict(result), "eval_json": str(path)}
+    export = export_keras(ws.model)  # kept when already current: a retried publish sees the same bytes
+    print(f"exported {export}")
+    return {**asdict(result), "eval_json": str(path), "model_keras": str(export)}
 
 
 def _main(args: argparse.Namespace) -> dict[str, Any]:

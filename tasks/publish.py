@@ -1,4 +1,8 @@
-"""publish: the gated model as an immutable version in the registry bucket, plus its DVC pointer."""
+"""publish: the gated model as an immutable version in the registry bucket, plus its DVC pointer.
+
+It runs on the default queue, whose image has no TensorFlow: it only uploads. The model.keras it
+publishes is evaluate's export (gpu queue); a missing or stale one is refused, never made here.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,7 @@ def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = "models", m
         dvc_repo: Path | None = None) -> dict[str, Any]:
     from pipeline.publish.manifest import read_json
     from pipeline.publish.publish import publish_model
-    from pipeline.train.export import export_keras
 
-    export_keras(ws.model)
     report = ws.validation / "report.json"
     # The dataset fetch_data recorded, else the data.dvc this run pulled: never the code checkout's
     # data.dvc, which a data_dir run (or a data_rev other than the code's) did not train on.
@@ -34,6 +36,7 @@ def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = "models", m
         lineage=lineage, extra_files={"report.json": report} if report.exists() else None,
         dvc_repo=dvc_repo or (Path(os.environ["RN50_DVC_REPO"]) if os.environ.get("RN50_DVC_REPO") else None),
         data_dvc=ws.checkout / DATA_DVC,  # absent: the dataset is unknown, and the manifest says so (null)
+        require_export=True,
     )
     top1 = (result.manifest.get("metrics") or {}).get("top1_accuracy")
     print(f"published {result.uri} (top-1 {top1} %)")

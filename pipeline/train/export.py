@@ -3,6 +3,10 @@
 Written once and kept: a `.keras` file is a zip with timestamps, so exporting again would change its
 sha256, and a retried publish must see the same bytes to resume the same version. It is made again
 only when a newer checkpoint exists.
+
+It needs TensorFlow, so the evaluate task makes it on the gpu queue; publish, on the default queue
+whose image has no TensorFlow, only checks that it is current (`is_current`) and uploads it. This
+module imports TensorFlow only inside `export_keras`, so that check costs no TensorFlow.
 """
 
 from __future__ import annotations
@@ -12,6 +16,16 @@ import tempfile
 from pathlib import Path
 
 EXPORT_FILE = "model.keras"
+
+
+def is_current(export: Path, checkpoint_index: Path) -> bool:
+    """Whether export is a regular file written after the checkpoint (its `.index` file) it holds.
+
+    A planted link is no export, whatever it points to.
+    """
+    if export.is_symlink() or not export.is_file():
+        return False
+    return export.stat().st_mtime_ns >= checkpoint_index.stat().st_mtime_ns
 
 
 def export_keras(model_dir: Path) -> Path:
@@ -26,8 +40,7 @@ def export_keras(model_dir: Path) -> Path:
     latest = tf.train.latest_checkpoint(str(model_dir / CHECKPOINT_DIR))
     if latest is None:
         raise FileNotFoundError(f"{model_dir / CHECKPOINT_DIR}: no checkpoint to export; train first")
-    exported = not target.is_symlink() and target.is_file()  # a planted link is no export: replace it
-    if exported and target.stat().st_mtime >= Path(latest + ".index").stat().st_mtime:
+    if is_current(target, Path(latest + ".index")):  # a planted link is not: it is replaced
         return target
     config = TrainConfig.load(model_dir)
     model = build_resnet50(config.num_classes, image_size=config.image_size, dtype="float32")
