@@ -52,9 +52,12 @@ MODEL = "resnet50"
 RESNET50_MODEL = Asset(name="resnet50_model")
 
 FINAL = {"retries": 0}  # bad data and a failed gate do not get better on retry
-GPU = {"pool": "gpu", "pool_slots": DEFAULT_NUM_GPUS, "queue": "gpu"}
-# An MPIJob's train task only waits on the cluster: it takes no GPU slot of an Airflow worker.
-TRAIN_SLOT = GPU if DEFAULT_LAUNCHER == "local" else {}
+GPU = {"pool": "gpu", "pool_slots": 1, "queue": "gpu"}  # evaluate: one GPU's work
+# The gpu pool slots a training run reserves: its ranks on the gpu worker; none when the deployment trains
+# on Kubernetes (the MPIJob's pods request their GPUs from the cluster, the task only waits). The slots are
+# fixed when this file is parsed, so fetch_data and train refuse a run whose Params disagree (check_run_gpus).
+TRAIN_GPU_SLOTS = DEFAULT_NUM_GPUS if DEFAULT_LAUNCHER == "local" else 0
+TRAIN_SLOT = {**GPU, "pool_slots": TRAIN_GPU_SLOTS} if TRAIN_GPU_SLOTS else {}
 
 
 @dag(
@@ -126,10 +129,12 @@ def resnet50_retrain():
     def fetch_data(**context) -> dict:
         from tasks import fetch_data as stage
         from tasks.common import workspace
-        from tasks.train import check_run_hosts
+        from tasks.train import check_run_gpus, check_run_hosts
 
         params = context["params"]
-        check_run_hosts(params["hosts"])  # a host the deployment does not allow fails the run before any work
+        # A host the deployment does not allow, or GPUs other than train reserves, fail the run before any work.
+        check_run_hosts(params["hosts"])
+        check_run_gpus(params["num_gpus"], params["launcher"], TRAIN_GPU_SLOTS)
         return stage.run(workspace(context["run_id"]), data_rev=params["data_rev"], data_dir=params["data_dir"],
                          retention_days=RETENTION_DAYS)
 
@@ -146,6 +151,7 @@ def resnet50_retrain():
         from tasks.common import workspace
 
         p = context["params"]
+        stage.check_run_gpus(p["num_gpus"], p["launcher"], TRAIN_GPU_SLOTS)
         return stage.run(
             workspace(context["run_id"]), data_dir=data["data_dir"], profile=p["profile"], launcher=p["launcher"],
             gpus_per_node=p["gpus_per_node"], num_gpus=p["num_gpus"], hosts=p["hosts"], epochs=p["epochs"],

@@ -115,6 +115,25 @@ def check_run_hosts(hosts: str | None) -> None:
             raise final(exc) from exc
 
 
+def check_run_gpus(num_gpus: int, launcher: str, reserved: int) -> None:
+    """A run's GPUs (its num_gpus and launcher Params) against the `gpu` pool slots its train task reserves.
+
+    The slots are the deployment's (RN50_NUM_GPUS, RN50_LAUNCHER), fixed when the DAG is parsed: a run
+    using more GPUs than it reserves would share them with another task, fewer would leave them idle.
+    launcher=kubernetes uses none of the gpu worker's GPUs: the cluster schedules the MPIJob's.
+    """
+    if launcher != "local":
+        return
+    if not reserved:
+        raise final(ValueError("launcher=local but this deployment trains on Kubernetes and reserves no GPU slot "
+                               "for training (RN50_LAUNCHER=kubernetes); trigger with launcher=kubernetes"))
+    if num_gpus != reserved:
+        slots = f"{reserved} GPU slot{'s' if reserved != 1 else ''}"
+        raise final(ValueError(f"num_gpus={num_gpus} but this deployment reserves {slots} per training run "
+                               f"(RN50_NUM_GPUS={reserved}); trigger with num_gpus={reserved}, or set RN50_NUM_GPUS "
+                               "(and the gpu pool's size) for the deployment"))
+
+
 def run(ws: RunWorkspace, *, data_dir: str, profile: str, launcher: str = "local", gpus_per_node: int = 8,
         hostfile: str | None = None, **options: Any) -> dict[str, Any]:
     """Train in this machine's processes (launcher=local) or as an MPIJob on Kubernetes."""

@@ -104,3 +104,19 @@ def dag(tmp_path_factory: pytest.TempPathFactory):
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}
     return bag.dags["resnet50_retrain"]
+
+
+@pytest.fixture(scope="module")
+def dag_parsed_with(dag):
+    """A function: the resnet50_retrain DAG parsed with these deployment settings (RN50_NUM_GPUS="8", ...)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    def parse(**settings: str):
+        with pytest.MonkeyPatch.context() as env:
+            for name, value in settings.items():
+                env.setenv(name, value)
+            bag = DagBag(dag_folder=str(REPO / "dags"))
+        assert bag.import_errors == {}
+        return bag.dags["resnet50_retrain"]
+
+    return parse

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -158,3 +159,67 @@ def test_fetch_data_removes_workspaces_idle_past_the_retention(dag, tmp_path, mo
     dag.get_task("fetch_data").python_callable(params=params, run_id="manual__now")
     assert not idle.path.exists()
     assert recent.path.is_dir() and RunWorkspace(tmp_path, "manual__now").path.is_dir()
+
+
+# ---- the GPUs a run reserves are the GPUs it uses ----------------------------------------------------------
+
+
+def _fetch_data(dag, tmp_path, monkeypatch, sample_dir, **conf):
+    monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path / "runs"))
+    params = copy.deepcopy(dag.params)
+    params.update({"data_dir": str(sample_dir), **conf})
+    return dag.get_task("fetch_data").python_callable(params=params.validate(), run_id="manual__gpus")
+
+
+def test_evaluate_reserves_one_gpu_and_train_the_deployments(dag_parsed_with):
+    four = dag_parsed_with(RN50_NUM_GPUS="4")
+    assert (four.get_task("evaluate").pool, four.get_task("evaluate").pool_slots) == ("gpu", 1)
+    assert (four.get_task("train").pool, four.get_task("train").pool_slots) == ("gpu", 4)
+    assert four.params["num_gpus"] == 4  # the form's default is what is reserved
+    on_k8s = dag_parsed_with(RN50_NUM_GPUS="4", RN50_LAUNCHER="kubernetes")
+    assert on_k8s.get_task("train").pool != "gpu" and on_k8s.get_task("train").queue != "gpu"
+    assert on_k8s.get_task("evaluate").pool_slots == 1
+
+
+def test_a_run_using_other_gpus_than_it_reserves_fails_in_fetch_data(dag_parsed_with, tmp_path, monkeypatch,
+                                                                     sample_dir):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    four = dag_parsed_with(RN50_NUM_GPUS="4")
+    with pytest.raises(AirflowFailException) as refused:
+        _fetch_data(four, tmp_path, monkeypatch, sample_dir, num_gpus=8)
+    assert str(refused.value) == (
+        "num_gpus=8 but this deployment reserves 4 GPU slots per training run (RN50_NUM_GPUS=4); trigger with "
+        "num_gpus=4, or set RN50_NUM_GPUS (and the gpu pool's size) for the deployment")
+    assert not (tmp_path / "runs").exists()  # refused before the run's workspace or any data
+
+    on_k8s = dag_parsed_with(RN50_LAUNCHER="kubernetes")
+    with pytest.raises(AirflowFailException, match=r"^launcher=local but this deployment trains on Kubernetes .*"
+                       r"\(RN50_LAUNCHER=kubernetes\)"):
+        _fetch_data(on_k8s, tmp_path, monkeypatch, sample_dir, launcher="local")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_using_the_gpus_it_reserves_passes_the_check(dag_parsed_with, tmp_path, monkeypatch, sample_dir):
+    four = dag_parsed_with(RN50_NUM_GPUS="4")
+    assert _fetch_data(four, tmp_path, monkeypatch, sample_dir, num_gpus=4)["data_dir"] == str(sample_dir.resolve())
+    # An MPIJob's GPUs are the cluster's to schedule, whatever their number: no slot of the gpu pool is involved.
+    on_k8s = dag_parsed_with(RN50_LAUNCHER="kubernetes")
+    assert _fetch_data(on_k8s, tmp_path, monkeypatch, sample_dir, launcher="kubernetes", num_gpus=64)["data_dir"]
+
+
+def test_train_refuses_other_gpus_than_it_reserves_too(dag_parsed_with, tmp_path, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    import tasks.train
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(tasks.train, "run_child", lambda cmd, env=None: started.append(cmd))
+    monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path / "runs"))
+    four = dag_parsed_with(RN50_NUM_GPUS="4")
+    params = copy.deepcopy(four.params)
+    params.update({"num_gpus": 2})
+    with pytest.raises(AirflowFailException, match=r"^num_gpus=2 but this deployment reserves 4 GPU slots"):
+        four.get_task("train").python_callable({"data_dir": str(tmp_path)}, {"valid": True},
+                                               params=params.validate(), run_id="manual__gpus")
+    assert started == []

@@ -114,9 +114,10 @@ def _trigger_train(dag, monkeypatch, tmp_path, **conf) -> list[tuple[list[str], 
     return started
 
 
-def test_a_trigger_naming_a_host_off_the_allow_list_is_refused(dag, monkeypatch, tmp_path):
+def test_a_trigger_naming_a_host_off_the_allow_list_is_refused(dag_parsed_with, monkeypatch, tmp_path):
     from airflow.sdk.exceptions import AirflowFailException, ParamValidationError
 
+    dag = dag_parsed_with(RN50_NUM_GPUS="16")  # two hosts of 8 GPUs: the deployment reserves 16 per run
     monkeypatch.setenv("RN50_ALLOWED_HOSTS", "gpu1,gpu2,-Jattacker.example")
     with pytest.raises(ParamValidationError):  # the form: an ssh option (a jump host) is no host name
         _trigger_train(dag, monkeypatch, tmp_path, hosts="gpu1:8,-Jattacker.example:8", num_gpus=16)
