@@ -265,7 +265,15 @@ def cmd_publish(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as exc:
             raise UsageError(str(exc)) from exc
     dvc_repo = args.dvc_repo or (Path(os.environ["RN50_DVC_REPO"]) if os.environ.get("RN50_DVC_REPO") else None)
-    lineage = {k: v for k, v in (("hosts", args.hosts), ("num_gpus", args.num_gpus)) if v is not None}
+    facts = (("hosts", args.hosts), ("num_gpus", args.num_gpus))
+    lineage: dict[str, object] = {k: v for k, v in facts if v is not None}
+    if args.data_dir is not None:
+        if not args.data_dir.is_dir():
+            raise UsageError(f"--data-dir {args.data_dir}: no such directory")
+        from pipeline.fetch import data_dir_record
+
+        dataset = data_dir_record(args.data_dir)
+        lineage |= {"dataset_version": dataset["dataset_version"], "dataset": dataset}
     try:
         result = publish_model(
             args.model_dir, client=make_client(), bucket=args.bucket, prefix=args.prefix, model=args.model,
@@ -502,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "with --no-export, one older than the checkpoint is refused")
     p.add_argument("--hosts", help="training hosts, recorded in the manifest")
     p.add_argument("--num-gpus", type=_positive_int, help="GPUs the model trained on, recorded in the manifest")
+    p.add_argument("--data-dir", type=Path, help="the data the model trained on, when data.dvc does not pin it: "
+                   "recorded as 'unversioned:' and a fingerprint of its files (default: the md5 data.dvc pins)")
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser(

@@ -3,6 +3,7 @@ not in any output (success or failure), not in any object in the bucket, not in 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -120,3 +121,18 @@ def test_credentials_given_explicitly_or_in_lineage_are_redacted(s3_env, tmp_pat
         publish_model(make_model_dir(tmp_path / "n"), client=client, bucket=BUCKET, retry=RetryPolicy(attempts=1))
     assert SECRET not in str(error.value) and KEY_ID not in str(error.value)
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == "testing"
+
+
+def test_publish_records_the_data_dir_it_is_told_not_the_checkouts_data_dvc(env, tmp_path, sample_dir):
+    raw = env.pop("raw")
+    model_dir = make_model_dir(tmp_path / "model")
+    args = ("publish", "--model-dir", str(model_dir), "--bucket", BUCKET, "--no-export", "--data-dir")
+    missing = rn50(*args, str(tmp_path / "nowhere"), env=env)
+    assert missing.returncode == 2 and missing.stderr.strip().endswith("nowhere: no such directory")
+    assert "Contents" not in raw.list_objects_v2(Bucket=BUCKET)
+    result = rn50(*args, str(sample_dir), env=env)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(raw.get_object(Bucket=BUCKET, Key="models/resnet50/v0001/manifest.json")["Body"].read())
+    assert manifest["dataset_version"].startswith("unversioned:")
+    assert manifest["dataset_version"] != dataset_version(REPO / "data.dvc")
+    assert manifest["lineage"]["dataset"]["data_dir"] == str(sample_dir.resolve())
