@@ -1,9 +1,11 @@
 """One process or many: the few collective operations the trainer needs, with or without Horovod.
 
 The trainer is the same code in both cases. Under `horovodrun` (HOROVOD_RANK is set) it uses Horovod
-with Gloo or NCCL; otherwise a single-process stand-in whose collectives are the identity. The
-Keras 3 specifics (`../shared/facts.md`): Keras variables are not `tf.Variable`s, so gradients are
-averaged with a grouped allreduce outside the XLA cluster and variables are broadcast by value.
+with Gloo or NCCL; otherwise a single-process stand-in whose collectives are the identity. Under
+Keras 3, Horovod's DistributedOptimizer runs with model.fit but never averages (Keras no longer calls
+the hooks it overrides), `hvd.allreduce` cannot run inside an XLA cluster, and Keras variables are not
+`tf.Variable`s: so gradients are averaged with a grouped allreduce outside the XLA cluster and
+variables are broadcast by value.
 """
 
 from __future__ import annotations

@@ -84,7 +84,9 @@ def train(config: TrainConfig, data_dir: Path, model_dir: Path, *, dist: Dist | 
         log.say("XLA on a CPU: the model uses pipeline.model.xla_cpu's layers (the same variables, faster there)")
     schedule = make_schedule(config, world_size=dist.size, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     optimizer = make_optimizer(config, schedule)
-    optimizer.build(model.trainable_variables)  # before tracing: see ../shared/facts.md on loss scaling
+    # Before tracing: otherwise Keras 3's LossScaleOptimizer freezes scale_loss at its initial scale (32768)
+    # inside a separately traced function, every float16 step overflows and nothing trains.
+    optimizer.build(model.trainable_variables)
     state = TrainState(model, optimizer, model_dir, keep=config.keep_checkpoints)
     if dist.is_chief and (restored := state.restore()):
         log.say(f"resumed from {restored} at step {state.step}")
