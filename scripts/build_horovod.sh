@@ -2,7 +2,7 @@
 # Build Horovod 0.28.1 from its sdist against the TensorFlow in the venv, with Gloo, and install it.
 #
 # Horovod is only published as an sdist, and its last release predates TF 2.21, so it needs two
-# changes (see shared/facts.md): cmake 4.x needs CMAKE_POLICY_VERSION_MINIMUM for gloo's old
+# changes: cmake 4.x needs CMAKE_POLICY_VERSION_MINIMUM for gloo's old
 # cmake_minimum_required, and xla_mpi_ops.cc no longer compiles against TF 2.21's headers (we never
 # run allreduce inside an XLA cluster, so it is dropped). The built wheel is cached per TensorFlow
 # version, because its ops link against that exact libtensorflow_framework.

@@ -6,7 +6,7 @@ from pipeline.data.labels import NUM_CLASSES, LabelMap, load_label_map
 def test_label_map_has_the_1000_ilsvrc_classes_numbered_from_1():
     labels = load_label_map()
     assert len(labels) == NUM_CLASSES == 1000
-    # The reference converter's numbering (shared/reference/README.md).
+    # TensorFlow's ImageNet converter numbers the sorted synsets from 1 (0 is background).
     for synset, label in [
         ("n01440764", 1),
         ("n01739381", 60),
