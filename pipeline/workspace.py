@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.files import write_json
+
 DEFAULT_ROOT = Path("runs/workspaces")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CACHE = ".dvc-cache"
@@ -85,7 +87,7 @@ class RunWorkspace:
 
     def create(self) -> RunWorkspace:
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / MARKER).write_text(json.dumps({"run_id": self.run_id}) + "\n")
+        write_json(self.path / MARKER, {"run_id": self.run_id})  # never through a link planted there
         return self
 
     def remove(self, path: Path) -> None:

@@ -152,3 +152,15 @@ def test_gc_errors_are_one_line(root, tmp_path):
         lines = [ln for ln in result.stderr.splitlines() if ln.startswith("rn50")]
         assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr, result.stderr
 
+
+
+def test_the_run_marker_replaces_a_planted_link_instead_of_writing_through_it(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    ws = RunWorkspace(tmp_path / "root", "r1").create()
+    marker = ws.path / "run.json"
+    marker.unlink()
+    marker.symlink_to(victim)
+    ws.create()  # every task creates its workspace again
+    assert victim.read_text() == "keep me\n"
+    assert not marker.is_symlink() and '"run_id": "r1"' in marker.read_text()
