@@ -73,12 +73,15 @@ def run_child(cmd: list[str], env: Mapping[str, str] | None = None) -> None:
     child = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
     tail = StderrTail(child.stderr, echo=os.fdopen(2, "wb", closefd=False))  # type: ignore[arg-type]
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def terminate() -> None:  # SIGTERM makes the trainer save a checkpoint; give it the grace period to
         child.send_signal(signal.SIGTERM)
         try:
             child.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             child.kill()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        terminate()
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, stop)
@@ -86,11 +89,7 @@ def run_child(cmd: list[str], env: Mapping[str, str] | None = None) -> None:
         code = child.wait()
     except BaseException:  # Airflow's timeout arrives as an exception in this process
         if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            terminate()
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
