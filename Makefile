@@ -26,8 +26,8 @@ $(VENV)/.setup-$(TF): pyproject.toml setup.py pipeline/data/_scan.c scripts/setu
 	scripts/setup.sh $(PYTHON) $(VENV) $(TF) $(CACHE)
 	touch $@
 
-## test: ruff, then the whole test suite
-test: setup
+## test: ruff, then the whole test suite (the stack's test needs the Airflow image's environment too)
+test: setup $(AIRFLOW_VENV)/.setup-none
 	$(BIN)/ruff check .
 	@rc=0; $(BIN)/python -m pytest || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected"; rc=0; fi; exit $$rc
