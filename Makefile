@@ -42,12 +42,12 @@ sample: setup
 	$(BIN)/dvc commit --quiet data.dvc
 	$(BIN)/dvc status data.dvc
 
-## demo: the whole DAG end to end here: local S3 server, SQLite Airflow, smoke training, publish, pull back
+## demo: the whole DAG end to end here: local S3 server, SQLite Airflow, smoke training, publish, pull back (rn50 pull, and dvc pull in a fresh clone of the registry repo)
 demo: sample
 	scripts/demo.sh $(VENV)
 
-## airflow: `airflow standalone` with this project's DAGs; UI on http://localhost:8080 (admin; it prints the password)
-airflow: setup
+## airflow: Airflow with this project's DAGs, a local S3 server with the sample and a registry repo; UI on http://localhost:8080 (admin; it prints the password); Ctrl-C stops it all
+airflow: sample
 	scripts/airflow.sh $(VENV)
 
 ## stack: the production topology (compose.yaml) here, no Docker: Postgres, Redis, Celery workers, S3; Ctrl-C stops it

@@ -1,29 +1,60 @@
-"""`make airflow` (scripts/airflow.sh): the login it sets up and the address it serves on.
+"""`make airflow` (scripts/airflow.sh): the login, the addresses, the playground and the stop.
 
-The script runs for real, in a stand-in venv whose `airflow` records the environment `airflow
-standalone` is started with and returns; the real Airflow then reads that environment's `[api] host`,
-the address standalone's api-server binds. tests/test_dag_e2e.py starts the real standalone.
+The fast tests run the script for real in a stand-in venv whose `airflow` records how each component
+(api-server, scheduler, dag-processor, triggerer) was started and then idles like one; the real Airflow
+reads that environment where it matters. The slow test starts the real thing, as `make airflow` does,
+reads the S3 server with only the export lines it printed, and stops it.
+tests/test_dag_e2e.py triggers a run on it over REST.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+SCRIPT = REPO / "scripts" / "airflow.sh"
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
+# Records its command line and environment, then idles like a component. STUB_EXITS names one that
+# exits at once; STUB_IGNORES_TERM one that ignores SIGTERM and has a task, in a session of its own,
+# that ignores it too (a scheduler was seen ignoring SIGTERM for 40 s).
 STUB_AIRFLOW = """#!{python}
-import json, os, sys
-if sys.argv[1:] == ["standalone"]:
-    with open(os.environ["STUB_STANDALONE_ENV"], "w") as f:
-        json.dump(dict(os.environ), f)
+import json, os, signal, subprocess, sys, time
+command = sys.argv[1]
+if command in ("db", "pools"):
+    sys.exit(0)
+if command == os.environ.get("STUB_IGNORES_TERM"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                      "time.sleep(300)"], start_new_session=True)
+path = os.path.join(os.environ["STUB_DIR"], command + ".json")
+with open(path + ".new", "w") as f:
+    json.dump({{"argv": sys.argv[1:], "env": dict(os.environ), "pid": os.getpid()}}, f)
+os.replace(path + ".new", path)
+if command == os.environ.get("STUB_EXITS"):
+    sys.exit(3)
+while True:
+    time.sleep(1)
 """
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -33,19 +64,82 @@ def venv(tmp_path) -> Path:
     stub = venv / "bin" / "airflow"
     stub.write_text(STUB_AIRFLOW.format(python=sys.executable))
     stub.chmod(0o755)
-    (venv / "bin" / "python").symlink_to(sys.executable)
+    for tool in ("python", "dvc", "moto_server"):
+        (venv / "bin" / tool).symlink_to(BIN / tool if tool != "python" else sys.executable)
     return venv
 
 
-def _make_airflow(venv: Path, home: Path, **env: str) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
-    """scripts/airflow.sh, as `make airflow` runs it; its output and what `airflow standalone` got."""
-    recorded = venv.parent / "standalone-env.json"
-    recorded.unlink(missing_ok=True)
-    result = subprocess.run([str(REPO / "scripts" / "airflow.sh"), str(venv)], cwd=REPO, capture_output=True,
-                            text=True, timeout=60,
-                            env={"PATH": os.environ["PATH"], "HOME": str(venv.parent), "RN50_AIRFLOW_HOME": str(home),
-                                 "STUB_STANDALONE_ENV": str(recorded), **env})
-    return result, json.loads(recorded.read_text()) if recorded.exists() else {}
+def _tree(pid: int) -> list[psutil.Process]:
+    """pid and every process below it."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _marked(home: Path) -> list[int]:
+    """The processes whose environment carries the script's marker for this Airflow home."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            env = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if f"\0RN50_AIRFLOW_MEMBER={home} ".encode() in b"\0" + env:
+            found.append(int(entry.name))
+    return found
+
+
+def _stop_and_wait_all_gone(proc: subprocess.Popen, home: Path, processes: list[psutil.Process]) -> float:
+    """SIGTERM to the script's process group; seconds until none of it is left (at most 60)."""
+    start = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)
+    while time.monotonic() - start < 60:
+        alive = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        group = [p.pid for p in psutil.process_iter() if _pgid(p.pid) == proc.pid]
+        if proc.poll() is not None and not alive and not group and not _marked(home):
+            return time.monotonic() - start
+        time.sleep(0.2)
+    for p in processes:
+        if p.is_running():
+            p.kill()
+    return float("inf")
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _make_airflow(venv: Path, home: Path, s3_env: dict[str, str], *, stop: bool = True,
+                  **env: str) -> tuple[int, str, str, dict, float]:
+    """scripts/airflow.sh, as `make airflow` runs it, until its components run (or it exits), then
+    (with `stop`) SIGTERM to its process group: its exit status, output, what each component got, and
+    the seconds until nothing of it was left."""
+    stub_dir = venv.parent / "stub"
+    stub_dir.mkdir(exist_ok=True)
+    for old in stub_dir.iterdir():
+        old.unlink()
+    out, err = venv.parent / "out.log", venv.parent / "err.log"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen([str(SCRIPT), str(venv)], cwd=REPO, stdout=stdout, stderr=stderr,
+                                start_new_session=True,
+                                env={"PATH": os.environ["PATH"], "HOME": str(venv.parent),
+                                     "RN50_AIRFLOW_HOME": str(home), "AIRFLOW_PORT": str(_free_port()),
+                                     "STUB_DIR": str(stub_dir), **s3_env, **env})
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and (not stop or not all((stub_dir / f"{c}.json").exists() for c in COMPONENTS)):
+        assert time.monotonic() < deadline, out.read_text() + err.read_text()
+        time.sleep(0.2)
+    seconds = 0.0
+    if proc.poll() is None:
+        seconds = _stop_and_wait_all_gone(proc, home, _tree(proc.pid))
+    proc.wait(timeout=10)
+    started = {p.stem: json.loads(p.read_text()) for p in stub_dir.glob("*.json")}
+    return proc.returncode, out.read_text(), err.read_text(), started, seconds
 
 
 def _login(home: Path) -> tuple[str, int]:
@@ -53,52 +147,185 @@ def _login(home: Path) -> tuple[str, int]:
     return json.loads(path.read_text())["admin"], path.stat().st_mode & 0o777
 
 
-def test_the_login_is_a_generated_password_only_its_owner_can_read(venv, tmp_path):
+def test_the_login_is_a_generated_password_only_its_owner_can_read(venv, tmp_path, s3_env):
     home = tmp_path / "home"
-    result, _ = _make_airflow(venv, home)
-    assert result.returncode == 0, result.stderr
+    code, out, err, _, _ = _make_airflow(venv, home, s3_env)
+    assert code == 0, err
     password, mode = _login(home)
     assert mode == 0o600
     assert password != "admin" and len(password) >= 16
-    assert f"admin / {password}" in result.stdout  # printed at start: nobody has to dig for it
-    result, _ = _make_airflow(venv, home)
-    assert result.returncode == 0, result.stderr
+    assert f"admin / {password}" in out  # printed at start: nobody has to dig for it
+    code, _, err, _, _ = _make_airflow(venv, home, s3_env)
+    assert code == 0, err
     assert _login(home) == (password, 0o600), "a restart must keep the login"
     other = tmp_path / "other"
-    assert _make_airflow(venv, other)[0].returncode == 0
+    assert _make_airflow(venv, other, s3_env)[0] == 0
     assert _login(other)[0] != password
 
 
-def test_the_admin_admin_login_of_earlier_versions_is_replaced(venv, tmp_path):
+def test_the_admin_admin_login_of_earlier_versions_is_replaced(venv, tmp_path, s3_env):
     home = tmp_path / "home"
     home.mkdir()
     (home / "passwords.json").write_text('{"admin": "admin", "viewer": "kept-as-it-was"}\n')
     (home / "passwords.json").chmod(0o644)
-    result, _ = _make_airflow(venv, home)
-    assert result.returncode == 0, result.stderr
+    code, _, err, _, _ = _make_airflow(venv, home, s3_env)
+    assert code == 0, err
     password, mode = _login(home)
     assert password != "admin" and mode == 0o600
     assert json.loads((home / "passwords.json").read_text())["viewer"] == "kept-as-it-was"
 
 
-def test_a_broken_password_file_is_a_one_line_error(venv, tmp_path):
+def test_a_broken_password_file_is_a_one_line_error(venv, tmp_path, s3_env):
     home = tmp_path / "home"
     home.mkdir()
     (home / "passwords.json").write_text("{admin: admin")
-    result, standalone = _make_airflow(venv, home)
-    assert result.returncode != 0 and not standalone
-    [line] = result.stderr.strip().splitlines()
+    code, _, err, started, _ = _make_airflow(venv, home, s3_env)
+    assert code != 0 and not started
+    [line] = err.strip().splitlines()
     assert str(home / "passwords.json") in line, line
 
 
-def test_airflow_serves_on_loopback_unless_told_otherwise(venv, tmp_path):
-    result, standalone = _make_airflow(venv, tmp_path / "home")
-    assert result.returncode == 0, result.stderr
-    # What the api-server that standalone starts binds: Airflow's own reading of that environment.
+def test_a_port_in_use_is_a_one_line_error_naming_the_setting(venv, tmp_path, s3_env):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err, started, _ = _make_airflow(venv, tmp_path / "home", s3_env, AIRFLOW_PORT=str(port))
+    assert code != 0 and not started
+    [line] = err.strip().splitlines()
+    assert str(port) in line and "AIRFLOW_PORT" in line, line
+
+
+def test_airflow_serves_on_loopback_unless_told_otherwise(venv, tmp_path, s3_env):
+    code, _, err, started, _ = _make_airflow(venv, tmp_path / "home", s3_env)
+    assert code == 0, err
+    # What the api-server binds: Airflow's own reading of the environment it was started with.
     host = subprocess.run([str(BIN / "airflow"), "config", "get-value", "api", "host"], capture_output=True, text=True,
-                          timeout=120, env={**standalone, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
+                          timeout=120,
+                          env={**started["api-server"]["env"], "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
     assert host.returncode == 0, host.stderr[-2000:]
     assert host.stdout.strip() == "127.0.0.1"
-    result, standalone = _make_airflow(venv, tmp_path / "home", RN50_BIND_ADDRESS="0.0.0.0")
-    assert result.returncode == 0, result.stderr
-    assert standalone["AIRFLOW__API__HOST"] == "0.0.0.0"
+    # No log server on every interface: the processes that would start one are told not to.
+    for component in ("scheduler", "triggerer"):
+        assert "--skip-serve-logs" in started[component]["argv"], component
+    code, _, err, started, _ = _make_airflow(venv, tmp_path / "home", s3_env, RN50_BIND_ADDRESS="0.0.0.0")
+    assert code == 0, err
+    assert started["api-server"]["env"]["AIRFLOW__API__HOST"] == "0.0.0.0"
+
+
+def test_the_playground_has_no_schedule_and_trains_smoke_unless_told_otherwise(venv, tmp_path, s3_env):
+    code, _, err, started, _ = _make_airflow(venv, tmp_path / "home", s3_env)
+    assert code == 0, err
+    for component in COMPONENTS:
+        env = started[component]["env"]
+        assert (env["RN50_SCHEDULE"], env["RN50_PROFILE"], env["RN50_NUM_GPUS"]) == ("none", "smoke", "1"), component
+        # Every component reaches the S3 server and the registry repo the script set up.
+        assert env["AWS_ENDPOINT_URL"] == s3_env["AWS_ENDPOINT_URL"], component
+        assert Path(env["RN50_DVC_REPO"], ".dvc").is_dir(), component
+    code, _, err, started, _ = _make_airflow(venv, tmp_path / "home", s3_env, RN50_SCHEDULE="@monthly",
+                                             RN50_PROFILE="ngc-90e", RN50_NUM_GPUS="8")
+    assert code == 0, err
+    env = started["scheduler"]["env"]
+    assert (env["RN50_SCHEDULE"], env["RN50_PROFILE"], env["RN50_NUM_GPUS"]) == ("@monthly", "ngc-90e", "8")
+
+
+def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period(venv, tmp_path, s3_env):
+    home = tmp_path / "home"
+    code, out, err, _, seconds = _make_airflow(venv, home, s3_env, STUB_IGNORES_TERM="scheduler",
+                                                     RN50_AIRFLOW_GRACE_S="3")
+    assert code == 0, err
+    assert 3 <= seconds < 15, (seconds, out, err)
+    assert "killed" in err
+
+
+def test_a_component_that_exits_stops_the_rest_with_one_line_naming_it(venv, tmp_path, s3_env):
+    home = tmp_path / "home"
+    stub_dir = venv.parent / "stub"
+    code, _, err, _, _ = _make_airflow(venv, home, s3_env, stop=False, STUB_EXITS="dag-processor")
+    assert code == 1, err
+    assert "dag-processor exited" in err.splitlines()[0]
+    for component in COMPONENTS:
+        pid = json.loads((stub_dir / f"{component}.json").read_text())["pid"]
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, component
+    assert not _marked(home)
+
+
+# ---- the real thing ----
+
+def _http(url: str, data: dict | None = None, token: str | None = None) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
+                                     headers={"Content-Type": "application/json"})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def _sample_in_checkout() -> None:
+    """What `make sample` (a prerequisite of `make airflow`) leaves: data/imagenet, in the DVC cache."""
+    if not (REPO / "data" / "imagenet").is_dir():
+        subprocess.run([str(BIN / "rn50"), "make-sample", "data/imagenet"], cwd=REPO, check=True, timeout=300)
+        subprocess.run([str(BIN / "dvc"), "commit", "--quiet", "data.dvc"], cwd=REPO, check=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_make_airflow_brings_up_the_playground_and_sigterm_stops_all_of_it_within_30_s(tmp_path):
+    _sample_in_checkout()
+    home, port = tmp_path / "home", _free_port()
+    log = tmp_path / "airflow.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(SCRIPT), str(BIN.parent)], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True,
+                                env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RN50_AIRFLOW_HOME": str(home),
+                                     "AIRFLOW_PORT": str(port), "RN50_WORKSPACE_ROOT": str(tmp_path / "workspaces")})
+    base = f"http://127.0.0.1:{port}"
+    processes: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                health = _http(f"{base}/api/v2/monitor/health")
+                if all(health[c]["status"] == "healthy"
+                       for c in ("metadatabase", "scheduler", "triggerer", "dag_processor")):
+                    break
+            except (urllib.error.URLError, OSError, KeyError, TypeError, json.JSONDecodeError):
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(2)
+        token = _http(f"{base}/auth/token", {"username": "admin", "password": _login(home)[0]})["access_token"]
+        # The DAG as the dag-processor parsed it with the playground's settings: no schedule to start a
+        # production run on unpause, and a form whose defaults train the smoke profile.
+        while True:
+            try:
+                dag = _http(f"{base}/api/v2/dags/resnet50_retrain/details", token=token)
+                break
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 404 and time.monotonic() < deadline, exc
+                time.sleep(2)
+        assert dag["timetable_summary"] in (None, "None"), dag["timetable_summary"]
+        assert dag["params"]["profile"]["value"] == "smoke"
+
+        processes = _tree(proc.pid)
+        listening = [c.laddr for p in processes for c in p.net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN]
+        assert port in [a.port for a in listening] and len(listening) >= 2, listening  # the UI and S3 at least
+        assert {a.ip for a in listening} == {"127.0.0.1"}, listening
+
+        # From another terminal: only the export lines it printed.
+        exports = [line.strip() for line in log.read_text().splitlines() if line.strip().startswith("export ")]
+        registry = home / "registry"
+        consumer = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", "\n".join([
+                *exports, "rn50 list --bucket rn50-artifacts", f"cd {REPO} && dvc status --cloud data.dvc",
+                f"git clone -q {registry} {tmp_path / 'clone'} && ls {tmp_path / 'clone' / '.dvc' / 'config'}"])],
+            env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=300)
+        assert consumer.returncode == 0, consumer.stdout + consumer.stderr
+        assert "no published versions under s3://rn50-artifacts/models/resnet50/" in consumer.stdout
+        assert "in sync" in consumer.stdout, consumer.stdout  # the sample is on the DVC remote
+        # The marker, for a process whose parent dies first (the api-server's title overwrites it in its
+        # environment; sessions and descendants find that one).
+        moto = [p.pid for p in processes if "moto_server" in " ".join(p.cmdline())]
+        assert moto and set(moto) <= set(_marked(home)), (moto, _marked(home))
+    finally:
+        seconds = _stop_and_wait_all_gone(proc, home, processes or _tree(proc.pid))
+    assert seconds <= 30, f"{seconds:.0f} s; " + log.read_text()[-2000:]
