@@ -209,6 +209,8 @@ def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
 def run_gate(
     model_dir: Path,
     *,
+    eval_dir: Path | None = None,
+    gate_dir: Path | None = None,
     profile: str | None = None,
     champion: dict[str, Any] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
@@ -217,13 +219,17 @@ def run_gate(
     force_reason: str | None = None,
     registry: str | None = None,
 ) -> Decision:
-    """Read eval.json (and config.json for the profile), decide, always write decision.json.
+    """Read eval_dir/eval.json (and model_dir/config.json for the profile), decide, always write
+    gate_dir/decision.json; both directories default to model_dir (`rn50 gate`; the DAG gives the run
+    workspace's eval/ and gate/).
 
     Raises GateFailed after writing the decision when the model must not be published.
     """
     model_dir = Path(model_dir)
+    eval_path = Path(eval_dir if eval_dir is not None else model_dir) / EVAL_FILE
+    gate_dir = Path(gate_dir if gate_dir is not None else model_dir)
     problems: list[str] = []
-    evaluation = _read_json(model_dir / EVAL_FILE, problems)
+    evaluation = _read_json(eval_path, problems)
     config = _read_json(model_dir / "config.json", problems if profile is None else [])
     profile = profile or (config or {}).get("profile")
     amp = bool((config or {}).get("amp", True))
@@ -233,7 +239,7 @@ def run_gate(
         if isinstance(value, int | float) and 0 <= value <= 100:
             top1 = float(value)
         else:
-            problems.append(f"{model_dir / EVAL_FILE}: top1_accuracy is {value!r}, expected a percentage")
+            problems.append(f"{eval_path}: top1_accuracy is {value!r}, expected a percentage")
     baseline = None
     if profile is not None:
         try:
@@ -246,8 +252,8 @@ def run_gate(
         problems=problems, registry=registry,
     )
     decision.inputs = {"model_dir": str(model_dir), "eval": evaluation, "amp": amp}
-    model_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(model_dir / DECISION_FILE, decision.to_json())  # replaces a planted link, never writes through it
+    gate_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(gate_dir / DECISION_FILE, decision.to_json())  # replaces a planted link, never writes through it
     if not decision.publish:
         raise GateFailed(decision)
     return decision

@@ -77,9 +77,23 @@ class RunWorkspace:
     def validation(self) -> Path:
         return self.path / "validation"
 
+    # Each stage writes only its own folder (as TFX components do), so a retried stage replaces its own
+    # outputs and nothing of another's; publish reads them all and only uploads.
     @property
-    def model(self) -> Path:
+    def model(self) -> Path:  # train: checkpoints/, config.json, metrics.jsonl, tensorboard/
         return self.path / "model"
+
+    @property
+    def eval(self) -> Path:  # evaluate: eval.json, its metrics.jsonl line
+        return self.path / "eval"
+
+    @property
+    def export(self) -> Path:  # evaluate, on the gpu queue: model.keras
+        return self.path / "export"
+
+    @property
+    def gate(self) -> Path:  # check_accuracy: decision.json
+        return self.path / "gate"
 
     @property
     def cache(self) -> Path:  # the DVC cache every run under this root copies from

@@ -1,4 +1,6 @@
-"""check_accuracy: the gate against the NGC baseline and the published champion; a failure is final."""
+"""check_accuracy: the gate against the NGC baseline and the published champion; a failure is final.
+
+Reads eval/eval.json and model/config.json, writes gate/decision.json (whatever the verdict)."""
 
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ def run(ws: RunWorkspace, *, profile: str, tolerance: float = DEFAULT_TOLERANCE,
     if client is not None and bucket:
         champion, registry = read_champion(client, bucket, prefix, model)
     try:
-        decision = run_gate(ws.model, profile=profile, champion=champion, tolerance=tolerance,
-                            force_publish=force_publish, force_reason=force_reason, registry=registry)
+        decision = run_gate(ws.model, eval_dir=ws.eval, gate_dir=ws.gate, profile=profile, champion=champion,
+                            tolerance=tolerance, force_publish=force_publish, force_reason=force_reason,
+                            registry=registry)
     except GateFailed as exc:
         for reason in exc.decision.reasons:
             print(reason)
@@ -27,7 +30,7 @@ def run(ws: RunWorkspace, *, profile: str, tolerance: float = DEFAULT_TOLERANCE,
     for reason in decision.reasons:
         print(reason)
     return {"verdict": decision.verdict, "publish": decision.publish, "top1_accuracy": decision.top1_accuracy,
-            "decision": str(ws.model / DECISION_FILE), "champion": asdict(decision)["champion"],
+            "decision": str(ws.gate / DECISION_FILE), "champion": asdict(decision)["champion"],
             "registry": decision.registry}
 
 

@@ -1,5 +1,6 @@
-"""evaluate: top-1/top-5 of the trained model over the whole validation split; writes eval.json, then
-model.keras, the serving export: here on the gpu queue, where TensorFlow is (publish has none)."""
+"""evaluate: top-1/top-5 of the trained model over the whole validation split into the run's eval/
+(eval.json), then model.keras, the serving export, into its export/: here on the gpu queue, where
+TensorFlow is (publish has none). It reads train's model/ and writes nothing there."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ def run(ws: RunWorkspace, *, data_dir: str) -> dict[str, Any]:
     from pipeline.train.export import export_keras
 
     result = evaluate(data_dir, ws.model)
-    path = write_eval(result, ws.model)
+    ws.remove(ws.eval)  # a retry's eval/ holds this try's figures only (metrics.jsonl appends)
+    path = write_eval(result, ws.eval)
     print(f"top-1 {result.top1_accuracy:.2f} %, top-5 {result.top5_accuracy:.2f} % over {result.eval_count} images")
-    export = export_keras(ws.model)  # kept when already current: a retried publish sees the same bytes
+    export = export_keras(ws.model, ws.export)  # kept when already current: a retried publish sees the same bytes
     print(f"exported {export}")
     return {**asdict(result), "eval_json": str(path), "model_keras": str(export)}
 

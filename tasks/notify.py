@@ -12,6 +12,7 @@ log = logging.getLogger("rn50.failure")
 
 
 def failure_summary(context: dict[str, Any]) -> str:
+    from pipeline.gate import DECISION_FILE
     from pipeline.workspace import RunWorkspace
     from tasks.common import workspace_root
 
@@ -25,7 +26,7 @@ def failure_summary(context: dict[str, Any]) -> str:
         ws = RunWorkspace(workspace_root(), run_id)
         report = {
             "validate_data": ws.validation / "report.json",
-            "check_accuracy": ws.model / "decision.json",
+            "check_accuracy": ws.gate / DECISION_FILE,
             "train": ws.model / "metrics.jsonl",
         }.get(task_id, ws.path)
         where = f"; see {report}"

@@ -1,7 +1,8 @@
 """publish: the gated model as an immutable version in the registry bucket, plus its DVC pointer.
 
-It runs on the default queue, whose image has no TensorFlow: it only uploads. The model.keras it
-publishes is evaluate's export (gpu queue); a missing or stale one is refused, never made here.
+It runs on the default queue, whose image has no TensorFlow: it only reads the run workspace's stage
+folders (model/, eval/, gate/, export/, validation/) and uploads. The model.keras it publishes is
+evaluate's export (gpu queue); a missing or stale one is refused, never made here.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = "models", m
     if data:
         lineage = {"dataset_version": data.get("dataset_version"), "dataset": data, **(lineage or {})}
     result = publish_model(
-        ws.model, client=client, bucket=bucket, prefix=prefix, model=model, run_id=run_id or ws.run_id,
+        ws.model, eval_dir=ws.eval, gate_dir=ws.gate, export_dir=ws.export, client=client, bucket=bucket,
+        prefix=prefix, model=model, run_id=run_id or ws.run_id,
         lineage=lineage, extra_files={"report.json": report} if report.exists() else None,
         dvc_repo=dvc_repo or (Path(os.environ["RN50_DVC_REPO"]) if os.environ.get("RN50_DVC_REPO") else None),
         data_dvc=ws.checkout / DATA_DVC,  # absent: the dataset is unknown, and the manifest says so (null)

@@ -60,6 +60,21 @@ def make_model_dir(path: Path, *, data_bytes: int = 64 * 1024, seed: int = 0, to
     return path
 
 
+EVAL_LINE = json.dumps({"step": 39, "top1_accuracy": 95.0, "top5_accuracy": 99.2, "eval_throughput": 812.5}) + "\n"
+
+
+def make_run_outputs(ws: Any, **kwargs: Any) -> Any:
+    """A run workspace as its stages leave it: make_model_dir's files, each in the folder of the stage that
+    writes it (train's model/, evaluate's eval/ with its metrics.jsonl line and export/, the gate's gate/)."""
+    make_model_dir(ws.model, **kwargs)
+    for folder, name in ((ws.eval, "eval.json"), (ws.gate, "decision.json"), (ws.export, "model.keras")):
+        folder.mkdir(exist_ok=True)
+        if (ws.model / name).exists():
+            os.replace(ws.model / name, folder / name)  # keeps the export's time: newer than the checkpoint
+    (ws.eval / "metrics.jsonl").write_text(EVAL_LINE)
+    return ws
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

@@ -128,7 +128,7 @@ def test_dag_end_to_end_publishes_a_verified_version(airflow_env, tmp_path):
     [ws] = [p for p in root.iterdir() if p.name.startswith("manual__")]
     # Published: the run's data copy is gone, its reports and model stay, and the cache keeps the data.
     assert not (ws / "repo" / "data" / "imagenet").exists() and (ws / "repo" / "data.dvc").is_file()
-    assert (ws / "validation" / "report.json").is_file() and (ws / "model" / "model.keras").is_file()
+    assert (ws / "validation" / "report.json").is_file() and (ws / "export" / "model.keras").is_file()
     assert any((root / ".dvc-cache").rglob("*"))
     s3 = boto3.client("s3")
     latest = json.loads(s3.get_object(Bucket=BUCKET, Key="models/resnet50/latest.json")["Body"].read())
@@ -219,7 +219,7 @@ def test_shuffled_labels_fail_the_gate_and_nothing_is_published(airflow_env, sam
     assert tasks["check_accuracy"] == "failed"
     assert tasks["publish"] == "upstream_failed"
     assert _model_keys() == []
-    decision = json.loads(next(Path(airflow_env["RN50_WORKSPACE_ROOT"]).glob("*/model/decision.json")).read_text())
+    decision = json.loads(next(Path(airflow_env["RN50_WORKSPACE_ROOT"]).glob("*/gate/decision.json")).read_text())
     assert decision["verdict"] == "fail" and decision["publish"] is False
 
 

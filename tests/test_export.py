@@ -38,29 +38,3 @@ def test_export_predicts_like_the_checkpoint_and_is_stable(tmp_path):
     # Again: the same file, byte for byte (a retried publish must see the same sha256).
     assert hashlib.sha256(export_keras(tmp_path).read_bytes()).hexdigest() == digest
     assert not list(tmp_path.glob(".*partial*"))
-
-
-def test_the_evaluate_task_exports_model_keras_for_publish(tmp_path, sample_dir):
-    """evaluate runs on the gpu queue, where TensorFlow is: it writes the export publish only uploads."""
-    from tasks import evaluate
-    from tasks.common import workspace
-
-    ws = workspace("manual__export", tmp_path)
-    config = get_profile("smoke").replace(batch_size=100)
-    ws.model.mkdir()
-    config.save(ws.model)
-    model = build_resnet50(config.num_classes, image_size=config.image_size)
-    optimizer = make_optimizer(config, make_schedule(config, world_size=1, total_steps=10, steps_per_epoch=10))
-    optimizer.build(model.trainable_variables)
-    state = TrainState(model, optimizer, ws.model)
-    state.step = 1
-    state.save()
-
-    summary = evaluate.run(ws, data_dir=str(sample_dir))
-    export = ws.model / "model.keras"
-    assert summary["model_keras"] == str(export) and summary["eval_count"] == 500
-    assert export.stat().st_mtime >= (ws.model / "checkpoints/ckpt-1.index").stat().st_mtime
-    images = tf.random.stateless_normal([2, 32, 32, 3], seed=[5, 6])
-    served = __import__("keras").saving.load_model(export)
-    np.testing.assert_allclose(served(images, training=False), model(images, training=False), rtol=1e-5, atol=1e-5)
-    assert not list(ws.model.glob(".*"))  # no scratch directory left behind

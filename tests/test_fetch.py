@@ -95,12 +95,12 @@ def _validation_report(ws) -> Path:
 
 
 def _publish(ws, monkeypatch) -> dict:
-    from publish_support import make_model_dir, s3
+    from publish_support import make_run_outputs, s3
 
     from tasks import publish
 
     monkeypatch.delenv("RN50_DVC_REPO", raising=False)
-    make_model_dir(ws.model)
+    make_run_outputs(ws)
     client = s3(os.environ["AWS_ENDPOINT_URL"])
     client.create_bucket(Bucket=BUCKET)
     summary = publish.run(ws, client=client, bucket=BUCKET)
@@ -142,7 +142,7 @@ def test_a_published_run_drops_its_data_copy_and_keeps_its_reports_and_model(dat
     report = _validation_report(ws)
     manifest = _publish(ws, monkeypatch)
     assert not data_dir.exists()  # the run's copy is gone; the shared cache keeps one
-    assert report.is_file() and (ws.model / "model.keras").is_file() and (ws.checkout / "data.dvc").is_file()
+    assert report.is_file() and (ws.export / "model.keras").is_file() and (ws.checkout / "data.dvc").is_file()
     assert manifest["dataset_version"] == _md5(data_repo / "data.dvc")  # the data.dvc this run pulled
     assert manifest["lineage"]["dataset"]["source"] == "dvc"
 

@@ -214,13 +214,16 @@ def _check_accuracy(root: Path, run_id: str, top1: float, client, *, prefix: str
     ws = RunWorkspace(root / "ws", run_id).create()
     ws.model.mkdir()
     get_profile("smoke").save(ws.model)
-    (ws.model / "eval.json").write_text(json.dumps({"top1_accuracy": top1}))
+    ws.eval.mkdir()
+    (ws.eval / "eval.json").write_text(json.dumps({"top1_accuracy": top1}))
     if passes:
         check_accuracy.run(ws, profile="smoke", client=client, bucket=BUCKET, prefix=prefix)
     else:
         with pytest.raises(Exception, match="FAIL: top-1"):  # AirflowFailException: final, never retried
             check_accuracy.run(ws, profile="smoke", client=client, bucket=BUCKET, prefix=prefix)
-    return json.loads((ws.model / DECISION_FILE).read_text())
+    assert sorted(p.name for p in ws.gate.iterdir()) == [DECISION_FILE]  # the gate writes its own folder only
+    assert sorted(p.name for p in ws.model.iterdir()) == ["config.json"]
+    return json.loads((ws.gate / DECISION_FILE).read_text())
 
 
 def test_the_champion_comes_from_the_registry_and_an_empty_location_is_recorded(registry, tmp_path):

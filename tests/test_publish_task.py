@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from publish_support import BUCKET, REPO, keys, make_model_dir, s3, sha256
+from publish_support import BUCKET, REPO, keys, make_model_dir, make_run_outputs, s3, sha256
 
 from pipeline.workspace import RunWorkspace
 
@@ -60,27 +60,25 @@ def bucket(s3_env):
 
 
 def test_publish_task_uploads_evaluates_export_without_tensorflow(bucket, s3_env, tmp_path):
-    ws = RunWorkspace(tmp_path / "workspaces", RUN_ID).create()
-    make_model_dir(ws.model)
+    ws = make_run_outputs(RunWorkspace(tmp_path / "workspaces", RUN_ID).create())
     out = _publish_without_tensorflow(ws.root, s3_env)
     assert out["tried"] == [] and out["loaded"] == [], out
     assert out["summary"].get("version") == "v0001", out
     manifest = json.loads(bucket.get_object(Bucket=BUCKET, Key="models/resnet50/v0001/manifest.json")["Body"].read())
-    assert manifest["files"]["model.keras"]["sha256"] == sha256(ws.model / "model.keras")
+    assert manifest["files"]["model.keras"]["sha256"] == sha256(ws.export / "model.keras")
 
 
 def test_publish_task_refuses_a_missing_or_stale_export_in_one_line(bucket, s3_env, tmp_path):
-    ws = RunWorkspace(tmp_path / "workspaces", RUN_ID).create()
-    make_model_dir(ws.model, keras=False)
+    ws = make_run_outputs(RunWorkspace(tmp_path / "workspaces", RUN_ID).create(), keras=False)
     out = _publish_without_tensorflow(ws.root, s3_env)
     error = out["summary"].get("error", "")
-    assert f"{ws.model / 'model.keras'}: missing" in error and "evaluate" in error and "\n" not in error, out
+    assert f"{ws.export / 'model.keras'}: missing" in error and "evaluate" in error and "\n" not in error, out
     assert out["tried"] == [], out
 
     # An export older than the newest checkpoint (training was resumed after evaluate exported).
-    (ws.model / "model.keras").write_bytes(b"an export of ckpt-1")
+    (ws.export / "model.keras").write_bytes(b"an export of ckpt-1")
     index = ws.model / "checkpoints/ckpt-2.index"
-    os.utime(index, ns=(index.stat().st_atime_ns, (ws.model / "model.keras").stat().st_mtime_ns + 10**9))
+    os.utime(index, ns=(index.stat().st_atime_ns, (ws.export / "model.keras").stat().st_mtime_ns + 10**9))
     out = _publish_without_tensorflow(ws.root, s3_env)
     error = out["summary"].get("error", "")
     assert "model.keras: older than checkpoint ckpt-2" in error and "evaluate" in error and "\n" not in error, out

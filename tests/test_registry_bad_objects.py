@@ -196,7 +196,8 @@ def test_the_gate_task_reads_a_bad_champion_manifest_as_one_line(registry, tmp_p
     ws = RunWorkspace(tmp_path / "ws", "r").create()
     ws.model.mkdir()
     get_profile("smoke").save(ws.model)
-    (ws.model / "eval.json").write_text('{"top1_accuracy": 91.0}')
+    ws.eval.mkdir()
+    (ws.eval / "eval.json").write_text('{"top1_accuracy": 91.0}')
     with pytest.raises(RegistryError, match=r"manifest\.json: a JSON array, not an object"):
         check_accuracy.run(ws, profile="smoke", client=client, bucket=BUCKET)
 

@@ -15,12 +15,11 @@ import tensorflow as tf
 
 from pipeline.data.input import count_records, eval_dataset, read_batches
 from pipeline.files import write_json
+from pipeline.gate import EVAL_FILE
 from pipeline.train.checkpoint import restore_model
 from pipeline.train.config import TrainConfig
 from pipeline.train.logs import MetricsLog
 from pipeline.train.model import build_model
-
-EVAL_FILE = "eval.json"
 
 
 class EvaluationError(RuntimeError):
@@ -84,10 +83,13 @@ def evaluate(data_dir: Path, model_dir: Path, *, batch_size: int | None = None) 
     )
 
 
-def write_eval(result: EvalResult, model_dir: Path) -> Path:
-    """eval.json for the gate, and the same figures as a metrics.jsonl line (NVIDIA's keys)."""
-    path = write_json(Path(model_dir) / EVAL_FILE, asdict(result))
-    log = MetricsLog(model_dir)
+def write_eval(result: EvalResult, eval_dir: Path) -> Path:
+    """eval.json for the gate, and the same figures as a metrics.jsonl line (NVIDIA's keys), in eval_dir:
+    the model directory for `rn50 evaluate`, the run workspace's eval/ in the DAG (publish then puts that
+    line after training's in the version's metrics.jsonl)."""
+    Path(eval_dir).mkdir(parents=True, exist_ok=True)
+    path = write_json(Path(eval_dir) / EVAL_FILE, asdict(result))
+    log = MetricsLog(eval_dir)
     log.record({"step": result.step, "top1_accuracy": result.top1_accuracy, "top5_accuracy": result.top5_accuracy,
                 "eval_throughput": result.eval_throughput})
     log.close()
