@@ -4,7 +4,7 @@
 #
 # Both start afresh each time: moto_server keeps its objects in memory, so every start has an empty
 # store that gets the bucket and the sample dataset (`dvc push data.dvc`, where fetch_data pulls it
-# from), and a new registry repo: a tag resnet50@v0001 kept from an earlier start would name a version
+# from; made first if data/imagenet is missing, as `make sample` makes it), and a new registry repo: a tag resnet50@v0001 kept from an earlier start would name a version
 # the new store does not have, and publish would refuse the new v0001.
 # A server the caller names with AWS_ENDPOINT_URL is the caller's: no server is started and nothing is
 # pushed; only a missing bucket is created. Likewise a caller's RN50_DVC_REPO is kept, created if
@@ -55,11 +55,11 @@ except botocore.exceptions.ClientError:
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
 PY
   if [ -n "$S3_PID" ]; then
-    if [ -d "$ROOT/data/imagenet" ]; then
-      (cd "$ROOT" && "$BIN/dvc" push --quiet data.dvc) || { echo "dvc push data.dvc to $AWS_ENDPOINT_URL failed" >&2; return 1; }
-    else
-      echo "no $ROOT/data/imagenet (make sample): the DVC remote is empty, fetch_data will find no data" >&2
+    if [ ! -d "$ROOT/data/imagenet" ]; then  # what `make sample` (a prerequisite of both targets) does
+      (cd "$ROOT" && "$BIN/rn50" make-sample data/imagenet > /dev/null && "$BIN/dvc" commit --quiet data.dvc) \
+        || { echo "could not make the sample dataset data/imagenet (make sample)" >&2; return 1; }
     fi
+    (cd "$ROOT" && "$BIN/dvc" push --quiet data.dvc) || { echo "dvc push data.dvc to $AWS_ENDPOINT_URL failed" >&2; return 1; }
   fi
   if [ -z "${RN50_DVC_REPO:-}" ]; then
     export RN50_DVC_REPO=$registry
