@@ -19,7 +19,8 @@
 # with one log per process. Every port is on 127.0.0.1: the UI on AIRFLOW_PORT (8080), S3 on
 # RN50_S3_PORT (9000); Postgres, Redis and the scheduler's health check on free ports picked at start.
 # S3 is moto's in-memory store: it starts empty each time, with the bucket, the sample dataset pushed
-# (when data/imagenet exists: make sample) and a new registry repo; the Airflow DB and runs are kept.
+# (data/imagenet, made first as `make sample` makes it if missing) and a new registry repo; the Airflow
+# DB and runs are kept.
 # compose's RN50_* settings (RN50_PROFILE, RN50_SCHEDULE, RN50_NUM_GPUS, ...) are read as compose does.
 set -euo pipefail
 
@@ -274,11 +275,12 @@ init_airflow() {
     git init -q "$registry"
     (cd "$registry" && dvc init -q && cp "$ROOT/.dvc/config" .dvc/config && git add .dvc \
       && git -c user.name=rn50 -c user.email=rn50@localhost commit -qm "model registry")
-    if [ -d "$ROOT/data/imagenet" ]; then
-      (cd "$ROOT" && dvc push --quiet data.dvc) || die "dvc push data.dvc to the stack's S3 failed"
-    else
-      echo "stack: no data/imagenet (make sample): the DVC remote is empty, fetch_data will find no data" >&2
+    if [ ! -d "$ROOT/data/imagenet" ]; then  # what `make sample` (a prerequisite of make stack) does
+      echo "stack: no data/imagenet: making the sample dataset (make sample)"
+      (cd "$ROOT" && "$VENV/bin/rn50" make-sample data/imagenet > "$LOGS/sample.log" 2>&1 && dvc commit --quiet data.dvc) \
+        || die "could not make the sample dataset data/imagenet; see $LOGS/sample.log"
     fi
+    (cd "$ROOT" && dvc push --quiet data.dvc) || die "dvc push data.dvc to the stack's S3 failed"
   )
 }
 

@@ -87,21 +87,8 @@ class Stack:
                             aws_access_key_id="rn50", aws_secret_access_key=secrets["MINIO_ROOT_PASSWORD"])
 
 
-def _push_sample(stack: Stack, sample_dir: Path, tmp: Path) -> None:
-    """The sample on the stack's DVC remote as data.dvc at HEAD pins it (stack.sh pushes data/imagenet,
-    which only `make sample` makes)."""
-    project = tmp / "push"
-    project.mkdir()
-    (project / "data.dvc").write_bytes(subprocess.check_output(["git", "show", "HEAD:data.dvc"], cwd=REPO))
-    shutil.copytree(sample_dir, project / "data" / "imagenet")
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["cp", str(REPO / ".dvc" / "config"), ".dvc/config"],
-                    ["dvc", "commit", "--quiet", "data.dvc"], ["dvc", "push", "--quiet", "data.dvc"]):
-        result = stack.sh("exec", *command, cwd=project)
-        assert result.returncode == 0, f"{command}: {result.stderr[-2000:]}"
-
-
 @pytest.fixture(scope="module")
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack() -> Iterator[Stack]:
     assert (AIRFLOW_VENV / "bin" / "airflow").exists(), (
         f"{AIRFLOW_VENV} (worker A's environment, without TensorFlow) is missing: make .venv-airflow/.setup-none")
     # Under the checkout: the postgres user that runs the cluster (when root) cannot reach pytest's tmp.
@@ -112,7 +99,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
         "DVC_NO_ANALYTICS": "1", "VENV": str(BIN.parent), "AIRFLOW_VENV": str(AIRFLOW_VENV),
         "RN50_STACK_DIR": str(stack_dir), "AIRFLOW_PORT": str(_free_port()), "RN50_S3_PORT": str(_free_port()),
-        # One CPU "GPU", the smoke profile, no schedule: unpausing starts no production run.
+        # One CPU "GPU", the smoke profile, no schedule: unpausing starts no production run. (The stack
+        # pushes data/imagenet to its DVC remote, making it first as `make sample` does.)
         "RN50_NUM_GPUS": "1", "RN50_PROFILE": "smoke", "RN50_SCHEDULE": "none",
     }
     stack = Stack(stack_dir, env, f"http://127.0.0.1:{env['AIRFLOW_PORT']}", "")
@@ -121,8 +109,6 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         result = stack.sh("up", timeout=900)
         assert result.returncode == 0, f"stack.sh up:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         print(f"stack.sh up: {time.monotonic() - started:.0f} s")
-        if not (REPO / "data" / "imagenet").is_dir():
-            _push_sample(stack, request.getfixturevalue("sample_dir"), tmp_path_factory.mktemp("stack-data"))
         password = json.loads((stack_dir / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())
         stack.token = stack.http("POST", "/auth/token", {"username": "admin", "password": password["admin"]})[
             "access_token"]
