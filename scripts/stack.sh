@@ -149,8 +149,22 @@ install_missing() {
   fi
 }
 
-free_port() {
-  "$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+free_ports() {  # N TAKEN...: N distinct free ports on 127.0.0.1, none of the TAKEN ones
+  # All held open while picking: a port picked and closed may be picked again.
+  "$VENV/bin/python" - "$@" <<'PY'
+import socket
+import sys
+
+n, taken, held = int(sys.argv[1]), {int(port) for port in sys.argv[2:]}, []
+picked = []
+while len(picked) < n:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    held.append(s)
+    if s.getsockname()[1] not in taken:
+        picked.append(s.getsockname()[1])
+print(*picked)
+PY
 }
 
 check_port_free() {  # PORT SETTING. SO_REUSEADDR, as the servers bind: a closed connection's TIME_WAIT is no user.
@@ -322,8 +336,12 @@ up() {
   local api=${AIRFLOW_PORT:-8080} s3=${RN50_S3_PORT:-9000}
   check_port_free "$api" AIRFLOW_PORT
   check_port_free "$s3" RN50_S3_PORT
-  printf '%s\n' "STACK_API_PORT=$api" "STACK_S3_PORT=$s3" "STACK_PG_PORT=$(free_port)" \
-    "STACK_REDIS_PORT=$(free_port)" "STACK_HEALTH_PORT=$(free_port)" > "$RUN/ports"
+  [ "$api" != "$s3" ] || die "AIRFLOW_PORT and RN50_S3_PORT are both $api"
+  local ports pg redis health
+  ports=$(free_ports 3 "$api" "$s3")
+  read -r pg redis health <<< "$ports"
+  printf '%s\n' "STACK_API_PORT=$api" "STACK_S3_PORT=$s3" "STACK_PG_PORT=$pg" "STACK_REDIS_PORT=$redis" \
+    "STACK_HEALTH_PORT=$health" > "$RUN/ports"
   load_env
   # From here on, a failure stops what has started.
   trap 'down' EXIT
@@ -375,18 +393,23 @@ status() {
   health 0 && echo "healthy: api-server, metadata DB, scheduler, dag-processor, triggerer, both workers"
 }
 
-case ${1-} in
-  up) up ;;
-  run) run ;;
-  down) down ;;
-  status) status ;;
-  exec)
-    shift
-    [ $# -gt 0 ] || die "usage: $0 exec COMMAND..."
-    [ -f "$RUN/ports" ] || die "not started yet (make stack)"
-    load_env
-    export "${STACK_ENV[@]}" PATH="$AIRFLOW_VENV/bin:$PATH"
-    exec "$@"
-    ;;
-  *) echo "usage: $0 up | run | down | status | exec COMMAND..." >&2; exit 2 ;;
-esac
+main() {
+  case ${1-} in
+    up) up ;;
+    run) run ;;
+    down) down ;;
+    status) status ;;
+    exec)
+      shift
+      [ $# -gt 0 ] || die "usage: $0 exec COMMAND..."
+      [ -f "$RUN/ports" ] || die "not started yet (make stack)"
+      load_env
+      export "${STACK_ENV[@]}" PATH="$AIRFLOW_VENV/bin:$PATH"
+      exec "$@"
+      ;;
+    *) echo "usage: $0 up | run | down | status | exec COMMAND..." >&2; exit 2 ;;
+  esac
+}
+# Bash reads a script as it runs it: a script edited meanwhile (a git pull while `make stack` runs) must
+# not be read on from the old offset when a command returns. This line is read whole before it runs.
+main "$@"; exit

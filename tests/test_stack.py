@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -131,3 +133,35 @@ def test_each_worker_names_itself_in_the_task_instances_it_runs(monkeypatch):
     assert conf.getimport("core", "hostname_callable")().startswith("worker-gpu.")
     monkeypatch.delenv("RN50_WORKER_NAME")
     assert not conf.getimport("core", "hostname_callable")().startswith("worker-gpu.")
+
+
+def test_the_ports_the_stack_picks_are_distinct_and_not_the_given_ones():
+    # Postgres, Redis and the scheduler's health check get ports picked at start; two alike (or one equal
+    # to AIRFLOW_PORT or RN50_S3_PORT) would fail the start. stack.sh's own free_ports, run by bash.
+    text = (REPO / "scripts" / "stack.sh").read_text()
+    function = re.search(r"^free_ports\(\) \{.*?^\}\n", text, re.DOTALL | re.MULTILINE).group(0)
+    given = ["8080", "9000"]
+    script = f'VENV={Path(sys.executable).parent.parent}\n{function}free_ports 64 "$@"'
+    result = subprocess.run(["bash", "-c", script, "bash", *given], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    ports = [int(port) for port in result.stdout.split()]
+    assert len(ports) == len(set(ports)) == 64
+    assert not set(ports) & {int(port) for port in given} and all(1024 <= port < 65536 for port in ports)
+
+
+def test_stack_sh_edited_while_it_runs_finishes_the_command_it_started(tmp_path):
+    # Bash reads a script as it runs it: a checkout updated while `make stack` runs (git pull) must not
+    # make a running stack.sh read on into the new text. Here the edit happens during `down`, from a
+    # grep it runs; before the fix, bash went on to read the appended line and failed with exit 2.
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "stack.sh"
+    shutil.copy(REPO / "scripts" / "stack.sh", script)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    real_grep = shutil.which("grep")
+    (fake / "grep").write_text(f'#!/bin/sh\necho "echo edited; exit 3 ) (" >> {script}\nexec {real_grep} "$@"\n')
+    (fake / "grep").chmod(0o755)
+    result = subprocess.run([str(script), "down"], capture_output=True, text=True, timeout=60,
+                            env={"PATH": f"{fake}:{os.environ['PATH']}", "RN50_STACK_DIR": str(tmp_path / "stack")})
+    assert "edited" in script.read_text()  # the edit did happen during the run
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")

@@ -44,10 +44,16 @@ TASKS = {"fetch_data", "validate_data", "train", "evaluate", "check_accuracy", "
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """N distinct free ports on 127.0.0.1 (all held open while picking, so no two are the same)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 @dataclass
@@ -95,10 +101,11 @@ def stack() -> Iterator[Stack]:
     # The directory ignores itself, as .venv-airflow does.
     stack_dir = Path(tempfile.mkdtemp(prefix=".stack-test-", dir=REPO))
     (stack_dir / ".gitignore").write_text("*\n")
+    api_port, s3_port = _free_ports(2)
     env = {
         "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
         "DVC_NO_ANALYTICS": "1", "VENV": str(BIN.parent), "AIRFLOW_VENV": str(AIRFLOW_VENV),
-        "RN50_STACK_DIR": str(stack_dir), "AIRFLOW_PORT": str(_free_port()), "RN50_S3_PORT": str(_free_port()),
+        "RN50_STACK_DIR": str(stack_dir), "AIRFLOW_PORT": str(api_port), "RN50_S3_PORT": str(s3_port),
         # One CPU "GPU", the smoke profile, no schedule: unpausing starts no production run. (The stack
         # pushes data/imagenet to its DVC remote, making it first as `make sample` does.)
         "RN50_NUM_GPUS": "1", "RN50_PROFILE": "smoke", "RN50_SCHEDULE": "none",
