@@ -69,27 +69,40 @@ def venv(tmp_path) -> Path:
     return venv
 
 
+# Processes come and go while a test looks at them: one that is gone has no children, sockets or
+# command line. (psutil may raise a bare FileNotFoundError for one that vanishes mid-read.)
+GONE = (psutil.Error, OSError)
+
+
 def _tree(pid: int) -> list[psutil.Process]:
     """pid and every process below it."""
     try:
         root = psutil.Process(pid)
         return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
+    except GONE:
         return []
 
 
 def _connections(process: psutil.Process) -> list:
     try:
         return process.net_connections(kind="inet")
-    except psutil.NoSuchProcess:  # a short-lived one, gone since
+    except GONE:
         return []
 
 
 def _cmdline(process: psutil.Process) -> list[str]:
     try:
         return process.cmdline()
-    except psutil.NoSuchProcess:
+    except GONE:
         return []
+
+
+def _alive(process: psutil.Process | int) -> bool:
+    try:
+        process = psutil.Process(process) if isinstance(process, int) else process
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except GONE:
+        return False
 
 
 def _marked(home: Path) -> list[int]:
@@ -110,13 +123,13 @@ def _stop_and_wait_all_gone(proc: subprocess.Popen, home: Path, processes: list[
     start = time.monotonic()
     os.killpg(proc.pid, signal.SIGTERM)
     while time.monotonic() - start < 60:
-        alive = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        alive = [p for p in processes if _alive(p)]
         group = [p.pid for p in psutil.process_iter() if _pgid(p.pid) == proc.pid]
         if proc.poll() is not None and not alive and not group and not _marked(home):
             return time.monotonic() - start
         time.sleep(0.2)
     for p in processes:
-        if p.is_running():
+        if _alive(p):
             p.kill()
     return float("inf")
 
@@ -260,7 +273,7 @@ def test_a_component_that_exits_stops_the_rest_with_one_line_naming_it(venv, tmp
     assert "dag-processor exited" in err.splitlines()[0]
     for component in COMPONENTS:
         pid = json.loads((stub_dir / f"{component}.json").read_text())["pid"]
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, component
+        assert not _alive(pid), component
     assert not _marked(home)
 
 
