@@ -15,6 +15,9 @@
 # registry/; run workspaces in RN50_WORKSPACE_ROOT (runs/workspaces/).
 # Usage: scripts/airflow.sh VENV
 set -euo pipefail
+# One compound command, read whole before it runs: editing this file meanwhile (a git pull) cannot
+# change what a running one does.
+{
 
 VENV=$(cd "$1" && pwd)
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -138,7 +141,7 @@ EOF
 trap stop EXIT
 trap 'exit 0' INT TERM
 # With the marker: moto_server is one of the processes the stop ends.
-RN50_AIRFLOW_MEMBER=$MEMBER local_s3_up "$AIRFLOW_HOME/registry" "$LOGS/moto_server.log" \
+RN50_AIRFLOW_MEMBER=$MEMBER local_s3_up "$AIRFLOW_HOME/registry" "$LOGS/moto_server.log" "$AIRFLOW__API__PORT" \
   || die "the local S3 server or the registry repo did not start; see above"
 [ -z "$S3_PID" ] || record moto_server "$S3_PID"
 airflow db migrate > "$LOGS/migrate.log" 2>&1 || die "airflow db migrate failed; see $LOGS/migrate.log"
@@ -171,3 +174,5 @@ while true; do
   done
   sleep 2 & wait $!
 done
+exit
+}

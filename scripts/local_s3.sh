@@ -4,21 +4,24 @@
 #
 # Both start afresh each time: moto_server keeps its objects in memory, so every start has an empty
 # store that gets the bucket and the sample dataset (`dvc push data.dvc`, where fetch_data pulls it
-# from; made first if data/imagenet is missing, as `make sample` makes it), and a new registry repo: a tag resnet50@v0001 kept from an earlier start would name a version
-# the new store does not have, and publish would refuse the new v0001.
+# from; made first if data/imagenet is missing, as `make sample` makes it), and a new registry repo:
+# a tag resnet50@v0001 kept from an earlier start would name a version the new store does not have,
+# and publish would refuse the new v0001.
 # A server the caller names with AWS_ENDPOINT_URL is the caller's: no server is started and nothing is
 # pushed; only a missing bucket is created. Likewise a caller's RN50_DVC_REPO is kept, created if
 # missing, never replaced.
 #
-# local_s3_up REGISTRY LOG: needs ROOT (the checkout) and BIN (the venv's bin). REGISTRY: where the
-#   registry repo goes unless RN50_DVC_REPO names one; LOG: the server's log. Exports AWS_*, RN50_BUCKET and
-#   RN50_DVC_REPO; sets S3_PID to the server's pid (empty for the caller's server). The server runs in a
+# local_s3_up REGISTRY LOG [PORT...]: needs ROOT (the checkout) and BIN (the venv's bin). REGISTRY:
+#   where the registry repo goes unless RN50_DVC_REPO names one; LOG: the server's log; PORTs: not for
+#   the server (the caller's own, not listening yet). Exports AWS_*, RN50_BUCKET and RN50_DVC_REPO;
+#   sets S3_PID to the server's pid (empty for the caller's server). The server runs in a
 #   session of its own with the caller's environment (a marker in it reaches the server too).
 # local_s3_exports: the export lines a command in another terminal needs to reach that S3.
 # local_s3_down: stops the server local_s3_up started (SIGTERM, SIGKILL after 5 s).
 
 local_s3_up() {
   local registry=$1 log=$2 port
+  shift 2
   export RN50_BUCKET=${RN50_BUCKET:-rn50-artifacts}
   S3_PID=
   LOCAL_S3_CREDENTIALS=
@@ -28,7 +31,20 @@ local_s3_up() {
     unset AWS_PROFILE AWS_SESSION_TOKEN
     export AWS_ACCESS_KEY_ID=rn50-local AWS_SECRET_ACCESS_KEY=rn50-local-secret AWS_DEFAULT_REGION=us-east-1
     LOCAL_S3_CREDENTIALS=1
-    port=${RN50_S3_PORT:-$("$BIN/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+    port=${RN50_S3_PORT:-}
+    [ -n "$port" ] || port=$("$BIN/python" - "$@" <<'PY'
+import socket
+import sys
+
+held = []  # all open while picking, so that none is picked twice
+while True:
+    held.append(socket.socket())
+    held[-1].bind(("127.0.0.1", 0))
+    if str(held[-1].getsockname()[1]) not in sys.argv[1:]:
+        break
+print(held[-1].getsockname()[1])
+PY
+)
     export AWS_ENDPOINT_URL=http://127.0.0.1:$port
     setsid "$BIN/moto_server" -H 127.0.0.1 -p "$port" > "$log" 2>&1 < /dev/null &
     S3_PID=$!
