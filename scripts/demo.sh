@@ -1,76 +1,108 @@
 #!/usr/bin/env bash
 # `make demo`: the whole DAG, end to end, on this machine: a local S3 server, a SQLite Airflow home,
 # `airflow dags test resnet50_retrain` with the smoke profile, then the published version fetched back
-# and verified. Usage: scripts/demo.sh VENV [CONF_JSON]
+# and verified twice, as its consumers fetch it: `rn50 pull`, and `dvc pull` of the DVC pointer in a
+# fresh clone of the registry repo, in a shell with only the export lines it prints, while the server
+# still runs. Run it again and again: each run starts afresh with a new S3 server (moto, in memory) with
+# the bucket and the sample dataset, and a new registry repo (scripts/local_s3.sh); the Airflow home
+# (airflow-home/) and the run workspaces (runs/workspaces/) are kept.
+# Usage: scripts/demo.sh VENV [CONF_JSON]
 set -euo pipefail
+# One compound command, read whole before it runs: editing this file meanwhile (a git pull) cannot
+# change what a running one does.
+{
 
 VENV=$(cd "$1" && pwd)
 CONF=${2:-'{"profile": "smoke", "num_gpus": 1}'}
-ROOT=$(pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=$VENV/bin
-BUCKET=${RN50_BUCKET:-rn50-artifacts}
 export PATH="$BIN:$PATH"
+cd "$ROOT"
 
 export AIRFLOW_HOME=$ROOT/airflow-home
 export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$AIRFLOW_HOME/airflow.db
 export RN50_WORKSPACE_ROOT=$ROOT/runs/workspaces
-export RN50_DVC_REPO=$ROOT/runs/registry
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
-# Throwaway credentials for the throwaway server; a real deployment uses its own.
-export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo-secret AWS_DEFAULT_REGION=us-east-1
 export DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=false TF_CPP_MIN_LOG_LEVEL=2
+# shellcheck source=scripts/local_s3.sh
+. "$ROOT/scripts/local_s3.sh"
 
-PORT=$("$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export AWS_ENDPOINT_URL=http://127.0.0.1:$PORT
+fail() { echo "make demo: $*" >&2; exit 1; }
+
 mkdir -p "$AIRFLOW_HOME" runs
-"$BIN/moto_server" -H 127.0.0.1 -p "$PORT" > runs/moto_server.log 2>&1 &
-MOTO=$!
-trap 'kill $MOTO 2>/dev/null || true; wait $MOTO 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  "$BIN/python" -c "import urllib.request; urllib.request.urlopen('$AWS_ENDPOINT_URL/moto-api/', timeout=1)" \
-    2>/dev/null && break
-  sleep 0.2
-done
-echo "== local S3 server on $AWS_ENDPOINT_URL (pid $MOTO); bucket $BUCKET"
-"$BIN/python" -c "import boto3; boto3.client('s3').create_bucket(Bucket='$BUCKET')"
-
-echo "== dvc push: the sample dataset to s3://$BUCKET/dvc, where fetch_data will pull it from"
-"$BIN/dvc" push --quiet data.dvc
-
+trap local_s3_down EXIT
+local_s3_up "$ROOT/runs/registry" "$ROOT/runs/moto_server.log" || fail "see above"
+echo "== S3 server on $AWS_ENDPOINT_URL${S3_PID:+ (moto_server, pid $S3_PID)}; bucket $RN50_BUCKET${S3_PID:+, the sample dataset pushed}"
 echo "== model registry repo for the DVC pointer: $RN50_DVC_REPO"
-if [ ! -d "$RN50_DVC_REPO/.git" ]; then
-  mkdir -p "$RN50_DVC_REPO"
-  git -C "$RN50_DVC_REPO" init -q
-  (cd "$RN50_DVC_REPO" && "$BIN/dvc" init -q && cp "$ROOT/.dvc/config" .dvc/config \
-    && git add .dvc && git -c user.name=rn50 -c user.email=rn50@localhost commit -qm "model registry")
-fi
 
 echo "== Airflow home: $AIRFLOW_HOME (SQLite)"
-"$BIN/airflow" db migrate > runs/airflow-migrate.log 2>&1
+"$BIN/airflow" db migrate > runs/airflow-migrate.log 2>&1 || fail "airflow db migrate failed; see runs/airflow-migrate.log"
 "$BIN/airflow" pools set gpu 1 "GPU slots" > /dev/null
 
 echo "== airflow dags test resnet50_retrain with conf $CONF"
 "$BIN/airflow" dags test resnet50_retrain --conf "$CONF" 2>&1 | tee runs/demo-dag.log \
   | grep --line-buffered -E "^(\[0\]<stdout>:)?(data |running: |step [0-9]|training |resumed |top-1|PASS|FAIL|OVERRIDE|published )|Task failed|failed \(try" \
   || true
-WORKSPACE=$(ls -td "$RN50_WORKSPACE_ROOT"/manual__* | head -1)
+WORKSPACE=$(ls -td "$RN50_WORKSPACE_ROOT"/manual__* 2>/dev/null | head -1) || true
+[ -n "$WORKSPACE" ] || fail "the run made no workspace in $RN50_WORKSPACE_ROOT; see runs/demo-dag.log"
 echo "== run workspace: $WORKSPACE"
-if [ ! -f "$WORKSPACE/model/decision.json" ]; then
-  echo "the run did not reach the gate; see runs/demo-dag.log" >&2; exit 1
-fi
+# The gate's decision: in gate/ (each stage its own folder), or model/ in workspaces of earlier versions.
+DECISION=
+for candidate in "$WORKSPACE/gate/decision.json" "$WORKSPACE/model/decision.json"; do
+  if [ -f "$candidate" ]; then DECISION=$candidate; break; fi
+done
+[ -n "$DECISION" ] || fail "the run did not reach the gate; see runs/demo-dag.log"
 "$BIN/python" -c "import json,sys; d=json.load(open(sys.argv[1])); print('gate:', d['verdict'], *d['reasons'], sep='\n  ')" \
-  "$WORKSPACE/model/decision.json"
-VERSION=$("$BIN/rn50" list --bucket "$BUCKET" | awk '/^v[0-9]+/ {v=$1} END {print v}')
-if [ -z "$VERSION" ]; then echo "no version was published; see runs/demo-dag.log" >&2; exit 1; fi
+  "$DECISION"
+VERSION=$("$BIN/rn50" list --bucket "$RN50_BUCKET" | awk '/^v[0-9]+/ {v=$1} END {print v}')
+[ -n "$VERSION" ] || fail "no version was published; see runs/demo-dag.log"
 rm -rf runs/demo/pulled
-"$BIN/rn50" pull --bucket "$BUCKET" --version latest runs/demo/pulled
+"$BIN/rn50" pull --bucket "$RN50_BUCKET" --version latest runs/demo/pulled
 echo
-echo "== published s3://$BUCKET/models/resnet50/$VERSION/ (verified by rn50 pull into runs/demo/pulled)"
+echo "== published s3://$RN50_BUCKET/models/resnet50/$VERSION/ (verified by rn50 pull into runs/demo/pulled)"
 "$BIN/python" -c "import json; m=json.load(open('runs/demo/pulled/manifest.json')); print('top-1', m['metrics']['top1_accuracy'], '%')"
+
+# The consumer's path: a fresh clone of the registry repo and `dvc pull` of the pointer, in a shell with
+# nothing of this one's environment but the export lines printed here.
+CONSUMER=$ROOT/runs/demo/consumer
+rm -rf "$CONSUMER"
+COMMANDS="$(local_s3_exports)
+git clone -q $(printf %q "$RN50_DVC_REPO") $(printf %q "$CONSUMER")
+cd $(printf %q "$CONSUMER") && dvc pull models/resnet50.dvc"
+echo "== the consumer's path, in a new shell:"
+echo "$COMMANDS" | sed 's/^/  /'
+CREDENTIALS=()  # the caller's own, for the caller's S3 server: the export lines do not show them
+[ -n "$LOCAL_S3_CREDENTIALS" ] || for name in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_PROFILE; do
+  [ -z "${!name:-}" ] || CREDENTIALS+=("$name=${!name}")
+done
+env -i HOME="$HOME" PATH=/usr/local/bin:/usr/bin:/bin "${CREDENTIALS[@]}" bash -euo pipefail -c "$COMMANDS" \
+  > runs/demo/consumer.log 2>&1 \
+  || { tail -n 5 runs/demo/consumer.log >&2; fail "the consumer's dvc pull failed; see runs/demo/consumer.log"; }
+# The pulled bytes against the manifest rn50 pull verified: the same files, the same sha256.
+"$BIN/python" - "$CONSUMER" runs/demo/pulled/manifest.json <<'PY' || exit 1
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+clone, manifest = Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text())
+pulled = clone / "models" / yaml.safe_load((clone / "models" / "resnet50.dvc").read_text())["outs"][0]["path"]
+files = {p.relative_to(pulled).as_posix() for p in pulled.rglob("*") if p.is_file()}
+if files != set(manifest["files"]):
+    sys.exit(f"make demo: {pulled}: dvc pull brought other files than the manifest names: "
+             f"{sorted(files ^ set(manifest['files']))}")
+for name, entry in sorted(manifest["files"].items()):
+    if hashlib.sha256((pulled / name).read_bytes()).hexdigest() != entry["sha256"]:
+        sys.exit(f"make demo: {pulled / name}: its sha256 differs from the manifest of {manifest['version']}")
+print(f"dvc pull in a fresh clone: {len(files)} files, every sha256 as in the manifest of {manifest['version']}")
+PY
 cat <<EOT
-Fetch it (with the server running and the same AWS_* settings):
-  rn50 pull --bucket $BUCKET --version $VERSION DEST
-  cd $RN50_DVC_REPO && dvc pull models/resnet50.dvc
+The S3 server stops now (its objects were in memory); \`make airflow\` keeps one running and prints the
+same commands for it.
 EOT
+exit
+}
