@@ -24,7 +24,9 @@ fi
 
 # Debian packages a bare machine may lack: venv/ensurepip and the headers for Horovod's build, a
 # C++ compiler, and ssh and sshd (the multi-host test starts ranks over a real sshd, as horovodrun does
-# on a cluster). Installed only when missing, and only where we can (root with apt-get).
+# on a cluster); for .venv's tests, chromium (the browser test drives Debian's chromium with Playwright,
+# whose own browser download needs a CDN). Installed only when missing, and only where we can (root with
+# apt-get).
 need=()
 "$python" -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=("python3.11-venv")
 include=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
@@ -33,6 +35,7 @@ command -v g++ >/dev/null 2>&1 || need+=("g++")
 command -v make >/dev/null 2>&1 || need+=("make")
 command -v ssh-keygen >/dev/null 2>&1 || need+=("openssh-client")
 [ -x /usr/sbin/sshd ] || need+=("openssh-server")
+[ "$flavour" = none ] || command -v chromium >/dev/null 2>&1 || need+=("chromium")
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "setup: installing Debian packages: ${need[*]}"
