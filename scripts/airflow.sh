@@ -58,6 +58,7 @@ record() { NAMES+=("$1") PIDS+=("$2") STARTS+=("$(started "$2")"); }
 start() {  # NAME COMMAND...: output to logs/NAME.log
   setsid env "RN50_AIRFLOW_MEMBER=$MEMBER" "${@:2}" >> "$LOGS/$1.log" 2>&1 < /dev/null &
   record "$1" $!
+  disown $!   # watched through /proc, not as a job: no "Killed" report from bash when the stop kills it
 }
 
 # The pids of every process it started: the recorded sessions (a session outlives its leader; a reused

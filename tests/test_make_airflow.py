@@ -118,10 +118,11 @@ def _marked(home: Path) -> list[int]:
     return found
 
 
-def _stop_and_wait_all_gone(proc: subprocess.Popen, home: Path, processes: list[psutil.Process]) -> float:
-    """SIGTERM to the script's process group; seconds until none of it is left (at most 60)."""
+def _stop_and_wait_all_gone(proc: subprocess.Popen, home: Path, processes: list[psutil.Process],
+                            sig: int = signal.SIGTERM) -> float:
+    """sig to the script's process group; seconds until none of it is left (at most 60)."""
     start = time.monotonic()
-    os.killpg(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, sig)
     while time.monotonic() - start < 60:
         alive = [p for p in processes if _alive(p)]
         group = [p.pid for p in psutil.process_iter() if _pgid(p.pid) == proc.pid]
@@ -141,10 +142,10 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
-def _make_airflow(venv: Path, home: Path, s3_env: dict[str, str], *, stop: bool = True,
+def _make_airflow(venv: Path, home: Path, s3_env: dict[str, str], *, stop: int | None = signal.SIGTERM,
                   **env: str) -> tuple[int, str, str, dict, float]:
     """scripts/airflow.sh, as `make airflow` runs it, until its components run (or it exits), then
-    (with `stop`) SIGTERM to its process group: its exit status, output, what each component got, and
+    the signal `stop` to its process group: its exit status, output, what each component got, and
     the seconds until nothing of it was left."""
     stub_dir = venv.parent / "stub"
     stub_dir.mkdir(exist_ok=True)
@@ -152,18 +153,20 @@ def _make_airflow(venv: Path, home: Path, s3_env: dict[str, str], *, stop: bool 
         old.unlink()
     out, err = venv.parent / "out.log", venv.parent / "err.log"
     with out.open("w") as stdout, err.open("w") as stderr:
+        # SIGINT as a terminal's Ctrl-C finds it, even if this test runs where SIGINT is ignored.
         proc = subprocess.Popen([str(SCRIPT), str(venv)], cwd=REPO, stdout=stdout, stderr=stderr,
                                 start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                                 env={"PATH": os.environ["PATH"], "HOME": str(venv.parent),
                                      "RN50_AIRFLOW_HOME": str(home), "AIRFLOW_PORT": str(_free_port()),
                                      "STUB_DIR": str(stub_dir), **s3_env, **env})
     deadline = time.monotonic() + 60
-    while proc.poll() is None and (not stop or not all((stub_dir / f"{c}.json").exists() for c in COMPONENTS)):
+    while proc.poll() is None and (stop is None or not all((stub_dir / f"{c}.json").exists() for c in COMPONENTS)):
         assert time.monotonic() < deadline, out.read_text() + err.read_text()
         time.sleep(0.2)
     seconds = 0.0
     if proc.poll() is None:
-        seconds = _stop_and_wait_all_gone(proc, home, _tree(proc.pid))
+        seconds = _stop_and_wait_all_gone(proc, home, _tree(proc.pid), stop)
     proc.wait(timeout=10)
     started = {p.stem: json.loads(p.read_text()) for p in stub_dir.glob("*.json")}
     return proc.returncode, out.read_text(), err.read_text(), started, seconds
@@ -265,10 +268,19 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period(venv, t
     assert "killed" in err
 
 
+def test_ctrl_c_stops_all_of_it(venv, tmp_path, s3_env):
+    home = tmp_path / "home"
+    code, out, err, started, seconds = _make_airflow(venv, home, s3_env, stop=signal.SIGINT)
+    assert code == 0, err
+    assert set(started) == set(COMPONENTS)
+    assert seconds < 10, (seconds, out, err)  # all of them, moto_server too, and no SIGKILL needed
+    assert "killed" not in err
+
+
 def test_a_component_that_exits_stops_the_rest_with_one_line_naming_it(venv, tmp_path, s3_env):
     home = tmp_path / "home"
     stub_dir = venv.parent / "stub"
-    code, _, err, _, _ = _make_airflow(venv, home, s3_env, stop=False, STUB_EXITS="dag-processor")
+    code, _, err, _, _ = _make_airflow(venv, home, s3_env, stop=None, STUB_EXITS="dag-processor")
     assert code == 1, err
     assert "dag-processor exited" in err.splitlines()[0]
     for component in COMPONENTS:
