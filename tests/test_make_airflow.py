@@ -264,7 +264,7 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period(venv, t
     code, out, err, _, seconds = _make_airflow(venv, home, s3_env, STUB_IGNORES_TERM="scheduler",
                                                      RN50_AIRFLOW_GRACE_S="3")
     assert code == 0, err
-    assert 3 <= seconds < 15, (seconds, out, err)
+    assert 2 <= seconds < 15, (seconds, out, err)  # the grace period, counted in bash's whole seconds
     assert "killed" in err
 
 
