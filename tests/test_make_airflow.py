@@ -283,9 +283,9 @@ def test_a_component_that_exits_stops_the_rest_with_one_line_naming_it(venv, tmp
     code, _, err, _, _ = _make_airflow(venv, home, s3_env, stop=None, STUB_EXITS="dag-processor")
     assert code == 1, err
     assert "dag-processor exited" in err.splitlines()[0]
-    for component in COMPONENTS:
-        pid = json.loads((stub_dir / f"{component}.json").read_text())["pid"]
-        assert not _alive(pid), component
+    # Those started before it exited (the stop may come before the last one is up) are gone.
+    for recorded in stub_dir.glob("*.json"):
+        assert not _alive(json.loads(recorded.read_text())["pid"]), recorded.stem
     assert not _marked(home)
 
 
