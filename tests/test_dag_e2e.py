@@ -1,8 +1,9 @@
-"""The DAG end to end under `airflow dags test` and `airflow standalone`, against a real S3 server.
+"""The DAG end to end under `airflow dags test`, against a real S3 server.
 
 What `make demo` does, as tests: the sample data pushed to the DVC remote on a moto server, a SQLite
 Airflow home, and the whole chain from `dvc pull` to a published version. Bad data and a bad model
-must stop the chain at the right task with nothing published.
+must stop the chain at the right task with nothing published. The UI's Trigger on `make airflow` is
+tests/test_browser.py; a trigger over REST on the Celery stack, tests/test_stack_e2e.py.
 """
 
 from __future__ import annotations
@@ -12,13 +13,9 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -221,73 +218,3 @@ def test_shuffled_labels_fail_the_gate_and_nothing_is_published(airflow_env, sam
     assert _model_keys() == []
     decision = json.loads(next(Path(airflow_env["RN50_WORKSPACE_ROOT"]).glob("*/gate/decision.json")).read_text())
     assert decision["verdict"] == "fail" and decision["publish"] is False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _http(method: str, url: str, body: dict | None = None, token: str | None = None) -> dict:
-    request = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None)
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
-
-
-def test_airflow_standalone_runs_the_dag_from_a_rest_trigger(airflow_env, sample_dir, tmp_path):
-    port = _free_port()
-    # RN50_SCHEDULE=none: unpausing a @monthly DAG would also start this month's scheduled run.
-    env = {**airflow_env, "AIRFLOW_PORT": str(port), "RN50_AIRFLOW_HOME": airflow_env["AIRFLOW_HOME"],
-           "RN50_SCHEDULE": "none",
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    log = (tmp_path / "standalone.log").open("w")
-    proc = subprocess.Popen([str(REPO / "scripts" / "airflow.sh"), str(BIN.parent)], env=env, cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://localhost:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                if _http("GET", f"{base}/api/v2/monitor/health")["metadatabase"]["status"] == "healthy":
-                    break
-            except (urllib.error.URLError, OSError, KeyError, json.JSONDecodeError):
-                pass
-            alive = proc.poll() is None and time.monotonic() < deadline
-            assert alive, (tmp_path / "standalone.log").read_text()[-3000:]
-            time.sleep(2)
-        # The login scripts/airflow.sh generated on this first start.
-        password = json.loads((Path(airflow_env["AIRFLOW_HOME"]) / "passwords.json").read_text())["admin"]
-        token = _http("POST", f"{base}/auth/token", {"username": "admin", "password": password})["access_token"]
-        # The dag-processor needs a moment to parse the DAG into the database.
-        while True:
-            try:
-                _http("PATCH", f"{base}/api/v2/dags/resnet50_retrain", {"is_paused": False}, token)
-                break
-            except urllib.error.HTTPError as exc:
-                assert exc.code == 404 and time.monotonic() < deadline, exc
-                time.sleep(2)
-        conf = {"profile": "smoke", "data_dir": str(sample_dir), "steps": 10, "force_publish": True,
-                "force_reason": "REST trigger test: 10 steps cannot reach the smoke floor"}
-        run = _http("POST", f"{base}/api/v2/dags/resnet50_retrain/dagRuns", {"logical_date": None, "conf": conf},
-                    token)
-        run_id = run["dag_run_id"]
-        deadline = time.monotonic() + 900
-        while (state := _http("GET", f"{base}/api/v2/dags/resnet50_retrain/dagRuns/{run_id}", token=token)["state"]) \
-                not in ("success", "failed"):
-            assert time.monotonic() < deadline, f"run {run_id} still {state}"
-            time.sleep(5)
-        tasks = _http("GET", f"{base}/api/v2/dags/resnet50_retrain/dagRuns/{run_id}/taskInstances", token=token)
-        assert state == "success", {t["task_id"]: t["state"] for t in tasks["task_instances"]}
-        manifest_keys = [k for k in _model_keys() if k.endswith("/manifest.json")]
-        assert len(manifest_keys) == 1
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
