@@ -51,9 +51,18 @@ die() { echo "airflow.sh: $*" >&2; exit 1; }
 
 # ---- the processes it starts: each in a session of its own, recorded as "name pid start-time" ----
 NAMES=() PIDS=() STARTS=()
-started() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }  # a process's start time
+# start_time PID: sets START to the process's start time, empty when it is gone. No command
+# substitution and no pipe: bash 5.2 can misparse a trap's action that runs (Ctrl-C, SIGTERM) while it is
+# in a command substitution ("trap: unexpected EOF"), and a pipe's sed fails (set -e) on a process gone.
+start_time() {
+  START=
+  local stat fields
+  { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 0
+  read -ra fields <<< "${stat##*) }"
+  START=${fields[19]}
+}
 
-record() { NAMES+=("$1") PIDS+=("$2") STARTS+=("$(started "$2")"); }
+record() { start_time "$2"; NAMES+=("$1") PIDS+=("$2") STARTS+=("${START:-gone}"); }  # gone: exited already
 
 start() {  # NAME COMMAND...: output to logs/NAME.log
   setsid env "RN50_AIRFLOW_MEMBER=$MEMBER" "${@:2}" >> "$LOGS/$1.log" 2>&1 < /dev/null &
@@ -67,7 +76,8 @@ start() {  # NAME COMMAND...: output to logs/NAME.log
 members() {
   local sessions=() i
   for i in "${!PIDS[@]}"; do
-    [ -e "/proc/${PIDS[i]}" ] && [ "$(started "${PIDS[i]}")" != "${STARTS[i]}" ] || sessions+=("${PIDS[i]}")
+    start_time "${PIDS[i]}"
+    [ -n "$START" ] && [ "$START" != "${STARTS[i]}" ] || sessions+=("${PIDS[i]}")
   done
   {
     [ ${#sessions[@]} -eq 0 ] || ps -e -o pid=,ppid=,sid= | awk -v sessions="${sessions[*]}" '
@@ -167,7 +177,8 @@ EOT
 # Until Ctrl-C, SIGTERM, or one of them exits.
 while true; do
   for i in "${!PIDS[@]}"; do
-    if [ "$(started "${PIDS[i]}")" != "${STARTS[i]}" ]; then
+    start_time "${PIDS[i]}"
+    if [ "$START" != "${STARTS[i]}" ]; then
       echo "airflow.sh: ${NAMES[i]} exited; stopping the rest. Its last lines ($LOGS/${NAMES[i]}.log):" >&2
       tail -n 5 "$LOGS/${NAMES[i]}.log" >&2 || true
       exit 1

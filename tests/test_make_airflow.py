@@ -161,7 +161,9 @@ def _make_airflow(venv: Path, home: Path, s3_env: dict[str, str], *, stop: int |
                                      "RN50_AIRFLOW_HOME": str(home), "AIRFLOW_PORT": str(_free_port()),
                                      "STUB_DIR": str(stub_dir), **s3_env, **env})
     deadline = time.monotonic() + 60
-    while proc.poll() is None and (stop is None or not all((stub_dir / f"{c}.json").exists() for c in COMPONENTS)):
+    # Up: every component started and the banner (login, exports) printed; a stop before that races it.
+    while proc.poll() is None and (stop is None or not all((stub_dir / f"{c}.json").exists() for c in COMPONENTS)
+                                   or "Fetch a published version" not in out.read_text()):
         assert time.monotonic() < deadline, out.read_text() + err.read_text()
         time.sleep(0.2)
     seconds = 0.0
