@@ -57,13 +57,24 @@ start() {
   echo "$! $(started $!)" > "$RUN/$name.pid"
 }
 
-started() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }  # a process's start time
+# start_time PID: sets START to the process's start time, empty when it is gone. No command
+# substitution and no pipe, so `run`'s loop has none: bash 5.2 can misparse a trap's action that runs
+# (Ctrl-C, SIGTERM) while it is in a command substitution ("trap: unexpected EOF").
+start_time() {
+  START=
+  local stat fields
+  { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 0
+  read -ra fields <<< "${stat##*) }"
+  START=${fields[19]}
+}
+started() { start_time "$1"; echo "$START"; }
 
 # pid NAME: NAME's pid, if it still runs (and is the process the stack started, not a reuse of its pid).
 pid() {
   local pid start
   { read -r pid start < "$RUN/$1.pid"; } 2>/dev/null || return 1
-  [ -n "$pid" ] && [ "$(started "$pid")" = "$start" ] && echo "$pid"
+  start_time "$pid"
+  [ -n "$pid" ] && [ "$START" = "$start" ] && echo "$pid"
 }
 
 # members [NAME...]: the pids of the stack's processes (of those NAMEs; by default of all).
