@@ -46,22 +46,13 @@ LOGS=$AIRFLOW_HOME/logs
 MEMBER="$AIRFLOW_HOME $$"
 # shellcheck source=scripts/local_s3.sh
 . "$ROOT/scripts/local_s3.sh"
+# shellcheck source=scripts/processes.sh
+. "$ROOT/scripts/processes.sh"
 
 die() { echo "airflow.sh: $*" >&2; exit 1; }
 
 # ---- the processes it starts: each in a session of its own, recorded as "name pid start-time" ----
 NAMES=() PIDS=() STARTS=()
-# start_time PID: sets START to the process's start time, empty when it is gone. No command
-# substitution and no pipe: bash 5.2 can misparse a trap's action that runs (Ctrl-C, SIGTERM) while it is
-# in a command substitution ("trap: unexpected EOF"), and a pipe's sed fails (set -e) on a process gone.
-start_time() {
-  START=
-  local stat fields
-  { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 0
-  read -ra fields <<< "${stat##*) }"
-  START=${fields[19]}
-}
-
 record() { start_time "$2"; NAMES+=("$1") PIDS+=("$2") STARTS+=("${START:-gone}"); }  # gone: exited already
 
 start() {  # NAME COMMAND...: output to logs/NAME.log
@@ -80,13 +71,7 @@ members() {
     [ -n "$START" ] && [ "$START" != "${STARTS[i]}" ] || sessions+=("${PIDS[i]}")
   done
   {
-    [ ${#sessions[@]} -eq 0 ] || ps -e -o pid=,ppid=,sid= | awk -v sessions="${sessions[*]}" '
-      BEGIN { n = split(sessions, s, " "); for (i = 1; i <= n; i++) session[s[i]] = 1 }
-      { pid[NR] = $1; ppid[NR] = $2; if ($3 in session) member[$1] = 1 }
-      END {
-        do { more = 0; for (i = 1; i <= NR; i++) if (!(pid[i] in member) && (ppid[i] in member)) { member[pid[i]] = 1; more = 1 } } while (more)
-        for (p in member) print p
-      }'
+    in_sessions "${sessions[@]}"
     grep -lzxF -- "RN50_AIRFLOW_MEMBER=$MEMBER" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3
   } | grep -vx "$$" | sort -un || true
 }

@@ -25,6 +25,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/processes.sh
+. "$ROOT/scripts/processes.sh"
 STACK=$(realpath -m "${RN50_STACK_DIR:-$ROOT/.stack}")
 VENV=$(realpath -m "${VENV:-$ROOT/.venv}")
 AIRFLOW_VENV=$(realpath -m "${AIRFLOW_VENV:-$ROOT/.venv-airflow}")
@@ -54,20 +56,9 @@ start() {
   local name=$1; shift
   setsid env -i PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 HOME="$HOME" RN50_STACK_MEMBER="$STACK" \
     "$@" >> "$LOGS/$name.log" 2>&1 < /dev/null &
-  echo "$! $(started $!)" > "$RUN/$name.pid"
+  start_time $!
+  echo "$! $START" > "$RUN/$name.pid"
 }
-
-# start_time PID: sets START to the process's start time, empty when it is gone. No command
-# substitution and no pipe, so `run`'s loop has none: bash 5.2 can misparse a trap's action that runs
-# (Ctrl-C, SIGTERM) while it is in a command substitution ("trap: unexpected EOF").
-start_time() {
-  START=
-  local stat fields
-  { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 0
-  read -ra fields <<< "${stat##*) }"
-  START=${fields[19]}
-}
-started() { start_time "$1"; echo "$START"; }
 
 # pid NAME: NAME's pid, if it still runs (and is the process the stack started, not a reuse of its pid).
 pid() {
@@ -84,16 +75,11 @@ members() {
   for name in "${names[@]}"; do
     { read -r pid start < "$RUN/$name.pid"; } 2>/dev/null || continue
     # A session outlives its leader; but a pid that now names another process names another session.
-    [ -e "/proc/$pid" ] && [ "$(started "$pid")" != "$start" ] || sessions+=("$pid")
+    start_time "$pid"
+    [ -n "$START" ] && [ "$START" != "$start" ] || sessions+=("$pid")
   done
   {
-    [ ${#sessions[@]} -eq 0 ] || ps -e -o pid=,ppid=,sid= | awk -v sessions="${sessions[*]}" '
-      BEGIN { n = split(sessions, s, " "); for (i = 1; i <= n; i++) session[s[i]] = 1 }
-      { pid[NR] = $1; ppid[NR] = $2; if ($3 in session) member[$1] = 1 }
-      END {
-        do { more = 0; for (i = 1; i <= NR; i++) if (!(pid[i] in member) && (ppid[i] in member)) { member[pid[i]] = 1; more = 1 } } while (more)
-        for (p in member) print p
-      }'
+    in_sessions "${sessions[@]}"
     [ $# -gt 0 ] || grep -lzxF -- "RN50_STACK_MEMBER=$STACK" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3
   } | grep -vx "$$" | sort -un || true
 }

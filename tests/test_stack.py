@@ -156,6 +156,7 @@ def test_stack_sh_edited_while_it_runs_finishes_the_command_it_started(tmp_path)
     (tmp_path / "scripts").mkdir()
     script = tmp_path / "scripts" / "stack.sh"
     shutil.copy(REPO / "scripts" / "stack.sh", script)
+    shutil.copy(REPO / "scripts" / "processes.sh", tmp_path / "scripts")  # it sources that
     fake = tmp_path / "bin"
     fake.mkdir()
     real_grep = shutil.which("grep")
