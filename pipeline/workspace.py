@@ -21,10 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import settings
 from pipeline.files import write_json
 
-DEFAULT_ROOT = Path("runs/workspaces")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CACHE = ".dvc-cache"
 MARKER = "run.json"  # names the run; written by every task, so its time also says the run is active
 TRASH = ".gc-"  # a workspace being deleted: out of any run's way at once, finished by the next gc if cut short
@@ -34,7 +33,7 @@ DAY = 86400.0
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("RN50_WORKSPACE_ROOT") or PROJECT_ROOT / DEFAULT_ROOT)
+    return settings.WORKSPACE_ROOT.get()
 
 
 def safe_name(run_id: str) -> str:

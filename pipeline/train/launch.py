@@ -23,8 +23,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
+from pipeline import settings
+
 LOCALHOST = "localhost"  # always allowed: training on this machine alone
-ALLOWED_HOSTS_VAR = "RN50_ALLOWED_HOSTS"  # the deployment's other hosts, comma-separated
+ALLOWED_HOSTS_VAR = settings.ALLOWED_HOSTS.name  # the deployment's other hosts, comma-separated
 # A host name or IPv4 address, as ssh and horovodrun's -H take them: nothing a shell would read, and no
 # leading '-' that ssh would take for an option.
 _HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -75,7 +77,7 @@ def parse_hosts(text: str) -> list[tuple[str, int]]:
 
 def allowed_hosts(environ: Mapping[str, str] = os.environ) -> list[str]:
     """The hosts besides localhost that a run may train on: a deployment setting, not a run's."""
-    return [name.strip() for name in environ.get(ALLOWED_HOSTS_VAR, "").split(",") if name.strip()]
+    return list(settings.ALLOWED_HOSTS.get(environ))
 
 
 def check_hosts(text: str, environ: Mapping[str, str] = os.environ) -> list[tuple[str, int]]:
