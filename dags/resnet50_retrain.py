@@ -125,7 +125,9 @@ TRAIN_SLOT = {**GPU, "pool_slots": TRAIN_GPU_SLOTS} if TRAIN_GPU_SLOTS else {}
     },
 )
 def resnet50_retrain():
-    @task(task_id="fetch_data", task_display_name="Fetch data (dvc pull)")
+    # multiple_outputs=False: each task pushes its summary once, as `return_value` (the dict a downstream task
+    # receives, and what the REST API shows), not once more key by key.
+    @task(task_id="fetch_data", multiple_outputs=False, task_display_name="Fetch data (dvc pull)")
     def fetch_data(**context) -> dict:
         from tasks import fetch_data as stage
         from tasks.common import workspace
@@ -138,14 +140,15 @@ def resnet50_retrain():
         return stage.run(workspace(context["run_id"]), data_rev=params["data_rev"], data_dir=params["data_dir"],
                          retention_days=RETENTION_DAYS)
 
-    @task(task_id="validate_data", task_display_name="Validate data", **FINAL)
+    @task(task_id="validate_data", multiple_outputs=False, task_display_name="Validate data", **FINAL)
     def validate_data(data: dict, **context) -> dict:
         from tasks import validate_data as stage
         from tasks.common import workspace
 
         return stage.run(workspace(context["run_id"]), data_dir=data["data_dir"], profile=context["params"]["profile"])
 
-    @task(task_id="train", task_display_name="Train (Horovod)", execution_timeout=TRAIN_TIMEOUT, **TRAIN_SLOT)
+    @task(task_id="train", multiple_outputs=False, task_display_name="Train (Horovod)", execution_timeout=TRAIN_TIMEOUT,
+          **TRAIN_SLOT)
     def train(data: dict, validation: dict, **context) -> dict:
         from tasks import train as stage
         from tasks.common import workspace
@@ -158,14 +161,14 @@ def resnet50_retrain():
             batch_size=p["batch_size"], steps=p["steps"], amp=p["amp"], xla=p["xla"],
         )
 
-    @task(task_id="evaluate", task_display_name="Evaluate top-1/top-5", **GPU)
+    @task(task_id="evaluate", multiple_outputs=False, task_display_name="Evaluate top-1/top-5", **GPU)
     def evaluate(data: dict, trained: dict, **context) -> dict:
         from tasks import evaluate as stage
         from tasks.common import workspace
 
         return stage.run(workspace(context["run_id"]), data_dir=data["data_dir"])
 
-    @task(task_id="check_accuracy", task_display_name="Accuracy gate", **FINAL)
+    @task(task_id="check_accuracy", multiple_outputs=False, task_display_name="Accuracy gate", **FINAL)
     def check_accuracy(evaluation: dict, **context) -> dict:
         from tasks import check_accuracy as stage
         from tasks.common import s3_client, workspace
@@ -177,7 +180,7 @@ def resnet50_retrain():
             bucket=p["bucket"], prefix=p["prefix"], model=MODEL,
         )
 
-    @task(task_id="publish", task_display_name="Publish to S3", outlets=[RESNET50_MODEL])
+    @task(task_id="publish", multiple_outputs=False, task_display_name="Publish to S3", outlets=[RESNET50_MODEL])
     def publish(decision: dict, training: dict, **context) -> dict:
         from tasks import publish as stage
         from tasks.common import s3_client, skip, workspace

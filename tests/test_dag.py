@@ -64,6 +64,11 @@ def test_tasks_and_dependencies(dag):
     assert dag.get_task("publish").upstream_task_ids == {"check_accuracy", "train"}
 
 
+def test_each_task_pushes_its_summary_once_as_return_value(dag):
+    # Downstream tasks and the REST API (tests/test_stack_e2e.py) read `return_value`; no per-key copies.
+    assert {t.task_id: t.multiple_outputs for t in dag.tasks} == dict.fromkeys(dag.task_ids, False)
+
+
 def test_gpu_routing_retries_and_outlet(dag):
     train = dag.get_task("train")
     assert (train.pool, train.queue) == ("gpu", "gpu")
