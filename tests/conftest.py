@@ -1,23 +1,20 @@
-"""Shared fixtures: the generated sample dataset, a real S3 server over HTTP, an isolated DVC."""
+"""Shared fixtures: the generated sample dataset, a real S3 server over HTTP, an empty registry bucket on
+it, an isolated DVC, the parsed DAG. Plain helpers imported by name are in support.py."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import BIN, REPO, free_port
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
@@ -35,16 +32,10 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A moto S3 server on 127.0.0.1, over real HTTP, for boto3, s3fs and dvc-s3 alike."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -79,6 +70,19 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+@pytest.fixture
+def registry(s3_env: dict[str, str]):
+    """(a raw boto3 client, for looking behind the registry code's back; the client the code under test
+    uses) against an empty bucket publish_support.BUCKET."""
+    from publish_support import BUCKET, s3
+
+    from pipeline.publish.store import make_client
+
+    raw = s3(s3_env["AWS_ENDPOINT_URL"])
+    raw.create_bucket(Bucket=BUCKET)
+    return raw, make_client(max_attempts=2)
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from support import free_port
+
 SSHD = "/usr/sbin/sshd"
 ADDRESSES = ("127.0.0.2", "127.0.0.3")
 
@@ -55,12 +57,6 @@ class LoopbackSshd:
         return found
 
 
-def _free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-
-
 def _listening(address: str, port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((address, port), timeout=1):
         return True
@@ -88,7 +84,7 @@ def loopback_sshd(root: Path, attempts: int = 3) -> Iterator[LoopbackSshd]:
     if os.getuid() == 0:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory (the service makes it)
     for _ in range(attempts):  # another process may take the free port before sshd binds it
-        port = _free_port(ADDRESSES[0])
+        port = free_port(ADDRESSES[0])
         listen = "".join(f"ListenAddress {address}:{port}\n" for address in ADDRESSES)
         config = _write(root / "sshd_config", f"""{listen}HostKey {root / 'host_key'}
 AuthorizedKeysFile {root / 'user_key.pub'}

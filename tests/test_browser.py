@@ -24,10 +24,11 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
-from test_make_airflow import BIN, REPO, SCRIPT, _free_port, _http, _login
+from support import BIN, REPO, airflow_login, free_port, http_json
 
 pytestmark = pytest.mark.slow
 
+SCRIPT = REPO / "scripts" / "airflow.sh"  # what `make airflow` runs
 DAG_ID = "resnet50_retrain"
 TASKS = ("fetch_data", "validate_data", "train", "evaluate", "check_accuracy", "publish")
 BUCKET = "rn50-artifacts"  # scripts/local_s3.sh's default, which the form's Bucket defaults to as well
@@ -51,8 +52,8 @@ class Playground:
     log: Path
 
     def api(self, path: str) -> dict:
-        token = _http(f"{self.base}/auth/token", {"username": "admin", "password": _login(self.home)[0]})
-        return _http(f"{self.base}/api/v2/dags/{DAG_ID}{path}", token=token["access_token"])
+        token = http_json(f"{self.base}/auth/token", {"username": "admin", "password": airflow_login(self.home)[0]})
+        return http_json(f"{self.base}/api/v2/dags/{DAG_ID}{path}", token=token["access_token"])
 
     def run_ids(self) -> set[str]:
         return {run["dag_run_id"] for run in self.api("/dagRuns")["dag_runs"]}
@@ -66,7 +67,7 @@ class Playground:
 def playground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Playground]:
     """scripts/airflow.sh as `make airflow` runs it, until its DAG is parsed."""
     tmp = tmp_path_factory.mktemp("make-airflow")
-    port = _free_port()
+    port = free_port()
     playground = Playground(f"http://127.0.0.1:{port}", tmp / "home", tmp / "airflow.log")
     with playground.log.open("w") as out:
         proc = subprocess.Popen([str(SCRIPT), str(BIN.parent)], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
@@ -114,7 +115,7 @@ def page(browser, playground):
     expect.set_options(timeout=UI_TIMEOUT_MS)
     page.goto(playground.base)
     page.get_by_role("textbox", name="Username").fill("admin")
-    page.get_by_role("textbox", name="Password").fill(_login(playground.home)[0])
+    page.get_by_role("textbox", name="Password").fill(airflow_login(playground.home)[0])
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(lambda url: "/auth/login" not in url)
     yield page

@@ -17,15 +17,12 @@ import subprocess
 import sys
 import time
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import _free_port
+from support import BIN, REPO, airflow_login, free_port, http_json
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 SCRIPT = REPO / "scripts" / "airflow.sh"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
@@ -153,7 +150,7 @@ def _make_airflow(venv: Path, home: Path, s3_env: dict[str, str], *, stop: int |
                                 start_new_session=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                                 env={"PATH": os.environ["PATH"], "HOME": str(venv.parent),
-                                     "RN50_AIRFLOW_HOME": str(home), "AIRFLOW_PORT": str(_free_port()),
+                                     "RN50_AIRFLOW_HOME": str(home), "AIRFLOW_PORT": str(free_port()),
                                      "STUB_DIR": str(stub_dir), **s3_env, **env})
     deadline = time.monotonic() + 60
     # Up: every component started and the banner (login, exports) printed; a stop before that races it.
@@ -169,25 +166,20 @@ def _make_airflow(venv: Path, home: Path, s3_env: dict[str, str], *, stop: int |
     return proc.returncode, out.read_text(), err.read_text(), started, seconds
 
 
-def _login(home: Path) -> tuple[str, int]:
-    path = home / "passwords.json"
-    return json.loads(path.read_text())["admin"], path.stat().st_mode & 0o777
-
-
 def test_the_login_is_a_generated_password_only_its_owner_can_read(venv, tmp_path, s3_env):
     home = tmp_path / "home"
     code, out, err, _, _ = _make_airflow(venv, home, s3_env)
     assert code == 0, err
-    password, mode = _login(home)
+    password, mode = airflow_login(home)
     assert mode == 0o600
     assert password != "admin" and len(password) >= 16
     assert f"admin / {password}" in out  # printed at start: nobody has to dig for it
     code, _, err, _, _ = _make_airflow(venv, home, s3_env)
     assert code == 0, err
-    assert _login(home) == (password, 0o600), "a restart must keep the login"
+    assert airflow_login(home) == (password, 0o600), "a restart must keep the login"
     other = tmp_path / "other"
     assert _make_airflow(venv, other, s3_env)[0] == 0
-    assert _login(other)[0] != password
+    assert airflow_login(other)[0] != password
 
 
 def test_the_admin_admin_login_of_earlier_versions_is_replaced(venv, tmp_path, s3_env):
@@ -197,7 +189,7 @@ def test_the_admin_admin_login_of_earlier_versions_is_replaced(venv, tmp_path, s
     (home / "passwords.json").chmod(0o644)
     code, _, err, _, _ = _make_airflow(venv, home, s3_env)
     assert code == 0, err
-    password, mode = _login(home)
+    password, mode = airflow_login(home)
     assert password != "admin" and mode == 0o600
     assert json.loads((home / "passwords.json").read_text())["viewer"] == "kept-as-it-was"
 
@@ -288,18 +280,9 @@ def test_a_component_that_exits_stops_the_rest_with_one_line_naming_it(venv, tmp
 
 # ---- the real thing ----
 
-def _http(url: str, data: dict | None = None, token: str | None = None) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
-                                     headers={"Content-Type": "application/json"})
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
-
-
 @pytest.mark.slow
 def test_make_airflow_brings_up_the_playground_and_sigterm_stops_all_of_it_within_30_s(tmp_path):
-    home, port = tmp_path / "home", _free_port()
+    home, port = tmp_path / "home", free_port()
     log = tmp_path / "airflow.log"
     with log.open("w") as out:
         proc = subprocess.Popen([str(SCRIPT), str(BIN.parent)], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
@@ -312,7 +295,7 @@ def test_make_airflow_brings_up_the_playground_and_sigterm_stops_all_of_it_withi
         deadline = time.monotonic() + 300
         while True:
             try:
-                health = _http(f"{base}/api/v2/monitor/health")
+                health = http_json(f"{base}/api/v2/monitor/health")
                 if all(health[c]["status"] == "healthy"
                        for c in ("metadatabase", "scheduler", "triggerer", "dag_processor")):
                     break
@@ -320,12 +303,13 @@ def test_make_airflow_brings_up_the_playground_and_sigterm_stops_all_of_it_withi
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(2)
-        token = _http(f"{base}/auth/token", {"username": "admin", "password": _login(home)[0]})["access_token"]
+        login = {"username": "admin", "password": airflow_login(home)[0]}
+        token = http_json(f"{base}/auth/token", login)["access_token"]
         # The DAG as the dag-processor parsed it with the playground's settings: no schedule to start a
         # production run on unpause, and a form whose defaults train the smoke profile.
         while True:
             try:
-                dag = _http(f"{base}/api/v2/dags/resnet50_retrain/details", token=token)
+                dag = http_json(f"{base}/api/v2/dags/resnet50_retrain/details", token=token)
                 break
             except urllib.error.HTTPError as exc:
                 assert exc.code == 404 and time.monotonic() < deadline, exc
