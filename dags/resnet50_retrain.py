@@ -149,7 +149,7 @@ def resnet50_retrain():
 
     @task(task_id="train", multiple_outputs=False, task_display_name="Train (Horovod)", execution_timeout=TRAIN_TIMEOUT,
           **TRAIN_SLOT)
-    def train(data: dict, validation: dict, **context) -> dict:
+    def train(data: dict, **context) -> dict:
         from tasks import train as stage
         from tasks.common import workspace
 
@@ -162,14 +162,14 @@ def resnet50_retrain():
         )
 
     @task(task_id="evaluate", multiple_outputs=False, task_display_name="Evaluate top-1/top-5", **GPU)
-    def evaluate(data: dict, trained: dict, **context) -> dict:
+    def evaluate(data: dict, **context) -> dict:
         from tasks import evaluate as stage
         from tasks.common import workspace
 
         return stage.run(workspace(context["run_id"]), data_dir=data["data_dir"])
 
     @task(task_id="check_accuracy", multiple_outputs=False, task_display_name="Accuracy gate", **FINAL)
-    def check_accuracy(evaluation: dict, **context) -> dict:
+    def check_accuracy(**context) -> dict:
         from tasks import check_accuracy as stage
         from tasks.common import s3_client, workspace
 
@@ -197,11 +197,12 @@ def resnet50_retrain():
         context["outlet_events"][RESNET50_MODEL].extra = summary
         return summary
 
+    # Data flows as XComArgs (fetch_data's data_dir, train's ranks and hosts for the lineage, the gate's decision);
+    # the rest is order alone: each stage reads its predecessor's files in the run's workspace.
     data = fetch_data()
-    validation = validate_data(data)
-    trained = train(data, validation)
-    evaluation = evaluate(data, trained)
-    decision = check_accuracy(evaluation)
+    trained = train(data)
+    decision = check_accuracy()
+    validate_data(data) >> trained >> evaluate(data) >> decision
     publish(decision, trained)
 
 

@@ -64,6 +64,16 @@ def test_tasks_and_dependencies(dag):
     assert dag.get_task("publish").upstream_task_ids == {"check_accuracy", "train"}
 
 
+def test_tasks_take_only_the_xcoms_they_use(dag):
+    # The rest of the order is `>>` (ruff's ARG rules on dags/ refuse an XCom argument a task does not read).
+    from airflow.sdk.definitions.xcom_arg import XComArg
+
+    inputs = {t.task_id: sorted(op.task_id for op, _ in XComArg.iter_xcom_references(t.op_args))
+              for t in dag.tasks}
+    assert inputs == {"fetch_data": [], "validate_data": ["fetch_data"], "train": ["fetch_data"],
+                      "evaluate": ["fetch_data"], "check_accuracy": [], "publish": ["check_accuracy", "train"]}
+
+
 def test_each_task_pushes_its_summary_once_as_return_value(dag):
     # Downstream tasks and the REST API (tests/test_stack_e2e.py) read `return_value`; no per-key copies.
     assert {t.task_id: t.multiple_outputs for t in dag.tasks} == dict.fromkeys(dag.task_ids, False)
@@ -225,6 +235,6 @@ def test_train_refuses_other_gpus_than_it_reserves_too(dag_parsed_with, tmp_path
     params = copy.deepcopy(four.params)
     params.update({"num_gpus": 2})
     with pytest.raises(AirflowFailException, match=r"^num_gpus=2 but this deployment reserves 4 GPU slots"):
-        four.get_task("train").python_callable({"data_dir": str(tmp_path)}, {"valid": True},
-                                               params=params.validate(), run_id="manual__gpus")
+        four.get_task("train").python_callable({"data_dir": str(tmp_path)}, params=params.validate(),
+                                               run_id="manual__gpus")
     assert started == []

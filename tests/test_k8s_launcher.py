@@ -202,7 +202,7 @@ def _trigger_train(dag, cluster, monkeypatch, run_id, data_dir, **conf):
     params.update(conf)
     context = {"params": params.validate(), "run_id": run_id}
     train = dag.get_task("train").python_callable
-    return train({"data_dir": str(data_dir)}, {"valid": True}, **context)
+    return train({"data_dir": str(data_dir)}, **context)
 
 
 @pytest.mark.parametrize(("num_gpus", "per_node", "workers", "gpus"), [(16, 8, 2, 8), (32, 8, 4, 8), (4, 8, 1, 4)])
@@ -225,9 +225,9 @@ def test_the_dag_renders_and_submits_the_mpijob_for_its_params(dag, shared, monk
     launcher = job["spec"]["mpiReplicaSpecs"]["Launcher"]
     assert launcher["replicas"] == 1
     command = launcher["template"]["spec"]["containers"][0]["command"]
-    assert command[:3] == ["python", "-m", "tasks.train"]
-    flags = dict(zip(command[3::2], command[4::2], strict=False))
-    assert flags["--num-gpus"] == str(num_gpus) and flags["--hostfile"] == "/etc/mpi/hostfile"
+    assert command[:2] == ["rn50", "train"]  # the trainer image's CLI, which the launcher pod runs
+    flags = dict(zip(command[2::2], command[3::2], strict=False))
+    assert flags["--np"] == str(num_gpus) and flags["--hostfile"] == "/etc/mpi/hostfile"
     assert flags["--profile"] == "ngc-90e" and flags["--epochs"] == "2" and "--amp" in command
     assert flags["--data-dir"] == str(shared / "imagenet") and flags["--run-id"] == run_id
     assert summary["num_gpus"] == num_gpus and summary["hosts"] == f"{name}: {workers}x{gpus} GPUs"
@@ -254,16 +254,34 @@ def test_data_off_the_shared_volume_is_refused_before_anything_is_submitted(dag,
     assert cluster.objects == {}
 
 
-def test_inside_the_launcher_pod_the_hostfile_becomes_horovodruns_hosts(tmp_path, monkeypatch):
-    import tasks.train
+def test_inside_the_launcher_pod_rn50_train_runs_horovodrun_on_the_hostfiles_hosts(tmp_path, monkeypatch, capsys):
+    """What the MPIJob's launcher runs: `rn50 train --run-id R --np N --hostfile H` trains run R's workspace
+    on the hosts the mpi-operator wrote, which are allowed for this job though RN50_ALLOWED_HOSTS names none."""
+    import pipeline.train.launch
+    from pipeline import cli
     from pipeline.workspace import RunWorkspace
 
+    monkeypatch.delenv("RN50_ALLOWED_HOSTS", raising=False)
+    started: list[list[str]] = []
+    monkeypatch.setattr(pipeline.train.launch, "run_ranks", lambda command: started.append(command) or 0)
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("job-worker-0.job.rn50.svc slots=8\njob-worker-1.job.rn50.svc slots=8\n")
-    seen: list[list[str]] = []
-    monkeypatch.setattr(tasks.train, "run_child", lambda cmd, env=None: seen.append(cmd) or 0)
-    ws = RunWorkspace(tmp_path / "runs", "manual__z").create()
-    tasks.train.run(ws, data_dir=str(tmp_path), profile="ngc-90e", hostfile=str(hostfile), num_gpus=16)
-    [cmd] = seen
-    assert cmd[cmd.index("--np") + 1] == "16"
-    assert cmd[cmd.index("--hosts") + 1] == "job-worker-0.job.rn50.svc:8,job-worker-1.job.rn50.svc:8"
+    args = ["train", "--run-id", "manual__z", "--workspace-root", str(tmp_path / "runs"), "--data-dir", str(tmp_path),
+            "--profile", "ngc-90e", "--np", "16", "--hostfile", str(hostfile), "--epochs", "2"]
+    assert cli.main(args) == 0
+    [command] = started
+    assert command[command.index("-np") + 1] == "16"
+    assert command[command.index("-H") + 1] == "job-worker-0.job.rn50.svc:8,job-worker-1.job.rn50.svc:8"
+    rank = command[command.index("pipeline") - 1:]  # what each rank runs: the run's model/, no relaunch
+    model_dir = RunWorkspace(tmp_path / "runs", "manual__z").model
+    assert rank[:3] == ["-m", "pipeline", "train"] and rank[rank.index("--model-dir") + 1] == str(model_dir)
+    assert rank[rank.index("--epochs") + 1] == "2"
+    assert not {"--np", "--hosts", "--hostfile", "--run-id"} & set(rank)
+
+    hostfile.write_text("job-worker-0 slots=8\n$(reboot) slots=8\n")
+    started.clear()
+    assert cli.main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"rn50 train: error: {hostfile}: hostfile line 2: '$(reboot)' is not a host name "
+        "(a letter or digit, then letters, digits, '.-_')")
+    assert started == []

@@ -110,7 +110,7 @@ def _trigger_train(dag, monkeypatch, tmp_path, **conf) -> list[tuple[list[str], 
     params = copy.deepcopy(dag.params)
     params.update(conf)
     context = {"params": params.validate(), "run_id": "manual__hosts"}
-    dag.get_task("train").python_callable({"data_dir": str(tmp_path)}, {"valid": True}, **context)
+    dag.get_task("train").python_callable({"data_dir": str(tmp_path)}, **context)
     return started
 
 
@@ -138,27 +138,3 @@ def test_a_host_off_the_allow_list_fails_the_runs_first_task_before_any_work(dag
     with pytest.raises(AirflowFailException, match=r"^--hosts: attacker.example is not an allowed host"):
         dag.get_task("fetch_data").python_callable(**context)
     assert not (tmp_path / "runs").exists()  # refused before the run's workspace or any data
-
-
-def test_an_mpijobs_hostfile_names_the_hosts_its_launcher_may_use(tmp_path, monkeypatch):
-    from airflow.sdk.exceptions import AirflowFailException
-
-    import tasks.train
-    from pipeline.workspace import RunWorkspace
-
-    monkeypatch.delenv("RN50_ALLOWED_HOSTS", raising=False)
-    started: list[tuple[list[str], dict | None]] = []
-    monkeypatch.setattr(tasks.train, "run_child", lambda cmd, env=None: started.append((cmd, env)) or 0)
-    ws = RunWorkspace(tmp_path / "runs", "manual__k8s").create()
-    hostfile = tmp_path / "hostfile"
-    hostfile.write_text("job-worker-0.job.rn50.svc slots=8\njob-worker-1.job.rn50.svc slots=8\n")
-    tasks.train.run(ws, data_dir=str(tmp_path), profile="ngc-90e", hostfile=str(hostfile), num_gpus=16)
-    [(cmd, env)] = started
-    assert env["RN50_ALLOWED_HOSTS"] == "job-worker-0.job.rn50.svc,job-worker-1.job.rn50.svc"
-    assert check_hosts(cmd[cmd.index("--hosts") + 1], environ=env)  # what the launched `rn50 train` checks
-
-    hostfile.write_text("job-worker-0 slots=8\n$(reboot) slots=8\n")
-    started.clear()
-    with pytest.raises(AirflowFailException, match=r"hostfile: hostfile line 2: '\$\(reboot\)' is not a host name"):
-        tasks.train.run(ws, data_dir=str(tmp_path), profile="ngc-90e", hostfile=str(hostfile), num_gpus=16)
-    assert started == []
