@@ -1,4 +1,5 @@
-"""The `resnet50_retrain` DAG: it parses fast and light, and its wiring is what the design says."""
+"""The `resnet50_retrain` DAG: it parses without heavy imports (bench/dag_parse.py times the parse), and its
+wiring is what the design says."""
 
 from __future__ import annotations
 
@@ -22,18 +23,16 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "PYTHONPATH": str(REPO), **extra}
 
 
-def test_dagbag_imports_fast_without_heavy_libraries(tmp_path):
+def test_dagbag_imports_without_heavy_libraries(tmp_path):
     # A fresh interpreter, as the dag-processor has: what the DAG file imports is what gets counted.
     code = """
-import json, sys, time
+import json, sys
 from airflow.dag_processing.dagbag import DagBag
-start = time.perf_counter()
 bag = DagBag(dag_folder=sys.argv[1])
-seconds = time.perf_counter() - start
 heavy = [m for m in ("tensorflow", "keras", "great_expectations", "boto3", "horovod", "pandas", "kubernetes")
          if m in sys.modules]
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dag_ids),
-                  "seconds": seconds, "heavy": heavy}))
+                  "heavy": heavy}))
 """
     result = subprocess.run(
         [sys.executable, "-c", code, str(DAGS)], capture_output=True, text=True, timeout=120,
@@ -44,7 +43,6 @@ print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "
     assert got["errors"] == {}
     assert got["dags"] == ["resnet50_retrain"]
     assert got["heavy"] == []
-    assert got["seconds"] < 2.0, f"parsing took {got['seconds']:.2f} s"
 
 
 
