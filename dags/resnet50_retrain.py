@@ -20,31 +20,31 @@ and gate failures are final; other failures retry with exponential backoff.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import Asset, Param, dag, task
 
+from pipeline import settings
 from pipeline.gate import DEFAULT_TOLERANCE, MAX_TOLERANCE
 from pipeline.publish.registry import PREFIX_PATTERN
+from pipeline.train.config import PROFILES
 from tasks.notify import log_failure
 
-# Per-deployment defaults, read at parse time from the environment (cheap: no DB, no heavy import).
-DEFAULT_PROFILE = os.environ.get("RN50_PROFILE", "ngc-90e")
+# Per-deployment defaults, read at parse time (pipeline.settings: the environment, no DB, no heavy import).
+DEFAULT_PROFILE = settings.PROFILE.get()
 # "none": triggered runs only (a test or staging deployment that must not start the monthly run on unpause).
-SCHEDULE = os.environ.get("RN50_SCHEDULE", "@monthly")
-DEFAULT_BUCKET = os.environ.get("RN50_BUCKET", "rn50-artifacts")
-DEFAULT_PREFIX = os.environ.get("RN50_PREFIX", "models")
-DEFAULT_NUM_GPUS = int(os.environ.get("RN50_NUM_GPUS", "1"))
-# local: horovodrun on the Airflow worker of the `gpu` queue; kubernetes: an MPIJob (docker/k8s/).
-DEFAULT_LAUNCHER = os.environ.get("RN50_LAUNCHER", "local")
-DEFAULT_GPUS_PER_NODE = int(os.environ.get("RN50_GPUS_PER_NODE", "8"))
-AWS_CONN_ID = os.environ.get("RN50_AWS_CONN_ID", "aws_default")
-TRAIN_TIMEOUT = timedelta(hours=float(os.environ.get("RN50_TRAIN_TIMEOUT_HOURS", "72")))
+SCHEDULE = settings.SCHEDULE.get()
+DEFAULT_BUCKET = settings.BUCKET.get()
+DEFAULT_PREFIX = settings.PREFIX.get()
+DEFAULT_NUM_GPUS = settings.NUM_GPUS.get()
+DEFAULT_LAUNCHER = settings.LAUNCHER.get()
+DEFAULT_GPUS_PER_NODE = settings.GPUS_PER_NODE.get()
+AWS_CONN_ID = settings.AWS_CONN_ID.get()
+TRAIN_TIMEOUT = timedelta(hours=settings.TRAIN_TIMEOUT_HOURS.get())
 # fetch_data first removes the run workspaces unchanged for this many days (`rn50 gc`); 0 keeps them all.
 # A deployment's disk policy, not a per-run choice: no trigger form should delete other runs' work.
-RETENTION_DAYS = float(os.environ.get("RN50_RETENTION_DAYS", "30"))
+RETENTION_DAYS = settings.RETENTION_DAYS.get()
 MODEL = "resnet50"
 
 # Downstream DAGs schedule on this Asset; each event's extra holds the published version's URI. (A name,
@@ -78,7 +78,7 @@ TRAIN_SLOT = {**GPU, "pool_slots": TRAIN_GPU_SLOTS} if TRAIN_GPU_SLOTS else {}
         "on_failure_callback": log_failure,
     },
     params={
-        "profile": Param(DEFAULT_PROFILE, type="string", enum=["ngc-90e", "ngc-250e", "smoke"], title="Profile",
+        "profile": Param(DEFAULT_PROFILE, type="string", enum=list(PROFILES), title="Profile",
                          description="Training recipe: NVIDIA's 90 or 250 epochs on ImageNet, or smoke (the sample "
                          "dataset, 32 px, minutes on a CPU)."),
         "data_rev": Param("HEAD", type="string", minLength=1, title="Data revision",
@@ -93,7 +93,7 @@ TRAIN_SLOT = {**GPU, "pool_slots": TRAIN_GPU_SLOTS} if TRAIN_GPU_SLOTS else {}
                             description="Override the profile's per-GPU batch (256 in the NGC recipes)."),
         "num_gpus": Param(DEFAULT_NUM_GPUS, type="integer", minimum=1, maximum=1024, title="GPUs",
                           description="Horovod ranks: horovodrun -np num_gpus."),
-        "launcher": Param(DEFAULT_LAUNCHER, type="string", enum=["local", "kubernetes"], title="Launcher",
+        "launcher": Param(DEFAULT_LAUNCHER, type="string", enum=list(settings.LAUNCHERS), title="Launcher",
                           description="local: horovodrun on the Airflow GPU worker. kubernetes: submit an MPIJob "
                           "(kubeflow mpi-operator) and wait for it."),
         "gpus_per_node": Param(DEFAULT_GPUS_PER_NODE, type="integer", minimum=1, maximum=64, title="GPUs per node",

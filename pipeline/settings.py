@@ -12,13 +12,17 @@ This module imports nothing heavy: the DAG file reads it while it parses.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from pipeline.train.config import PROFILES
+
 T = TypeVar("T")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# local: horovodrun on the gpu worker; kubernetes: an MPIJob (docker/k8s/).
+LAUNCHERS = ("local", "kubernetes")
 
 
 class SettingError(ValueError):
@@ -37,6 +41,17 @@ def _non_negative_float(text: str) -> float:
     if not value >= 0:  # NaN fails too
         raise ValueError("must be a number >= 0")
     return value
+
+
+def _one_of(choices: Iterable[str]) -> Callable[[str], str]:
+    names = tuple(choices)
+
+    def parse(text: str) -> str:
+        if text not in names:
+            raise ValueError(f"choose one of {', '.join(names)}")
+        return text
+
+    return parse
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -71,12 +86,14 @@ class Setting(Generic[T]):
 
 
 # What a run does (the trigger form's defaults come from these).
-PROFILE = Setting("RN50_PROFILE", "ngc-90e", "the training recipe of scheduled runs and the form's default")
+PROFILE = Setting("RN50_PROFILE", "ngc-90e", "the training recipe of scheduled runs and the form's default",
+                  _one_of(PROFILES))
 SCHEDULE = Setting("RN50_SCHEDULE", "@monthly",
                    "a cron preset or expression, or `none` for triggered runs only")
 NUM_GPUS = Setting("RN50_NUM_GPUS", 1, "GPUs per run: ranks, and `gpu` pool slots the train task takes",
                    _positive_int)
-LAUNCHER = Setting("RN50_LAUNCHER", "local", "`local` (horovodrun on the gpu worker) or `kubernetes` (an MPIJob)")
+LAUNCHER = Setting("RN50_LAUNCHER", "local", "`local` (horovodrun on the gpu worker) or `kubernetes` (an MPIJob)",
+                   _one_of(LAUNCHERS))
 GPUS_PER_NODE = Setting("RN50_GPUS_PER_NODE", 8, "GPUs per MPIJob worker", _positive_int)
 ALLOWED_HOSTS = Setting("RN50_ALLOWED_HOSTS", (), "hosts other than localhost a run may train on, comma-separated",
                         _names, "(none)")

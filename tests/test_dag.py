@@ -94,6 +94,8 @@ def test_gpu_routing_retries_and_outlet(dag):
 
 
 def test_params_have_titles_descriptions_and_schemas(dag):
+    from pipeline.train.config import PROFILES
+
     params = dag.params
     expected = {"profile", "data_rev", "data_dir", "epochs", "steps", "batch_size", "num_gpus", "hosts", "amp",
                 "xla", "launcher", "gpus_per_node", "gate_tolerance", "force_publish", "force_reason", "publish",
@@ -103,7 +105,8 @@ def test_params_have_titles_descriptions_and_schemas(dag):
         param = params.get_param(name)
         assert param.schema.get("title") and param.description, name
     assert params["profile"] == "ngc-90e"  # a scheduled run trains the production recipe
-    assert params.get_param("profile").schema["enum"] == ["ngc-90e", "ngc-250e", "smoke"]
+    assert params.get_param("profile").schema["enum"] == ["ngc-90e", "ngc-250e", "smoke"] == list(PROFILES)
+    assert params.get_param("launcher").schema["enum"] == ["local", "kubernetes"]
     assert params["publish"] is True and params["force_publish"] is False
     assert params["launcher"] == "local" and params["gpus_per_node"] == 8
 
@@ -142,6 +145,20 @@ def test_defaults_come_from_the_deployment_environment(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "smoke"
+
+
+@pytest.mark.parametrize(("name", "value", "error"), [
+    ("RN50_PROFILE", "ngc-90", "RN50_PROFILE='ngc-90': choose one of ngc-90e, ngc-250e, smoke"),
+    ("RN50_LAUNCHER", "slurm", "RN50_LAUNCHER='slurm': choose one of local, kubernetes"),
+    ("RN50_NUM_GPUS", "zero", "RN50_NUM_GPUS='zero': invalid literal for int() with base 10: 'zero'"),
+])
+def test_a_bad_deployment_setting_names_itself_in_the_import_error(dag, monkeypatch, name, value, error):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv(name, value)
+    bag = DagBag(dag_folder=str(DAGS))
+    [message] = bag.import_errors.values()
+    assert message.rstrip().splitlines()[-1] == f"pipeline.settings.SettingError: {error}"
 
 
 def test_failure_summary_names_the_task_the_reason_and_the_report(tmp_path, monkeypatch):
