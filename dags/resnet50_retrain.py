@@ -51,6 +51,10 @@ MODEL = "resnet50"
 # not an s3:// URI: an s3 Asset makes the Amazon provider import boto3 while the DAG file parses.)
 RESNET50_MODEL = Asset(name="resnet50_model")
 
+# The trigger form's groups (a Param's `section`): the form opens on the Params without one (what to train, on
+# what data) and folds each group under its title.
+TRAINING, GATE, PUBLISHING, GPUS = "Training overrides", "Gate", "Where to publish", "GPUs and hosts"
+
 FINAL = {"retries": 0}  # bad data and a failed gate do not get better on retry
 GPU = {"pool": "gpu", "pool_slots": 1, "queue": "gpu"}  # evaluate: one GPU's work
 # The gpu pool slots a training run reserves: its ranks on the gpu worker; none when the deployment trains
@@ -86,42 +90,49 @@ TRAIN_SLOT = {**GPU, "pool_slots": TRAIN_GPU_SLOTS} if TRAIN_GPU_SLOTS else {}
         "data_dir": Param(None, type=["null", "string"], title="Data directory",
                           description="Use this TFRecord directory as it is instead of pulling data.dvc."),
         "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=1000, title="Epochs",
-                        description="Override the profile's epochs."),
+                        description="Override the profile's epochs.", section=TRAINING),
         "steps": Param(None, type=["null", "integer"], minimum=1, title="Steps",
-                       description="Stop after this many steps (the LR schedule spans them); for quick checks."),
+                       description="Stop after this many steps (the LR schedule spans them); for quick checks.",
+                       section=TRAINING),
         "batch_size": Param(None, type=["null", "integer"], minimum=1, maximum=4096, title="Batch size per GPU",
-                            description="Override the profile's per-GPU batch (256 in the NGC recipes)."),
-        "num_gpus": Param(DEFAULT_NUM_GPUS, type="integer", minimum=1, maximum=1024, title="GPUs",
-                          description="Horovod ranks: horovodrun -np num_gpus."),
-        "launcher": Param(DEFAULT_LAUNCHER, type="string", enum=list(settings.LAUNCHERS), title="Launcher",
-                          description="local: horovodrun on the Airflow GPU worker. kubernetes: submit an MPIJob "
-                          "(kubeflow mpi-operator) and wait for it."),
-        "gpus_per_node": Param(DEFAULT_GPUS_PER_NODE, type="integer", minimum=1, maximum=64, title="GPUs per node",
-                               description="launcher=kubernetes: GPUs per worker pod; num_gpus above it must be a "
-                               "multiple of it."),
-        "hosts": Param(None, type=["null", "string"],
-                       pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(:\d+)?(,[A-Za-z0-9][A-Za-z0-9_.-]*(:\d+)?)*$",
-                       title="Hosts", description="horovodrun hosts for several machines, e.g. node1:8,node2:8. "
-                       "Only hosts the deployment lists in RN50_ALLOWED_HOSTS (and localhost); others are refused."),
+                            description="Override the profile's per-GPU batch (256 in the NGC recipes).",
+                            section=TRAINING),
         "amp": Param(None, type=["null", "boolean"], title="AMP",
-                     description="Mixed precision (float16); empty keeps the profile's choice."),
+                     description="Mixed precision (float16); empty keeps the profile's choice.", section=TRAINING),
         "xla": Param(None, type=["null", "boolean"], title="XLA",
-                     description="XLA-compile the training step; empty keeps the profile's choice."),
+                     description="XLA-compile the training step; empty keeps the profile's choice.", section=TRAINING),
         "gate_tolerance": Param(DEFAULT_TOLERANCE, type="number", minimum=0, maximum=MAX_TOLERANCE,
                                 title="Gate tolerance (pp)",
                                 description="Percentage points of top-1 below the baseline that still pass, at most "
-                                f"{MAX_TOLERANCE:g}. To publish a model below that, use force_publish with a reason."),
+                                f"{MAX_TOLERANCE:g}. To publish a model below that, use force_publish with a reason.",
+                                section=GATE),
         "force_publish": Param(False, type="boolean", title="Force publish",
-                               description="Publish even if the gate fails. Needs a reason."),
+                               description="Publish even if the gate fails. Needs a reason.", section=GATE),
         "force_reason": Param(None, type=["null", "string"], title="Force reason",
-                              description="Why a failing model is published anyway; recorded in the manifest."),
+                              description="Why a failing model is published anyway; recorded in the manifest.",
+                              section=GATE),
         "publish": Param(True, type="boolean", title="Publish",
-                         description="Publish a model that passes the gate (off: stop after the gate)."),
+                         description="Publish a model that passes the gate (off: stop after the gate).",
+                         section=PUBLISHING),
         "bucket": Param(DEFAULT_BUCKET, type="string", minLength=3, maxLength=63, pattern=r"^[a-z0-9][a-z0-9.-]+$",
-                        title="Bucket", description="S3 bucket of the model registry."),
+                        title="Bucket", description="S3 bucket of the model registry.", section=PUBLISHING),
         "prefix": Param(DEFAULT_PREFIX, type="string", pattern=PREFIX_PATTERN, title="Prefix",
                         description="Key prefix inside the bucket, e.g. models or team-a/models (no leading or "
-                        "trailing '/', no '.' or '..' segment). The champion is the `latest` under it."),
+                        "trailing '/', no '.' or '..' segment). The champion is the `latest` under it.",
+                        section=PUBLISHING),
+        "num_gpus": Param(DEFAULT_NUM_GPUS, type="integer", minimum=1, maximum=1024, title="GPUs",
+                          description="Horovod ranks: horovodrun -np num_gpus.", section=GPUS),
+        "launcher": Param(DEFAULT_LAUNCHER, type="string", enum=list(settings.LAUNCHERS), title="Launcher",
+                          description="local: horovodrun on the Airflow GPU worker. kubernetes: submit an MPIJob "
+                          "(kubeflow mpi-operator) and wait for it.", section=GPUS),
+        "gpus_per_node": Param(DEFAULT_GPUS_PER_NODE, type="integer", minimum=1, maximum=64, title="GPUs per node",
+                               description="launcher=kubernetes: GPUs per worker pod; num_gpus above it must be a "
+                               "multiple of it.", section=GPUS),
+        "hosts": Param(None, type=["null", "string"],
+                       pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(:\d+)?(,[A-Za-z0-9][A-Za-z0-9_.-]*(:\d+)?)*$",
+                       title="Hosts", description="horovodrun hosts for several machines, e.g. node1:8,node2:8. "
+                       "Only hosts the deployment lists in RN50_ALLOWED_HOSTS (and localhost); others are refused.",
+                       section=GPUS),
     },
 )
 def resnet50_retrain():

@@ -111,6 +111,21 @@ def test_params_have_titles_descriptions_and_schemas(dag):
     assert params["launcher"] == "local" and params["gpus_per_node"] == 8
 
 
+def test_the_trigger_form_groups_its_params(dag):
+    # The UI opens the form on the Params without a section and folds each section under its title, in the order
+    # the sections first appear.
+    sections: dict[str | None, list[str]] = {}
+    for name in dag.params:
+        sections.setdefault(dag.params.get_param(name).schema.get("section"), []).append(name)
+    assert list(sections.items()) == [
+        (None, ["profile", "data_rev", "data_dir"]),
+        ("Training overrides", ["epochs", "steps", "batch_size", "amp", "xla"]),
+        ("Gate", ["gate_tolerance", "force_publish", "force_reason"]),
+        ("Where to publish", ["publish", "bucket", "prefix"]),
+        ("GPUs and hosts", ["num_gpus", "launcher", "gpus_per_node", "hosts"]),
+    ]
+
+
 @pytest.mark.parametrize(
     ("name", "bad"),
     [("profile", "ngc-9e"), ("num_gpus", 0), ("epochs", -1), ("gate_tolerance", -0.1), ("bucket", "UPPER_case"),
