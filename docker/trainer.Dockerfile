@@ -1,4 +1,4 @@
-# The GPU image: `python -m tasks.train` (horovodrun over NCCL + Gloo, one or many nodes), the
+# The GPU image: `rn50 train` (horovodrun over NCCL + Gloo, one or many nodes), the
 # MPIJob worker (sshd), and the Airflow Celery worker of the `gpu` queue (train, evaluate).
 # CUDA TensorFlow 2.21, Horovod 0.28.1 built from source with NCCL, OpenSSH for multi-node horovodrun.
 # Build from the repository root:  docker build -f docker/trainer.Dockerfile -t rn50-trainer:0.1.0 .
@@ -69,7 +69,8 @@ WORKDIR /opt/rn50
 # [gpu] resolves to the base image's tensorflow[and-cuda] 2.21.0; the project's Celery and Postgres
 # providers let the same image serve as the `gpu` queue's worker.
 RUN python -m pip install --no-cache-dir --find-links /wheels/project "rn50-pipeline[gpu]==0.1.0" \
-    && python -c "import horovod.tensorflow, pipeline.data._scan, tasks.train, airflow.providers.celery, psycopg2"
+    && python -c "import horovod.tensorflow, pipeline.data._scan, tasks.train, airflow.providers.celery, psycopg2" \
+    && rn50 --help >/dev/null
 COPY dags dags
 COPY --chmod=0755 docker/rn50-worker.sh /usr/local/bin/rn50-worker
 
@@ -79,5 +80,5 @@ ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/rn50/dags \
     DVC_NO_ANALYTICS=1 \
     GX_ANALYTICS_ENABLED=false \
     TF_CPP_MIN_LOG_LEVEL=2
-ENTRYPOINT ["python", "-m", "tasks.train"]
+ENTRYPOINT ["rn50"]
 CMD ["--help"]

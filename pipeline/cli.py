@@ -13,11 +13,21 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pipeline import settings
+from pipeline.gate import DEFAULT_CHAMPION_TOLERANCE, DEFAULT_TOLERANCE, MAX_TOLERANCE
+from pipeline.settings import Setting
+from pipeline.train.config import PROFILES
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MODEL = "resnet50"  # the model's name in the registry: s3://BUCKET/PREFIX/MODEL/vNNNN/
 
 
 class UsageError(Exception):
     """Bad arguments or unusable input: reported in one line, exit code 2."""
+
+
+class Failed(Exception):
+    """A stage that started and failed on its input (a record it cannot read): one line, exit code 1."""
 
 
 def _quiet_tensorflow() -> None:
@@ -103,21 +113,43 @@ def _train_config(args: argparse.Namespace):
 
 def _worker_argv(args: argparse.Namespace) -> list[str]:
     """The same `rn50 train` command for each rank, without --np/--hosts (so ranks don't relaunch)."""
+    from pipeline.train.mpijob import train_flags
+
     argv = ["train", "--profile", args.profile]
     if args.data_dir is not None:
         argv += ["--data-dir", str(args.data_dir)]
     if args.model_dir is not None:
         argv += ["--model-dir", str(args.model_dir)]
-    for key in TRAIN_OVERRIDES:
-        value = getattr(args, key)
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            argv.append(flag if value else flag.replace("--", "--no-", 1))
-        elif value is not None:
-            argv += [flag, str(value)]
+    argv += train_flags(**{key: getattr(args, key) for key in TRAIN_OVERRIDES})
     if args.benchmark:
         argv += ["--benchmark", "--benchmark-steps", str(args.benchmark_steps)]
     return argv
+
+
+def _run_model_dir(args: argparse.Namespace) -> Path:
+    """The model/ of run RUN_ID's workspace (made if new): where the DAG's train task trains that run."""
+    from pipeline.workspace import RunWorkspace
+
+    if args.model_dir is not None:
+        raise UsageError("give --model-dir or --run-id, not both")
+    try:
+        return RunWorkspace(args.workspace_root, args.run_id).create().model
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--run-id {args.run_id}: {exc}") from exc
+
+
+def _hosts(args: argparse.Namespace) -> tuple[str | None, dict[str, str]]:
+    """The ranks' hosts and the environment that allows them: --hosts must be among the deployment's
+    RN50_ALLOWED_HOSTS; the hosts of a --hostfile are the ones the cluster gave this job, so it allows them."""
+    if not args.hostfile:
+        return args.hosts, dict(os.environ)
+    from pipeline.train.launch import ALLOWED_HOSTS_VAR, parse_hostfile, parse_hosts
+
+    try:
+        hosts = parse_hostfile(args.hostfile.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{args.hostfile}: {exc}") from exc
+    return hosts, {**os.environ, ALLOWED_HOSTS_VAR: ",".join(name for name, _ in parse_hosts(hosts))}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -125,13 +157,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.train.dist import launched_by_horovod
 
     config = _train_config(args)
+    if args.run_id:
+        args.model_dir = _run_model_dir(args)
     if not args.benchmark and (args.data_dir is None or args.model_dir is None):
-        raise UsageError("--data-dir and --model-dir are required (or use --benchmark)")
-    if not launched_by_horovod() and (args.np > 1 or args.hosts):
+        raise UsageError("--data-dir and --model-dir (or --run-id) are required (or use --benchmark)")
+    hosts, environ = _hosts(args)
+    if not launched_by_horovod() and (args.np > 1 or hosts):
         from pipeline.train.launch import horovodrun_command, run_ranks
 
         try:
-            command = horovodrun_command(args.np, args.hosts, [sys.executable, "-m", "pipeline", *_worker_argv(args)])
+            command = horovodrun_command(args.np, hosts, [sys.executable, "-m", "pipeline", *_worker_argv(args)],
+                                         environ)
         except (ValueError, FileNotFoundError) as exc:
             raise UsageError(str(exc)) from exc
         print("launching: " + " ".join(command), flush=True)
@@ -148,23 +184,47 @@ def cmd_train(args: argparse.Namespace) -> int:
         if dist.is_chief:
             print(json.dumps(dataclasses.asdict(result)))
         return EXIT_OK
+    if not args.data_dir.is_dir():  # before TensorFlow's import: a typo is reported at once
+        raise UsageError(f"{args.data_dir}: no such data directory")
+    from pipeline.data.input import UnreadableRecordError
     from pipeline.train.loop import train
 
-    if not args.data_dir.is_dir():
-        raise UsageError(f"{args.data_dir}: no such data directory")
     try:
         result = train(config, args.data_dir, args.model_dir)
+    except UnreadableRecordError as exc:  # a ValueError, but the data's fault found mid-run, not the arguments'
+        raise Failed(str(exc)) from exc
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from exc
     return result.exit_code
 
 
+def cmd_mpijob(args: argparse.Namespace) -> int:
+    import yaml
+
+    from pipeline.train.mpijob import training_job
+
+    if not args.run_id or args.data_dir is None:
+        raise UsageError("--run-id and --data-dir are required")
+    try:
+        per_node = args.gpus_per_node or settings.GPUS_PER_NODE.get()
+        body = training_job(args.run_id, args.workspace_root, data_dir=args.data_dir, profile=args.profile,
+                            num_gpus=args.np, gpus_per_node=per_node,
+                            **{key: getattr(args, key) for key in TRAIN_OVERRIDES})
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    print(yaml.safe_dump(body, sort_keys=False), end="")
+    return EXIT_OK
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
+    from pipeline.data.input import UnreadableRecordError
     from pipeline.train.evaluate import EvaluationError, evaluate, write_eval
 
     try:
         result = evaluate(args.data_dir, args.model_dir, batch_size=args.batch_size)
+    except UnreadableRecordError as exc:
+        raise Failed(str(exc)) from exc
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from exc
     except EvaluationError as exc:
@@ -264,7 +324,6 @@ def cmd_publish(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot export model.keras ({exc}); --no-export publishes without it") from exc
         except (FileNotFoundError, ValueError) as exc:
             raise UsageError(str(exc)) from exc
-    dvc_repo = args.dvc_repo or (Path(os.environ["RN50_DVC_REPO"]) if os.environ.get("RN50_DVC_REPO") else None)
     facts = (("hosts", args.hosts), ("num_gpus", args.num_gpus))
     lineage: dict[str, object] = {k: v for k, v in facts if v is not None}
     if args.data_dir is not None:
@@ -277,7 +336,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     try:
         result = publish_model(
             args.model_dir, client=make_client(), bucket=args.bucket, prefix=args.prefix, model=args.model,
-            run_id=args.run_id, lineage=lineage or None, dvc_repo=dvc_repo,
+            run_id=args.run_id, lineage=lineage or None, dvc_repo=args.dvc_repo,
             extra_files={"report.json": args.validation_report} if args.validation_report else None,
         )
     except PublishRefused as exc:
@@ -341,9 +400,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from pipeline.workspace import default_root, gc
+    from pipeline.workspace import gc
 
-    root = args.workspace_root or default_root()
+    root = args.workspace_root
     try:
         removals = gc(root, args.older_than, dry_run=args.dry_run)
     except (OSError, ValueError) as exc:
@@ -355,6 +414,23 @@ def cmd_gc(args: argparse.Namespace) -> int:
     print(f"{root}: {done} workspace(s) idle for {args.older_than:g}+ days "
           f"{'would be removed' if args.dry_run else 'removed'}, {freed:.2f} GB")
     return EXIT_FAILED if any(r.error for r in removals) else EXIT_OK
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    try:
+        values = settings.resolved()
+    except settings.SettingError as exc:
+        raise Failed(str(exc)) from exc
+    rows = [("SETTING", "VALUE", "FROM", "MEANING")]
+    for setting in settings.SETTINGS:
+        value = values[setting.name]
+        text = ",".join(value) if isinstance(value, tuple) else "(none)" if value is None else str(value)
+        rows.append((setting.name, text or "(none)", "env" if os.environ.get(setting.name, "").strip() else "default",
+                     setting.help))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3])
+    return EXIT_OK
 
 
 def _positive_days(text: str) -> float:
@@ -374,17 +450,77 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data_dir", metavar="DATA_DIR", type=Path, help="directory of train-*/validation-* shards")
+def _setting_default(setting: Setting) -> str:
+    """How --help shows a default that comes from a setting: its variable, and the default without it."""
+    if setting.default is None:
+        return f"${setting.name}, if set"
+    return f"${setting.name}, else {setting.default_text}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rn50",
-        description="Keep a ResNet50 v1.5 ImageNet classifier fresh: data, training, gate, publish.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+# Shared flags, defined once; each subcommand takes the groups it needs through `parents=`.
 
+
+def _data_dir_flag() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("data_dir", metavar="DATA_DIR", type=Path, help="directory of train-*/validation-* shards")
+    return p
+
+
+def _model_flags() -> argparse.ArgumentParser:
+    """Which model in the registry: s3://BUCKET/PREFIX/MODEL/vNNNN/."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--prefix", default=settings.PREFIX.get(),
+                   help=f"key prefix (default {_setting_default(settings.PREFIX)})")
+    p.add_argument("--model", default=MODEL, help=f"model name under the prefix (default {MODEL})")
+    return p
+
+
+def _registry_flags() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False, parents=[_model_flags()])
+    p.add_argument("--bucket", default=settings.BUCKET.get(),
+                   help=f"registry bucket (default {_setting_default(settings.BUCKET)})")
+    return p
+
+
+def _workspace_root_flag() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--workspace-root", type=Path, default=settings.WORKSPACE_ROOT.get(),
+                   help=f"where run workspaces live (default {_setting_default(settings.WORKSPACE_ROOT)})")
+    return p
+
+
+def _workspace_flags() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False, parents=[_workspace_root_flag()])
+    p.add_argument("--run-id", help="the run whose workspace to use (an Airflow run id): its model/ is the model dir")
+    return p
+
+
+def _recipe_flags() -> argparse.ArgumentParser:
+    """What a training run is: data, profile, ranks and overrides of the profile (None keeps its value)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--data-dir", type=Path, help="directory of train-*/validation-* shards")
+    p.add_argument("--profile", default=settings.PROFILE.default, choices=tuple(PROFILES),
+                   help=f"training recipe (default {settings.PROFILE.default}): smoke is the sample data at 32 px "
+                   "on a CPU, ngc-* NVIDIA's recipes")
+    p.add_argument("--np", type=_positive_int, default=1, help="number of ranks (GPUs)")
+    overrides = p.add_argument_group("overrides of the profile")
+    overrides.add_argument("--epochs", type=_positive_int)
+    overrides.add_argument("--batch-size", type=_positive_int, help="per rank")
+    overrides.add_argument("--image-size", type=_positive_int)
+    overrides.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision")
+    overrides.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None, help="XLA-compile the step")
+    overrides.add_argument("--steps", type=_positive_int, help="stop after this many steps (the schedule spans them)")
+    overrides.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints")
+    overrides.add_argument("--log-every", type=_positive_int, help="steps between progress lines")
+    overrides.add_argument("--seed", type=int)
+    return p
+
+
+# One parser per subcommand: add_X(sub) adds subcommand X.
+Subparsers = argparse._SubParsersAction  # argparse exports no public name for add_subparsers' result
+
+
+def add_make_sample(sub: Subparsers) -> None:
     p = sub.add_parser(
         "make-sample",
         help="write the generated 10-class sample dataset in ImageNet TFRecord format",
@@ -392,89 +528,99 @@ def build_parser() -> argparse.ArgumentParser:
         "(10 real classes, train and validation shards, manifest.json). The pipeline's smoke "
         "profile trains on it in minutes on a CPU.",
     )
-    p.add_argument(
-        "out_dir", metavar="OUT_DIR", type=Path, help="directory to write (created; must hold no other files)"
-    )
+    p.add_argument("out_dir", metavar="OUT_DIR", type=Path,
+                   help="directory to write (created; must hold no other files)")
     p.set_defaults(func=cmd_make_sample)
 
+
+def add_describe(sub: Subparsers) -> None:
     p = sub.add_parser(
-        "describe",
+        "describe", parents=[_data_dir_flag()],
         help="count the records of an ImageNet TFRecord directory per split and label",
         description="Read every shard in DATA_DIR and print records per split and per label, "
         "with the JPEG quirks found (grayscale, progressive, EXIF) and the records with boxes.",
     )
-    _add_data_dir(p)
     p.set_defaults(func=cmd_describe)
 
+
+def add_validate(sub: Subparsers) -> None:
     p = sub.add_parser(
-        "validate",
+        "validate", parents=[_data_dir_flag()],
         help="check every record of an ImageNet TFRecord directory before training on it",
         description="Check shard names and completeness, every frame's CRCs, the Example schema, labels, "
         "JPEG headers, boxes, counts and duplicates. Exit 0 when valid, 1 when a rule fails, 2 on bad usage.",
     )
-    _add_data_dir(p)
-    p.add_argument(
-        "--expect", choices=("imagenet", "sample", "none"), default="none",
-        help="expected counts: real ILSVRC-2012, the sample's manifest.json, or none (default)",
-    )
-    p.add_argument(
-        "--decode", choices=("header", "full"), default="header",
-        help="header: check JPEG markers and SOF dimensions (fast, default); full: also decode every image",
-    )
+    # pipeline.data.validate's Expect and Decode: importing it here would cost every command a second (pandas).
+    p.add_argument("--expect", choices=("imagenet", "sample", "none"), default="none",
+                   help="expected counts: real ILSVRC-2012, the sample's manifest.json, or none (default)")
+    p.add_argument("--decode", choices=("header", "full"), default="header",
+                   help="header: check JPEG markers and SOF dimensions (fast, default); full: also decode every image")
     p.add_argument("--workers", type=_positive_int, default=1, help="processes reading shards in parallel")
     p.add_argument("--report-dir", type=Path, help="write report.json, the GX result and Data Docs here")
     p.add_argument("--dali-index-dir", type=Path, help="write one DALI tfrecord2idx index file per shard here")
     p.set_defaults(func=cmd_validate)
 
+
+def add_train(sub: Subparsers) -> None:
     p = sub.add_parser(
-        "train",
+        "train", parents=[_recipe_flags(), _workspace_flags()],
         help="train ResNet50 v1.5 with NVIDIA's recipe (Horovod, AMP, XLA); resumes from the latest checkpoint",
-        description="Train ResNet50 v1.5 on DATA_DIR's train split into MODEL_DIR (checkpoints, metrics.jsonl, "
-        "TensorBoard). A rerun resumes from the latest checkpoint; a finished run does nothing. SIGTERM saves a "
-        "checkpoint and exits 143. --np N runs N local ranks under horovodrun; --hosts spreads them over machines.",
+        description="Train ResNet50 v1.5 on DATA_DIR's train split into MODEL_DIR (or the model/ of run RUN_ID's "
+        "workspace): checkpoints, metrics.jsonl, TensorBoard. A rerun resumes from the latest checkpoint; a "
+        "finished run does nothing. SIGTERM saves a checkpoint and exits 143. --np N runs N ranks under "
+        "horovodrun, on this machine or on the --hosts / --hostfile machines (over ssh). Exit 2 on bad arguments "
+        "or missing data, 1 on a record that cannot be read.",
     )
-    p.add_argument("--data-dir", type=Path, help="directory of train-*/validation-* shards")
     p.add_argument("--model-dir", type=Path, help="where checkpoints, config.json and metrics.jsonl go")
-    p.add_argument("--profile", default="ngc-90e", choices=("smoke", "ngc-90e", "ngc-250e"),
-                   help="recipe: smoke (sample data, 32 px, CPU) or NVIDIA's 90/250-epoch recipes (default ngc-90e)")
-    p.add_argument("--np", type=_positive_int, default=1, help="number of ranks (GPUs) to launch with horovodrun")
-    p.add_argument("--hosts", help="horovodrun hosts, e.g. node1:8,node2:8 (default: localhost:NP); hosts other "
-                   "than localhost must be listed in RN50_ALLOWED_HOSTS")
-    p.add_argument("--epochs", type=_positive_int)
-    p.add_argument("--batch-size", type=_positive_int, help="per rank")
-    p.add_argument("--image-size", type=_positive_int)
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision")
-    p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None, help="XLA-compile the step")
-    p.add_argument("--steps", type=_positive_int, help="stop after this many steps (the schedule spans them)")
-    p.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints")
-    p.add_argument("--log-every", type=_positive_int, help="steps between progress lines")
-    p.add_argument("--seed", type=int)
+    hosts = p.add_mutually_exclusive_group()
+    hosts.add_argument("--hosts", help="horovodrun hosts, e.g. node1:8,node2:8 (default: localhost:NP); hosts other "
+                       f"than localhost must be listed in {settings.ALLOWED_HOSTS.name}")
+    hosts.add_argument("--hostfile", type=Path, help="an MPI hostfile ('host slots=N' per line) naming the hosts, "
+                       "as an MPIJob's launcher has at /etc/mpi/hostfile: the hosts the cluster gave this job")
     p.add_argument("--benchmark", action="store_true", help="time the step on synthetic data; print img/s as JSON")
     p.add_argument("--benchmark-steps", type=_positive_int, default=50)
     p.set_defaults(func=cmd_train)
 
+
+def add_mpijob(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "mpijob", parents=[_recipe_flags(), _workspace_flags()],
+        help="print the MPIJob (Kubernetes) that trains a run, as the train task submits it with launcher=kubernetes",
+        description="Print the kubeflow MPIJob that trains run RUN_ID on Kubernetes: NP ranks on worker pods of "
+        "--gpus-per-node GPUs, whose launcher runs `rn50 train --hostfile`. The workspace root and DATA_DIR must "
+        "be on the shared volume. Namespace, image, claim and requests are the RN50_K8S_* and RN50_TRAINER_IMAGE "
+        "settings (`rn50 settings`). --run-id and --data-dir are required. Nothing is submitted: pipe it to "
+        "`kubectl apply -f -`.",
+    )
+    p.add_argument("--gpus-per-node", type=_positive_int,
+                   help=f"GPUs per worker pod (default {_setting_default(settings.GPUS_PER_NODE)})")
+    p.set_defaults(func=cmd_mpijob)
+
+
+def add_evaluate(sub: Subparsers) -> None:
     p = sub.add_parser(
         "evaluate",
         help="top-1/top-5 of the latest checkpoint over every validation record; writes eval.json",
         description="Restore MODEL_DIR's latest checkpoint and score every record of DATA_DIR's validation "
-        "split exactly once (resize to size*256/224, centre crop). Writes eval.json and a metrics.jsonl line.",
+        "split exactly once (resize to size*256/224, centre crop). Writes eval.json and a metrics.jsonl line. "
+        "Exit 1 on a record that cannot be read.",
     )
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--batch-size", type=_positive_int, help="default: the training batch size")
     p.set_defaults(func=cmd_evaluate)
 
+
+def add_gate(sub: Subparsers) -> None:
     p = sub.add_parser(
-        "gate",
+        "gate", parents=[_model_flags()],
         help="pass or fail a trained model against the NGC baseline and the published champion",
         description="Read MODEL_DIR/eval.json, compare top-1 with the profile's baseline (NGC's, or the smoke "
         "floor) minus a tolerance, and with the current `latest` published version when --bucket is given. "
         "Always writes MODEL_DIR/decision.json. Exit 0 to publish, 1 when the model fails the gate.",
     )
     p.add_argument("--model-dir", type=Path, required=True)
-    p.add_argument("--profile", choices=("smoke", "ngc-90e", "ngc-250e"), help="default: from config.json")
-    from pipeline.gate import DEFAULT_CHAMPION_TOLERANCE, DEFAULT_TOLERANCE, MAX_TOLERANCE
-
+    p.add_argument("--profile", choices=tuple(PROFILES), help="default: from config.json")
     bound = f"at most {MAX_TOLERANCE:g} unless --force-publish"
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                    help=f"percentage points below the baseline ({DEFAULT_TOLERANCE:g}; {bound})")
@@ -482,13 +628,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"percentage points below the champion ({DEFAULT_CHAMPION_TOLERANCE:g}; {bound})")
     p.add_argument("--force-publish", action="store_true", help="publish even if the gate fails (needs a reason)")
     p.add_argument("--force-reason", help="why the failing model is published anyway; recorded in the manifest")
+    # Not the registry's --bucket default: without --bucket the gate reads no registry at all.
     p.add_argument("--bucket", help="registry bucket: compare with its `latest` version (the champion)")
-    p.add_argument("--prefix", default="models")
-    p.add_argument("--model", default="resnet50")
     p.set_defaults(func=cmd_gate)
 
+
+def add_publish(sub: Subparsers) -> None:
     p = sub.add_parser(
-        "publish",
+        "publish", parents=[_registry_flags()],
         help="publish a gated model directory as the next immutable version in S3 (and a DVC pointer)",
         description="Upload MODEL_DIR (latest checkpoint, model.keras, eval.json, decision.json, metrics.jsonl, "
         "config.json, and the validation report) as s3://BUCKET/PREFIX/MODEL/vNNNN/, manifest.json last, then "
@@ -497,14 +644,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Prints the version's URI.",
     )
     p.add_argument("--model-dir", type=Path, required=True)
-    p.add_argument("--bucket", required=True)
-    p.add_argument("--prefix", default="models")
-    p.add_argument("--model", default="resnet50")
     p.add_argument("--run-id", help="identifies this publish across retries (default: from the files' names, "
                    "sizes and times)")
     p.add_argument("--validation-report", type=Path, help="the data validation's report.json, stored as report.json")
-    p.add_argument("--dvc-repo", type=Path, help="registry repo for models/MODEL.dvc, committed and tagged "
-                   "MODEL@vNNNN when it is a git repo (default: $RN50_DVC_REPO)")
+    p.add_argument("--dvc-repo", type=Path, default=settings.DVC_REPO.get(),
+                   help="registry repo for models/MODEL.dvc, committed and tagged MODEL@vNNNN when it is a git repo "
+                   f"(default {_setting_default(settings.DVC_REPO)})")
     p.add_argument("--export", action=argparse.BooleanOptionalAction, default=True,
                    help="write model.keras from the latest checkpoint first (default: yes; needs TensorFlow); "
                    "with --no-export, one older than the checkpoint is refused")
@@ -514,33 +659,33 @@ def build_parser() -> argparse.ArgumentParser:
                    "recorded as 'unversioned:' and a fingerprint of its files (default: the md5 data.dvc pins)")
     p.set_defaults(func=cmd_publish)
 
+
+def add_list(sub: Subparsers) -> None:
     p = sub.add_parser(
-        "list",
+        "list", parents=[_registry_flags()],
         help="list the published versions with top-1, date and dataset version",
         description="One line per complete version (one with a manifest), oldest first; the one latest.json "
         "names is marked `latest`. Versions still being uploaded are not shown.",
     )
-    p.add_argument("--bucket", required=True)
-    p.add_argument("--prefix", default="models")
-    p.add_argument("--model", default="resnet50")
     p.set_defaults(func=cmd_list)
 
+
+def add_pull(sub: Subparsers) -> None:
     p = sub.add_parser(
-        "pull",
+        "pull", parents=[_registry_flags()],
         help="download a published version into DEST, verifying every file's sha256",
         description="Download VERSION (default: latest) into DEST (which must not exist, or be empty), checking "
         "every file's size and sha256 against the manifest. Any mismatch (a tampered or truncated object) "
         "fails the pull and leaves DEST untouched. Exit 1 on a refused or failed pull.",
     )
     p.add_argument("dest", metavar="DEST", type=Path)
-    p.add_argument("--bucket", required=True)
     p.add_argument("--version", default="latest", help="vNNNN or latest (default)")
-    p.add_argument("--prefix", default="models")
-    p.add_argument("--model", default="resnet50")
     p.set_defaults(func=cmd_pull)
 
+
+def add_gc(sub: Subparsers) -> None:
     p = sub.add_parser(
-        "gc",
+        "gc", parents=[_workspace_root_flag()],
         help="remove the run workspaces idle for DAYS (their data copies, checkpoints and reports)",
         description="Remove each run workspace under the workspace root in which nothing changed for DAYS days "
         "(a run in progress writes its workspace, so it is kept). Only folders the pipeline made as run "
@@ -549,9 +694,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--older-than", metavar="DAYS", type=_positive_days, required=True,
                    help="days since anything in the workspace changed (fractions allowed)")
-    p.add_argument("--workspace-root", type=Path, help="default: $RN50_WORKSPACE_ROOT or runs/workspaces")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
     p.set_defaults(func=cmd_gc)
+
+
+def add_settings(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "settings",
+        help="print every RN50_* setting: its value here, where it came from, and what it means",
+        description="Print each setting of pipeline/settings.py with the value this environment resolves it to "
+        "(`env` when set, else the default). Exit 1, naming the variable, when one does not parse.",
+    )
+    p.set_defaults(func=cmd_settings)
+
+
+SUBCOMMANDS = (add_make_sample, add_describe, add_validate, add_train, add_mpijob, add_evaluate, add_gate,
+               add_publish, add_list, add_pull, add_gc, add_settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rn50",
+        description="Keep a ResNet50 v1.5 ImageNet classifier fresh: data, training, gate, publish.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
 
 
@@ -564,6 +732,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"rn50 {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Failed as exc:
+        print(f"rn50 {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"rn50 {args.command}: interrupted", file=sys.stderr)
         return 130

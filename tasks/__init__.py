@@ -1,5 +1,6 @@
 """One module per Airflow task: turn params into a `pipeline` call, return a small JSON summary.
 
-Each module also runs as `python -m tasks.<name> --args`, so a GPU worker or a container can run a
-stage with no scheduler around it. Airflow is imported only for its exceptions, and only when present.
+Import-only adapters: what runs a stage without a scheduler (a GPU worker, an MPIJob's launcher, a
+container) is the `rn50` CLI (pipeline/cli.py). Airflow is imported only for its exceptions and hooks,
+and only when present.
 """

@@ -4,13 +4,12 @@ Reads eval/eval.json and model/config.json, writes gate/decision.json (whatever 
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict
 from typing import Any
 
 from pipeline.gate import DECISION_FILE, DEFAULT_TOLERANCE, GateFailed, read_champion, run_gate
 from pipeline.workspace import RunWorkspace
-from tasks.common import add_workspace_args, cli, final, workspace
+from tasks.common import final
 
 
 def run(ws: RunWorkspace, *, profile: str, tolerance: float = DEFAULT_TOLERANCE, force_publish: bool = False,
@@ -32,26 +31,3 @@ def run(ws: RunWorkspace, *, profile: str, tolerance: float = DEFAULT_TOLERANCE,
     return {"verdict": decision.verdict, "publish": decision.publish, "top1_accuracy": decision.top1_accuracy,
             "decision": str(ws.gate / DECISION_FILE), "champion": asdict(decision)["champion"],
             "registry": decision.registry}
-
-
-def _main(args: argparse.Namespace) -> dict[str, Any]:
-    client = None
-    if args.bucket:
-        from pipeline.publish.store import make_client
-
-        client = make_client()
-    return run(workspace(args.run_id, args.workspace_root), profile=args.profile, tolerance=args.tolerance,
-               force_publish=args.force_publish, force_reason=args.force_reason, client=client, bucket=args.bucket,
-               prefix=args.prefix)
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="tasks.check_accuracy", description=__doc__)
-    add_workspace_args(parser)
-    parser.add_argument("--profile", default="ngc-90e")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
-    parser.add_argument("--force-publish", action="store_true")
-    parser.add_argument("--force-reason")
-    parser.add_argument("--bucket")
-    parser.add_argument("--prefix", default="models")
-    cli(_main, parser)

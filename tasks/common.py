@@ -1,18 +1,12 @@
-"""What every task adapter shares: the run workspace, final failures, and the command-line summary."""
+"""What every task adapter shares: the run workspace, final failures, skips and the S3 client."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pipeline.workspace import RunWorkspace, default_root
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def workspace_root() -> Path:
@@ -30,22 +24,6 @@ def final(exc: BaseException) -> BaseException:
     except ImportError:
         return exc
     return AirflowFailException(str(exc))
-
-
-def add_workspace_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run-id", required=True, help="names the run workspace")
-    parser.add_argument("--workspace-root", type=Path, help="default: $RN50_WORKSPACE_ROOT or runs/workspaces")
-
-
-def cli(run: Callable[[argparse.Namespace], dict[str, Any]], parser: argparse.ArgumentParser) -> None:
-    """`python -m tasks.X`: print the summary as JSON; exit 1 with one line on failure."""
-    args = parser.parse_args()
-    try:
-        summary = run(args)
-    except Exception as exc:  # the one line a container log needs; details are in the stage's own files
-        print(f"{parser.prog}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(summary, indent=2))
 
 
 def skip(reason: str) -> BaseException:

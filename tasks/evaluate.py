@@ -4,12 +4,10 @@ TensorFlow is (publish has none). It reads train's model/ and writes nothing the
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict
 from typing import Any
 
 from pipeline.workspace import RunWorkspace
-from tasks.common import add_workspace_args, cli, workspace
 
 
 def run(ws: RunWorkspace, *, data_dir: str) -> dict[str, Any]:
@@ -23,14 +21,3 @@ def run(ws: RunWorkspace, *, data_dir: str) -> dict[str, Any]:
     export = export_keras(ws.model, ws.export)  # kept when already current: a retried publish sees the same bytes
     print(f"exported {export}")
     return {**asdict(result), "eval_json": str(path), "model_keras": str(export)}
-
-
-def _main(args: argparse.Namespace) -> dict[str, Any]:
-    return run(workspace(args.run_id, args.workspace_root), data_dir=args.data_dir)
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="tasks.evaluate", description=__doc__)
-    add_workspace_args(parser)
-    parser.add_argument("--data-dir", required=True)
-    cli(_main, parser)

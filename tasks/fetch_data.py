@@ -7,15 +7,14 @@ is freed before the next 150 GB are copied onto it. What the run uses is recorde
 
 from __future__ import annotations
 
-import argparse
-import os
 from pathlib import Path
 from typing import Any
 
+from pipeline import settings
 from pipeline.fetch import FetchError, data_dir_record, fetch_data
 from pipeline.files import write_json
 from pipeline.workspace import RunWorkspace, gc
-from tasks.common import REPO, add_workspace_args, cli, final, workspace
+from tasks.common import final
 
 
 def run(ws: RunWorkspace, *, data_rev: str = "HEAD", data_dir: str | None = None,
@@ -29,7 +28,7 @@ def run(ws: RunWorkspace, *, data_rev: str = "HEAD", data_dir: str | None = None
             raise final(FileNotFoundError(f"data_dir {path}: no such directory"))
         record, pulled = data_dir_record(path), False
     else:
-        repo = Path(repo or os.environ.get("RN50_REPO", REPO))
+        repo = Path(repo or settings.REPO.get())
         try:
             result = fetch_data(repo, data_rev, ws)
         except FetchError as exc:
@@ -42,17 +41,3 @@ def run(ws: RunWorkspace, *, data_rev: str = "HEAD", data_dir: str | None = None
         print(f"data {'pulled' if pulled else 'already present'}: {result.data_dir} (md5 {result.md5})")
     write_json(ws.data_record, record)
     return {**record, "pulled": pulled}
-
-
-def _main(args: argparse.Namespace) -> dict[str, Any]:
-    return run(workspace(args.run_id, args.workspace_root), data_rev=args.data_rev, data_dir=args.data_dir,
-               retention_days=args.retention_days)
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="tasks.fetch_data", description=__doc__)
-    add_workspace_args(parser)
-    parser.add_argument("--data-rev", default="HEAD")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--retention-days", type=float, help="first remove workspaces idle this long (default: none)")
-    cli(_main, parser)

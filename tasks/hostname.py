@@ -7,10 +7,11 @@ says `<worker>.<machine>`.
 
 from __future__ import annotations
 
-import os
 import socket
+
+from pipeline import settings
 
 
 def hostname() -> str:
-    worker = os.environ.get("RN50_WORKER_NAME")
+    worker = settings.WORKER_NAME.get()
     return f"{worker}.{socket.gethostname()}" if worker else socket.getfqdn()

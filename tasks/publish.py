@@ -7,14 +7,12 @@ evaluate's export (gpu queue); a missing or stale one is refused, never made her
 
 from __future__ import annotations
 
-import argparse
-import os
 from pathlib import Path
 from typing import Any
 
+from pipeline import settings
 from pipeline.fetch import DATA_DVC, FetchError, remove_data
 from pipeline.workspace import RunWorkspace
-from tasks.common import add_workspace_args, cli, workspace
 
 
 def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = "models", model: str = "resnet50",
@@ -36,7 +34,7 @@ def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = "models", m
         ws.model, eval_dir=ws.eval, gate_dir=ws.gate, export_dir=ws.export, client=client, bucket=bucket,
         prefix=prefix, model=model, run_id=run_id or ws.run_id,
         lineage=lineage, extra_files={"report.json": report} if report.exists() else None,
-        dvc_repo=dvc_repo or (Path(os.environ["RN50_DVC_REPO"]) if os.environ.get("RN50_DVC_REPO") else None),
+        dvc_repo=dvc_repo or settings.DVC_REPO.get(),
         data_dvc=ws.checkout / DATA_DVC,  # absent: the dataset is unknown, and the manifest says so (null)
         require_export=True,
     )
@@ -49,21 +47,3 @@ def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = "models", m
         print(f"warning: this run's data copy stays ({exc}); `rn50 gc` removes it later")
     return {"version": result.version, "uri": result.uri, "top1_accuracy": top1, "bucket": bucket,
             "prefix": prefix, "model": model}
-
-
-def _main(args: argparse.Namespace) -> dict[str, Any]:
-    from pipeline.publish.store import make_client
-
-    dvc_repo = args.dvc_repo or os.environ.get("RN50_DVC_REPO")
-    return run(workspace(args.run_id, args.workspace_root), client=make_client(), bucket=args.bucket,
-               prefix=args.prefix, model=args.model, dvc_repo=Path(dvc_repo) if dvc_repo else None)
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="tasks.publish", description=__doc__)
-    add_workspace_args(parser)
-    parser.add_argument("--bucket", required=True)
-    parser.add_argument("--prefix", default="models")
-    parser.add_argument("--model", default="resnet50")
-    parser.add_argument("--dvc-repo", type=Path)
-    cli(_main, parser)

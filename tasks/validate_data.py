@@ -7,7 +7,6 @@ processes that re-import the parent's main module, and inside an Airflow task th
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -16,7 +15,7 @@ from typing import Any
 
 from pipeline.train.config import get_profile
 from pipeline.workspace import RunWorkspace
-from tasks.common import add_workspace_args, cli, final, workspace
+from tasks.common import final
 
 EXIT_INVALID, EXIT_USAGE = 1, 2
 
@@ -38,17 +37,3 @@ def run(ws: RunWorkspace, *, data_dir: str, profile: str, workers: int | None = 
     report = json.loads((ws.validation / "report.json").read_text())
     return {"data_dir": data_dir, "records": report["records"], "shards": report["shards"],
             "report": str(ws.validation / "report.json"), "expect": expect}
-
-
-def _main(args: argparse.Namespace) -> dict[str, Any]:
-    return run(workspace(args.run_id, args.workspace_root), data_dir=args.data_dir, profile=args.profile,
-               workers=args.workers)
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="tasks.validate_data", description=__doc__)
-    add_workspace_args(parser)
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--profile", default="ngc-90e")
-    parser.add_argument("--workers", type=int)
-    cli(_main, parser)

@@ -339,10 +339,11 @@ def test_the_airflow_connection_is_the_one_the_dag_uses(compose):
 
 
 def test_kubernetes_settings_are_documented_and_match_the_manifests():
-    from tasks.train import K8S_SETTINGS
+    from pipeline import settings
 
     deploy = (REPO / "docs" / "deployment.md").read_text()
-    defaults = {var: default for _, var, default in K8S_SETTINGS}
+    k8s = [s for s in settings.SETTINGS if s.name.startswith("RN50_K8S_")] + [settings.TRAINER_IMAGE]
+    defaults = {setting.name: setting.default for setting in k8s}
     for var in defaults:
         assert var in deploy, f"{var} is not in docs/deployment.md"
     docs = [d for path in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text()) if d]
@@ -391,16 +392,16 @@ def test_the_mpijob_manifest_carries_what_the_mpi_operator_and_horovod_need():
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == spec["slotsPerWorker"]
     assert worker["command"] == ["rn50-worker"]
     launcher = replicas["Launcher"]["template"]["spec"]["containers"][0]
-    assert launcher["command"][:3] == ["python", "-m", "tasks.train"]
+    assert launcher["command"][:2] == ["rn50", "train"] and "--hostfile" in launcher["command"]
     assert "nvidia.com/gpu" not in launcher["resources"]["limits"]  # the launcher only runs horovodrun
 
 
 def test_the_mpijob_manifest_is_what_the_train_task_renders():
     header = (K8S / "mpijob.yaml").read_text().split("\n\n")[0]
-    command = re.search(r"python -m tasks\.train (.*?) > docker/k8s/mpijob.yaml", header.replace("\\\n#", ""), re.S)
+    command = re.search(r"rn50 mpijob (.*?) > docker/k8s/mpijob.yaml", header.replace("\\\n#", ""), re.S)
     args = command.group(1).split()
-    result = subprocess.run([sys.executable, "-m", "tasks.train", *args], capture_output=True, text=True, cwd=REPO,
-                            timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    result = subprocess.run([sys.executable, "-m", "pipeline", "mpijob", *args], capture_output=True, text=True,
+                            cwd=REPO, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert yaml.safe_load(result.stdout) == yaml.safe_load((K8S / "mpijob.yaml").read_text()), (
         "docker/k8s/mpijob.yaml is stale: rerun the command in its header")
@@ -439,7 +440,7 @@ def test_the_images_hold_what_each_role_needs():
     assert "HOROVOD_GPU_OPERATIONS=NCCL" in trainer
     assert "scripts/build_horovod.sh" in trainer  # the same sdist fix as make setup (xla_mpi_ops.cc dropped)
     assert "openssh-server" in trainer and "openssh-client" in trainer
-    assert 'ENTRYPOINT ["python", "-m", "tasks.train"]' in trainer
+    assert 'ENTRYPOINT ["rn50"]' in trainer
     assert "docker/rn50-worker.sh /usr/local/bin/rn50-worker" in trainer
 
 

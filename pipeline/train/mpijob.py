@@ -1,7 +1,7 @@
 """Training on Kubernetes: an MPIJob (kubeflow mpi-operator, kubeflow.org/v2beta1), submitted and watched.
 
 The mpi-operator starts W worker pods with G GPUs each, running sshd, and one launcher pod. The
-launcher runs `python -m tasks.train --hostfile /etc/mpi/hostfile`, which starts `horovodrun` over
+launcher runs `rn50 train --hostfile /etc/mpi/hostfile`, which starts `horovodrun` over
 ssh on the hosts the operator wrote there: the same command line as on one machine, so the code
 that trains is the same. Data and the run workspace live on a shared volume (a ReadWriteMany
 claim) mounted at the same path in the pods and on the Airflow workers, so checkpoints survive a
@@ -14,11 +14,15 @@ custom-object calls of the cncf.kubernetes provider's `KubernetesHook` (a test p
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
+
+from pipeline import settings
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v2beta1", "mpijobs", "MPIJob"
 HOSTFILE = "/etc/mpi/hostfile"  # written by the mpi-operator into the launcher: "host slots=G" per worker
@@ -154,6 +158,46 @@ def render_mpijob(spec: MPIJobSpec) -> dict:
             },
         },
     }
+
+
+def train_flags(**overrides: Any) -> list[str]:
+    """`rn50 train`'s flags for these profile overrides (None: the profile's; booleans: --x / --no-x)."""
+    flags = []
+    for name, value in overrides.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else flag.replace("--", "--no-", 1))
+        elif value is not None:
+            flags += [flag, str(value)]
+    return flags
+
+
+def training_job(run_id: str, workspace_root: str | Path, *, data_dir: str | Path, profile: str, num_gpus: int,
+                 gpus_per_node: int, environ: Mapping[str, str] = os.environ, **overrides: Any) -> dict:
+    """The MPIJob that trains run `run_id`: num_gpus ranks on nodes of gpus_per_node GPUs.
+
+    Where and how it runs (namespace, image, shared claim, requests) is the deployment's: the RN50_K8S_*
+    and RN50_TRAINER_IMAGE settings in `environ`. Its launcher runs `rn50 train` on the run's workspace,
+    which must be on the shared volume, like the data. A ValueError names what does not fit.
+    """
+    shared = PurePosixPath(settings.K8S_SHARED_PATH.get(environ))
+    root = Path(workspace_root).resolve()
+    for what, path in (("the run workspace (RN50_WORKSPACE_ROOT)", workspace_root), ("data_dir", data_dir)):
+        if not PurePosixPath(Path(path).resolve()).is_relative_to(shared):
+            raise ValueError(f"launcher=kubernetes: {what} {path} is not on the shared volume "
+                             f"RN50_K8S_SHARED_PATH={shared}, which the training pods mount")
+    workers, gpus = split_gpus(num_gpus, gpus_per_node)
+    command = ["rn50", "train", "--run-id", run_id, "--workspace-root", str(root), "--data-dir", str(data_dir),
+               "--profile", profile, "--np", str(num_gpus), "--hostfile", HOSTFILE, *train_flags(**overrides)]
+    return render_mpijob(MPIJobSpec(
+        name=job_name(run_id), namespace=settings.K8S_NAMESPACE.get(environ),
+        image=settings.TRAINER_IMAGE.get(environ), launcher_command=command, workers=workers, gpus_per_worker=gpus,
+        shared_claim=settings.K8S_SHARED_CLAIM.get(environ), shared_path=str(shared),
+        env={"RN50_WORKSPACE_ROOT": str(root), "TF_CPP_MIN_LOG_LEVEL": "2"}, annotations={"rn50/run-id": run_id},
+        service_account=settings.K8S_SERVICE_ACCOUNT.get(environ) or None,
+        cpus_per_gpu=settings.K8S_CPUS_PER_GPU.get(environ),
+        memory_per_gpu_gib=settings.K8S_MEMORY_PER_GPU_GIB.get(environ),
+    ))
 
 
 def job_state(obj: Mapping[str, Any]) -> tuple[str, str]:
