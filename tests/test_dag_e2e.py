@@ -14,24 +14,15 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from support import BIN, REPO, run
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 BUCKET = "rn50-artifacts"
 pytestmark = pytest.mark.slow
-
-
-def _run(args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 300) -> str:
-    result = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                            stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
 
 
 @pytest.fixture
@@ -58,22 +49,22 @@ def airflow_env(tmp_path, s3_env, dvc_env, sample_dir) -> dict[str, str]:
     # The sample on the remote, exactly as data.dvc at HEAD pins it: fetch_data pulls it from there.
     project = tmp_path / "push"
     project.mkdir()
-    _run(["git", "init", "-q"], env, project)
-    _run([str(BIN / "dvc"), "init", "-q"], env, project)
+    run(project, env, "git", "init", "-q")
+    run(project, env, str(BIN / "dvc"), "init", "-q")
     shutil.copy(REPO / ".dvc" / "config", project / ".dvc" / "config")
     (project / "data.dvc").write_bytes(subprocess.check_output(["git", "show", "HEAD:data.dvc"], cwd=REPO))
     shutil.copytree(sample_dir, project / "data" / "imagenet")
-    _run([str(BIN / "dvc"), "commit", "--quiet", "data.dvc"], env, project)
-    _run([str(BIN / "dvc"), "push", "--quiet", "data.dvc"], env, project)
+    run(project, env, str(BIN / "dvc"), "commit", "--quiet", "data.dvc")
+    run(project, env, str(BIN / "dvc"), "push", "--quiet", "data.dvc")
     registry = tmp_path / "registry"
     registry.mkdir()
-    _run(["git", "init", "-q"], env, registry)
-    _run([str(BIN / "dvc"), "init", "-q"], env, registry)
+    run(registry, env, "git", "init", "-q")
+    run(registry, env, str(BIN / "dvc"), "init", "-q")
     shutil.copy(REPO / ".dvc" / "config", registry / ".dvc" / "config")
-    _run(["git", "add", ".dvc"], env, registry)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "registry"], env, registry)
-    _run([str(BIN / "airflow"), "db", "migrate"], env, timeout=300)
-    _run([str(BIN / "airflow"), "pools", "set", "gpu", "1", "GPU slots"], env)
+    run(registry, env, "git", "add", ".dvc")
+    run(registry, env, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "registry")
+    run(None, env, str(BIN / "airflow"), "db", "migrate", timeout=300)
+    run(None, env, str(BIN / "airflow"), "pools", "set", "gpu", "1", "GPU slots")
     return env
 
 
@@ -90,13 +81,13 @@ def _dag_test(env: dict[str, str], conf: dict) -> tuple[str, dict[str, str]]:
         env=env, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL,
     )
     log = result.stdout + result.stderr
-    runs = _json_out(_run([str(BIN / "airflow"), "dags", "list-runs", "resnet50_retrain", "-o", "json"], env))
-    run = max(runs, key=lambda r: r["start_date"] or "")
-    states = _json_out(_run([str(BIN / "airflow"), "tasks", "states-for-dag-run", "resnet50_retrain",
-                             run["run_id"], "-o", "json"], env))
+    runs = _json_out(run(None, env, str(BIN / "airflow"), "dags", "list-runs", "resnet50_retrain", "-o", "json"))
+    last = max(runs, key=lambda r: r["start_date"] or "")
+    states = _json_out(run(None, env, str(BIN / "airflow"), "tasks", "states-for-dag-run", "resnet50_retrain",
+                           last["run_id"], "-o", "json"))
     by_task = {s["task_id"]: s["state"] for s in states}
     print(log[-5000:])
-    return run["state"], by_task
+    return last["state"], by_task
 
 
 def _model_keys() -> list[str]:
@@ -145,11 +136,11 @@ def test_dag_end_to_end_publishes_a_verified_version(airflow_env, tmp_path):
     pointer = registry / "models" / "resnet50.dvc"
     assert pointer.exists()
     clone = tmp_path / "consumer"
-    _run(["git", "clone", "-q", str(registry), str(clone)], airflow_env)
+    run(None, airflow_env, "git", "clone", "-q", str(registry), str(clone))
     if not (clone / "models" / "resnet50.dvc").exists():  # pointer left uncommitted: copy it as a user would
         (clone / "models").mkdir(exist_ok=True)
         shutil.copy(pointer, clone / "models" / "resnet50.dvc")
-    _run([str(BIN / "dvc"), "pull", "--quiet", "models/resnet50.dvc"], airflow_env, clone)
+    run(clone, airflow_env, str(BIN / "dvc"), "pull", "--quiet", "models/resnet50.dvc")
     out = yaml.safe_load((clone / "models" / "resnet50.dvc").read_text())["outs"][0]["path"]
     pulled = clone / "models" / out
     sha = {name: entry["sha256"] for name, entry in manifest["files"].items()}
