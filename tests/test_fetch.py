@@ -8,18 +8,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from support import BIN, REPO, free_port
 
 from tasks.common import workspace
 
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parent.parent
 BUCKET = "rn50-fetch-test"
 
 
@@ -158,17 +155,11 @@ def test_a_published_run_drops_its_data_copy_and_keeps_its_reports_and_model(dat
 SECRET = "fake-secret-9f3kq2lx7vb"
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_failing_dvc_pull_reports_dvcs_reason_without_the_secret(data_repo, tmp_path, monkeypatch):
     from pipeline.fetch import FetchError
     from tasks import fetch_data
 
-    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     _dvc("remote", "add", "-d", "-f", "s3", f"s3://{SECRET}/dvc", cwd=data_repo)
     _dvc("remote", "modify", "s3", "endpointurl", endpoint, cwd=data_repo)
     _git("commit", "-qam", "an S3 remote nothing listens for", cwd=data_repo)
