@@ -127,10 +127,11 @@ def run(ws: RunWorkspace, *, data_dir: str, profile: str, launcher: str = "local
         # `rn50 train` ends a failure it understood with one `rn50 train: error:` line: exit 2 for a bad
         # parameter or missing data (nothing trained), 1 for a record it cannot read. A retry would fail
         # the same way. Anything else (a crash, a lost rank) may pass on a retry.
+        said = exc.tail[-1] if exc.tail and exc.tail[-1].startswith("rn50 train: error:") else None
         if exc.returncode == EXIT_USAGE:
-            raise final(ValueError(f"training could not start: {reason}")) from None
-        if exc.tail and exc.tail[-1].startswith("rn50 train: error:"):
-            raise final(RuntimeError(f"training stopped, and a retry would stop the same way: {reason}")) from None
+            raise final(ValueError(f"training could not start: {said or reason}")) from None
+        if said:
+            raise final(RuntimeError(f"training stopped, and a retry would stop the same way: {said}")) from None
         raise RuntimeError(f"rn50 train exited with {exc.returncode}: {reason}; a retry resumes from "
                            f"{ws.model}/checkpoints") from None
     return _summary(ws, options.get("num_gpus", 1), options.get("hosts"))

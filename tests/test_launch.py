@@ -138,3 +138,38 @@ def test_a_host_off_the_allow_list_fails_the_runs_first_task_before_any_work(dag
     with pytest.raises(AirflowFailException, match=r"^--hosts: attacker.example is not an allowed host"):
         dag.get_task("fetch_data").python_callable(**context)
     assert not (tmp_path / "runs").exists()  # refused before the run's workspace or any data
+
+
+def test_a_trainer_that_cannot_start_fails_the_task_for_good_saying_why(tmp_path):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    import tasks.train
+    from pipeline.workspace import RunWorkspace
+
+    ws = RunWorkspace(tmp_path / "runs", "manual__nodata").create()
+    missing = tmp_path / "no-such-data"
+    with pytest.raises(AirflowFailException) as failed:  # the real `rn50 train`, in a child process
+        tasks.train.run(ws, data_dir=str(missing), profile="smoke")
+    assert str(failed.value) == f"training could not start: rn50 train: error: {missing}: no such data directory"
+
+
+@pytest.mark.parametrize(("tail", "final"), [
+    (["rn50 train: error: /d/train-00000-of-00001 record 2: jpeg::Uncompress failed"], True),  # the data's fault
+    (["Traceback (most recent call last):", "RuntimeError: NCCL communicator was aborted"], False),  # a crash
+])
+def test_a_training_failure_is_retried_only_when_a_retry_could_pass(tmp_path, monkeypatch, tail, final):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    import tasks.train
+    from pipeline.command import CommandError
+    from pipeline.workspace import RunWorkspace
+
+    def fails(cmd, env=None):
+        raise CommandError(cmd, None, 1, tail)
+
+    monkeypatch.setattr(tasks.train, "run_child", fails)
+    ws = RunWorkspace(tmp_path / "runs", "manual__fails").create()
+    with pytest.raises((AirflowFailException, RuntimeError)) as failed:
+        tasks.train.run(ws, data_dir=str(tmp_path), profile="smoke")
+    assert isinstance(failed.value, AirflowFailException) == final  # final: Airflow does not retry it
+    assert tail[-1] in str(failed.value)

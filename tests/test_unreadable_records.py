@@ -96,11 +96,24 @@ def test_training_fails_naming_the_record(data_dir, tmp_path):
         train(CONFIG, data_dir, tmp_path / "model")
 
 
-def test_rn50_evaluate_says_it_in_one_line(data_dir, model_dir):
+def _rn50(*args) -> subprocess.CompletedProcess:
     rn50 = Path(sys.executable).parent / "rn50"
-    args = ["evaluate", "--data-dir", data_dir, "--model-dir", model_dir, "--batch-size", "4"]
-    result = subprocess.run([rn50, *map(str, args)], capture_output=True, text=True, timeout=600)
-    assert result.returncode != 0
+    return subprocess.run([rn50, *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def test_rn50_evaluate_says_it_in_one_line_and_exits_1(data_dir, model_dir):
+    # Exit 1: the data is at fault, found while the stage ran; 2 would say the command line was.
+    result = _rn50("evaluate", "--data-dir", data_dir, "--model-dir", model_dir, "--batch-size", "4")
+    assert result.returncode == 1, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert re.match(r"rn50 evaluate: error: " + _named(data_dir, VALIDATION), last), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_rn50_train_says_it_in_one_line_and_exits_1(data_dir, tmp_path):
+    result = _rn50("train", "--profile", "smoke", "--data-dir", data_dir, "--model-dir", tmp_path / "model",
+                   "--batch-size", "4", "--steps", "3")
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.match(r"rn50 train: error: " + _named(data_dir, TRAIN), last), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
