@@ -12,7 +12,6 @@ floor; run 2 is not, so the gate decides it (it fails on the floor, and names v0
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,16 +22,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from support import BIN, REPO, file_hashes, free_ports, http_json
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 STACK_SH = REPO / "scripts" / "stack.sh"
 AIRFLOW_VENV = Path(os.environ.get("AIRFLOW_VENV", REPO / ".venv-airflow")).resolve()
 DAG = "resnet50_retrain"
@@ -42,18 +39,6 @@ STEPS = 10
 GPU_TASKS = {"train", "evaluate"}
 TASKS = {"fetch_data", "validate_data", "train", "evaluate", "check_accuracy", "publish"}
 pytestmark = pytest.mark.slow
-
-
-def _free_ports(n: int) -> list[int]:
-    """N distinct free ports on 127.0.0.1 (all held open while picking, so no two are the same)."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass
@@ -70,13 +55,7 @@ class Stack:
                               capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     def http(self, method: str, path: str, body: dict | None = None) -> dict:
-        request = urllib.request.Request(self.api + path, method=method,
-                                         data=json.dumps(body).encode() if body is not None else None)
-        request.add_header("Content-Type", "application/json")
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"{}")
+        return http_json(self.api + path, body, self.token, method)
 
     def logs(self, run_id: str) -> str:
         """The last lines of each task log of RUN_ID, for a failure's message."""
@@ -101,7 +80,7 @@ def stack() -> Iterator[Stack]:
     # The directory ignores itself, as .venv-airflow does.
     stack_dir = Path(tempfile.mkdtemp(prefix=".stack-test-", dir=REPO))
     (stack_dir / ".gitignore").write_text("*\n")
-    api_port, s3_port = _free_ports(2)
+    api_port, s3_port = free_ports(2)
     env = {
         "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
         "DVC_NO_ANALYTICS": "1", "VENV": str(BIN.parent), "AIRFLOW_VENV": str(AIRFLOW_VENV),
@@ -170,14 +149,6 @@ def _assert_on_their_workers(tasks: dict[str, dict]) -> None:
     assert ran == {task_id: (queue, f"worker-{queue}.{machine}") for task_id, queue in expected.items()}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def test_worker_a_runs_without_tensorflow_and_worker_b_with_it(stack):
     # Each worker's process, by its pid file: its Python's site-packages are the environment it runs.
     def mapped(worker: str) -> str:
@@ -230,8 +201,7 @@ def test_a_run_triggered_over_rest_publishes_and_a_second_is_gated_against_it(st
     result = stack.sh("exec", "dvc", "pull", "models/resnet50.dvc", cwd=clone, env=isolated)
     assert result.returncode == 0, result.stderr[-2000:]
     out = clone / "models" / pointer["outs"][0]["path"]
-    fetched = {p.relative_to(out).as_posix(): _sha256(p) for p in out.rglob("*") if p.is_file()}
-    assert fetched == files
+    assert file_hashes(out) == files
 
     # Run 2: same data, same code, not forced: the gate decides, against v0001.
     started = time.monotonic()
