@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import REPO, compose_interpolate
 
-REPO = Path(__file__).resolve().parent.parent
 DOCKER = REPO / "docker"
 K8S = DOCKER / "k8s"
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "compose-spec.json"
@@ -219,43 +219,16 @@ def test_the_env_file_stays_out_of_git_and_of_the_image_build_context():
     assert "docker/.env" in (REPO / ".dockerignore").read_text().splitlines()
 
 
-_VARIABLE = re.compile(r"\$(?:(\$)|\{([A-Za-z_]\w*)(?:(:?[-?])([^}]*))?\}|([A-Za-z_]\w*))")
-
-
-def _interpolate(doc, env: dict[str, str], missing: set[str]):
-    """Compose's interpolation of every value (no nesting: compose.yaml has none); unset ${X:?} go to `missing`."""
-    if isinstance(doc, dict):
-        return {k: _interpolate(v, env, missing) for k, v in doc.items()}
-    if isinstance(doc, list):
-        return [_interpolate(v, env, missing) for v in doc]
-    if not isinstance(doc, str):
-        return doc
-
-    def one(m: re.Match) -> str:
-        if m.group(1):
-            return "$"
-        name, op, arg = m.group(2) or m.group(5), m.group(3) or "", m.group(4)
-        value = env.get(name)
-        unset = not value if op.startswith(":") else value is None
-        if unset and op.endswith("-"):
-            return arg
-        if unset and op.endswith("?"):
-            missing.add(name)
-        return value or ""
-
-    return _VARIABLE.sub(one, doc)
-
-
 def _resolved(compose: dict, env: dict[str, str]) -> dict:
     missing: set[str] = set()
-    doc = _interpolate(compose, env, missing)
+    doc = compose_interpolate(compose, env, missing)
     assert not missing, f"compose would refuse to start: {missing} unset"
     return doc
 
 
 def test_compose_refuses_to_start_without_the_secrets_and_defaults_none(compose, generated):
     missing: set[str] = set()
-    _interpolate(compose, {}, missing)
+    compose_interpolate(compose, {}, missing)
     assert missing == SECRETS == set(generated)
     text = (DOCKER / "compose.yaml").read_text()
     for name in SECRETS:

@@ -19,9 +19,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from test_deploy import _interpolate
+from support import REPO, compose_interpolate
 
-REPO = Path(__file__).resolve().parent.parent
 STACK_ENV = REPO / "scripts" / "stack.env"
 COMPOSE = REPO / "docker" / "compose.yaml"
 
@@ -49,7 +48,7 @@ CONNECTION = "AIRFLOW_CONN_AWS_DEFAULT"
 def _compose_env(inputs: dict[str, str]) -> dict[str, str]:
     raw = yaml.safe_load(COMPOSE.read_text())["x-airflow-env"]
     missing: set[str] = set()
-    env = _interpolate(raw, inputs, missing)
+    env = compose_interpolate(raw, inputs, missing)
     assert not missing, f"compose would refuse to start: {missing} unset"
     return {k: str(v) for k, v in env.items()}
 
