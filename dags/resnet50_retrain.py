@@ -29,7 +29,7 @@ from pipeline import settings
 from pipeline.gate import DEFAULT_TOLERANCE, MAX_TOLERANCE
 from pipeline.publish.registry import PREFIX_PATTERN
 from pipeline.train.config import PROFILES
-from tasks.notify import log_failure
+from tasks.notify import FailureNotifier
 
 # Per-deployment defaults, read at parse time (pipeline.settings: the environment, no DB, no heavy import).
 DEFAULT_PROFILE = settings.PROFILE.get()
@@ -79,7 +79,7 @@ TRAIN_SLOT = {**GPU, "pool_slots": TRAIN_GPU_SLOTS} if TRAIN_GPU_SLOTS else {}
         "retry_delay": timedelta(minutes=1),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=30),
-        "on_failure_callback": log_failure,
+        "on_failure_callback": FailureNotifier(),
     },
     params={
         "profile": Param(DEFAULT_PROFILE, type="string", enum=list(PROFILES), title="Profile",

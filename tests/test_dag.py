@@ -176,18 +176,82 @@ def test_a_bad_deployment_setting_names_itself_in_the_import_error(dag, monkeypa
     assert message.rstrip().splitlines()[-1] == f"pipeline.settings.SettingError: {error}"
 
 
-def test_failure_summary_names_the_task_the_reason_and_the_report(tmp_path, monkeypatch):
-    from tasks.notify import failure_summary
+class _FailedTI:
+    """What a failure callback's context holds of the task instance (Airflow's RuntimeTaskInstance)."""
+
+    dag_id, task_id, run_id, try_number = "resnet50_retrain", "validate_data", "manual__2026-11-28T10:00:00+00:00", 1
+    log_url = "http://airflow.example/dags/resnet50_retrain/runs/manual__2026-11-28T10%3A00%3A00%2B00%3A00/tasks/validate_data?try_number=1"
+
+
+def test_the_failure_notifier_writes_the_task_log_and_one_json_line_per_failure(dag, tmp_path, monkeypatch, caplog):
+    from tasks.notify import FailureNotifier
 
     monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path))
+    [notifier] = {id(t.on_failure_callback[0]): t.on_failure_callback[0] for t in dag.tasks}.values()
+    assert isinstance(notifier, FailureNotifier)
+    context = {"dag": dag, "ti": _FailedTI(), "task_instance": _FailedTI(), "run_id": _FailedTI.run_id,
+               "exception": ValueError("labels.range: 3 records\n  shard train-00001: label 1001")}
+    with caplog.at_level("ERROR", logger="rn50.failure"):
+        notifier(context)
+    report = f"{tmp_path}/manual__2026-11-28T10~3A00~3A00~2B00~3A00/validation/report.json"
+    summary = (f"resnet50_retrain: task validate_data failed (try 1) in run {_FailedTI.run_id}: ValueError: "
+               f"labels.range: 3 records; see {report}")
+    assert [r.getMessage() for r in caplog.records] == [summary]  # the task log's line
+    notifier({**context, "exception": None})
+    first, second = map(json.loads, (tmp_path / "failures.jsonl").read_text().splitlines())
+    assert {k: v for k, v in first.items() if k != "time"} == {
+        "dag_id": "resnet50_retrain", "run_id": _FailedTI.run_id, "task_id": "validate_data", "try_number": 1,
+        "error": "ValueError: labels.range: 3 records", "log_url": _FailedTI.log_url, "summary": summary,
+        "report": report,
+    }
+    assert second["error"] == "unknown" and second["task_id"] == "validate_data"
 
-    class TI:
-        task_id, run_id, try_number = "validate_data", "manual__2026-11-28T10:00:00+00:00", 1
 
-    line = failure_summary({"ti": TI(), "run_id": TI.run_id, "exception": ValueError("labels.range: 3 records")})
-    assert "task validate_data failed (try 1)" in line
-    assert "ValueError: labels.range: 3 records" in line
-    assert line.endswith("/validation/report.json") and str(tmp_path) in line
+def test_the_failure_notifier_bounds_the_error_and_writes_where_it_is_told(tmp_path):
+    from tasks.notify import MAX_ERROR_CHARS, FailureNotifier
+
+    target = tmp_path / "alerts" / "rn50.jsonl"
+    FailureNotifier(target)({"ti": _FailedTI(), "exception": RuntimeError("x" * 10_000)})
+    [record] = map(json.loads, target.read_text().splitlines())
+    assert len(record["error"]) == MAX_ERROR_CHARS and record["error"].startswith("RuntimeError: xxx")
+    assert record["run_id"] == _FailedTI.run_id  # from the task instance when the context has none
+
+
+@pytest.mark.slow
+def test_airflow_calls_the_failure_notifier_when_a_task_fails_for_good(tmp_path):
+    """A one-task DAG that fails, run by `airflow dags test`: the context Airflow passes has what the record needs."""
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "fails.py").write_text('''
+from datetime import datetime
+from airflow.sdk import dag, task
+from tasks.notify import FailureNotifier
+
+@dag(start_date=datetime(2026, 1, 1), schedule=None,
+     default_args={"retries": 0, "on_failure_callback": FailureNotifier()})
+def fails():
+    @task
+    def boom():
+        raise ValueError("labels.range: 3 records")
+    boom()
+
+fails()
+''')
+    env = _env(AIRFLOW_HOME=str(tmp_path / "home"), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+               AIRFLOW__API__BASE_URL="http://airflow.example:8080/", RN50_WORKSPACE_ROOT=str(tmp_path / "ws"))
+    airflow = str(Path(sys.executable).parent / "airflow")
+    results = [subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=300,
+                              stdin=subprocess.DEVNULL) for args in (["db", "migrate"], ["dags", "test", "fails"])]
+    migrate, result = results
+    assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
+    assert "DagRun failed" in result.stdout + result.stderr, result.stdout[-2000:] + result.stderr[-2000:]
+    [record] = map(json.loads, (tmp_path / "ws" / "failures.jsonl").read_text().splitlines())
+    run = record["run_id"]
+    assert run.startswith("manual__") and (record["dag_id"], record["task_id"]) == ("fails", "boom")
+    assert (record["try_number"], record["error"]) == (1, "ValueError: labels.range: 3 records")
+    assert record["log_url"].startswith("http://airflow.example:8080/dags/fails/runs/manual__")
+    assert record["log_url"].endswith("/tasks/boom?try_number=1")
+    assert record["summary"] in result.stdout + result.stderr  # and the same line in the task's log
 
 
 def test_fetch_data_removes_workspaces_idle_past_the_retention(dag, tmp_path, monkeypatch, sample_dir):
