@@ -9,11 +9,10 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from pipeline.model import build_resnet50  # noqa: E402
-from pipeline.train.checkpoint import TrainState  # noqa: E402
+from support import untrained_checkpoint  # noqa: E402
+
 from pipeline.train.config import get_profile  # noqa: E402
 from pipeline.train.export import export_keras  # noqa: E402
-from pipeline.train.optim import make_optimizer, make_schedule  # noqa: E402
 
 
 def test_export_predicts_like_the_checkpoint_and_is_stable(tmp_path):
@@ -23,12 +22,7 @@ def test_export_predicts_like_the_checkpoint_and_is_stable(tmp_path):
     config.save(tmp_path)
     with pytest.raises(FileNotFoundError, match="no checkpoint to export"):
         export_keras(tmp_path)
-    model = build_resnet50(10, image_size=32)
-    optimizer = make_optimizer(config, make_schedule(config, world_size=1, total_steps=10, steps_per_epoch=10))
-    optimizer.build(model.trainable_variables)
-    state = TrainState(model, optimizer, tmp_path)
-    state.step = 7
-    state.save()
+    model = untrained_checkpoint(tmp_path, config, step=7)
 
     path = export_keras(tmp_path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -135,17 +135,11 @@ def test_validation_writes_its_report_beside_planted_links(sample_dir, tmp_path,
 
 
 def test_export_does_not_write_through_a_planted_link(model_dir, victim):
-    from pipeline.model import build_resnet50
-    from pipeline.train.checkpoint import TrainState
-    from pipeline.train.export import EXPORT_FILE, export_keras
-    from pipeline.train.optim import make_optimizer, make_schedule
+    from support import untrained_checkpoint
 
-    config = get_profile("smoke").replace(num_classes=10)
-    config.save(model_dir)
-    model = build_resnet50(10, image_size=32)
-    optimizer = make_optimizer(config, make_schedule(config, world_size=1, total_steps=10, steps_per_epoch=10))
-    optimizer.build(model.trainable_variables)
-    TrainState(model, optimizer, model_dir).save()
+    from pipeline.train.export import EXPORT_FILE, export_keras
+
+    untrained_checkpoint(model_dir, get_profile("smoke").replace(num_classes=10))
     planted = [model_dir / f".{EXPORT_FILE}.partial.keras", model_dir / EXPORT_FILE]  # the old temporary name too
     for link in planted:
         link.symlink_to(victim)

@@ -14,11 +14,9 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from publish_support import BUCKET, s3  # noqa: E402
+from support import untrained_checkpoint  # noqa: E402
 
-from pipeline.model import build_resnet50  # noqa: E402
-from pipeline.train.checkpoint import TrainState  # noqa: E402
 from pipeline.train.config import get_profile  # noqa: E402
-from pipeline.train.optim import make_optimizer, make_schedule  # noqa: E402
 
 TRAINING_LINE = '{"step": 1, "epoch": 0, "loss": 2.3, "lr": 0.01, "train_throughput": 45.0}\n'
 
@@ -40,15 +38,7 @@ def test_each_stage_writes_only_its_own_folder_and_publish_only_uploads(s3_env, 
 
     # What train leaves in model/: config.json, a checkpoint, metrics.jsonl.
     ws = workspace("manual__stages", tmp_path / "workspaces")
-    config = get_profile("smoke").replace(batch_size=100)
-    ws.model.mkdir()
-    config.save(ws.model)
-    model = build_resnet50(config.num_classes, image_size=config.image_size)
-    optimizer = make_optimizer(config, make_schedule(config, world_size=1, total_steps=10, steps_per_epoch=10))
-    optimizer.build(model.trainable_variables)
-    state = TrainState(model, optimizer, ws.model)
-    state.step = 1
-    state.save()
+    untrained_checkpoint(ws.model, get_profile("smoke").replace(batch_size=100), step=1)
     (ws.model / "metrics.jsonl").write_text(TRAINING_LINE)
     ws.validation.mkdir()
     (ws.validation / "report.json").write_text('{"passed": true}\n')
