@@ -1,24 +1,16 @@
 """`data.dvc` pins the sample's bytes, and the `storage` remote works against a real S3 endpoint."""
 
-import hashlib
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import boto3
 import yaml
+from support import BIN, file_hashes, run
 
-BIN = Path(sys.executable).parent
 
-
-def _dvc(repo: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [str(BIN / "dvc"), *args],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-    )
-    assert result.returncode == 0, f"dvc {' '.join(args)}: {result.stdout}{result.stderr}"
-    return result
+def _dvc(repo: Path, env: dict, *args: str) -> str:
+    return run(repo, env, str(BIN / "dvc"), *args)
 
 
 def _project_copy(repo_root: Path, tmp: Path, sample_dir: Path, env: dict) -> Path:
@@ -31,10 +23,6 @@ def _project_copy(repo_root: Path, tmp: Path, sample_dir: Path, env: dict) -> Pa
     shutil.copy(repo_root / "data.dvc", proj / "data.dvc")
     shutil.copytree(sample_dir, proj / "data" / "imagenet")
     return proj
-
-
-def _hashes(directory: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
 
 
 def test_data_dvc_tracks_data_imagenet_on_the_s3_remote(repo_root):
@@ -50,7 +38,7 @@ def test_generated_sample_is_what_data_dvc_pins(repo_root, sample_dir, tmp_path,
     # Without --force, commit refuses to change data.dvc: it only caches bytes that already match.
     _dvc(proj, dvc_env, "commit", "data.dvc")
     status = _dvc(proj, dvc_env, "status", "data.dvc")
-    assert "Data and pipelines are up to date." in status.stdout
+    assert "Data and pipelines are up to date." in status
     assert (proj / "data.dvc").read_bytes() == (repo_root / "data.dvc").read_bytes()
 
 
@@ -79,4 +67,4 @@ def test_push_and_pull_through_the_endpoint_from_the_environment(repo_root, samp
     shutil.rmtree(proj / "data" / "imagenet")
     shutil.rmtree(proj / ".dvc" / "cache")
     _dvc(proj, env, "pull", "data.dvc")
-    assert _hashes(proj / "data" / "imagenet") == _hashes(sample_dir)
+    assert file_hashes(proj / "data" / "imagenet") == file_hashes(sample_dir)

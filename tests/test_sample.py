@@ -4,16 +4,13 @@ import hashlib
 import json
 
 import pytest
+from support import file_hashes
 
 from pipeline.data.describe import describe_dataset, find_shards
 from pipeline.data.format import read_shard
 from pipeline.data.labels import load_label_map
 from pipeline.data.sample import MANIFEST, make_sample
 from pipeline.data.shards import parse_shard_name
-
-
-def _hashes(directory):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
 
 
 def _records(sample_dir):
@@ -23,7 +20,7 @@ def _records(sample_dir):
 def test_output_is_byte_for_byte_deterministic(sample_dir, tmp_path):
     again = tmp_path / "again"
     make_sample(again)
-    assert _hashes(again) == _hashes(sample_dir)
+    assert file_hashes(again) == file_hashes(sample_dir)
 
 
 def test_manifest_counts_are_what_is_on_disk(sample_dir):
@@ -106,7 +103,7 @@ def test_an_interrupted_run_leaves_the_earlier_sample_whole(sample_dir, tmp_path
 
     out = tmp_path / "imagenet"
     shutil.copytree(sample_dir, out)
-    before = _hashes(out)
+    before = file_hashes(out)
     real_write, calls = sample.write_shard, []
 
     def failing_write(path, records):
@@ -118,5 +115,5 @@ def test_an_interrupted_run_leaves_the_earlier_sample_whole(sample_dir, tmp_path
     monkeypatch.setattr(sample, "write_shard", failing_write)
     with pytest.raises(KeyboardInterrupt):
         make_sample(out)
-    assert _hashes(out) == before
+    assert file_hashes(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imagenet"]
