@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from pipeline.publish.publish import publish_model
-from pipeline.publish.store import RetryPolicy, make_client
+from pipeline.publish.store import make_client
 from pipeline.publish.upload import Transfer
 
 model_dir, bucket, run_id, stage = sys.argv[1:5]
@@ -28,7 +28,7 @@ def pause(params, **_):
 client.meta.events.register("before-parameter-build.s3.UploadPart", pause)
 client.meta.events.register("before-parameter-build.s3.PutObject", pause)
 result = publish_model(
-    Path(model_dir), client=client, bucket=bucket, run_id=run_id, retry=RetryPolicy(attempts=2, backoff_s=0.01),
+    Path(model_dir), client=client, bucket=bucket, run_id=run_id,
     transfer=Transfer(threshold=8 * 1024 * 1024, part_size=6 * 1024 * 1024, concurrency=1),
 )
 print("DONE", result.version, flush=True)

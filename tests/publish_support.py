@@ -127,8 +127,9 @@ class FlakyProxy:
 
     `plan(n, method, path)` says what happens to the n-th request (1-based; path with its query): "ok",
     "503" (SlowDown, the throttling answer), "reset" (the connection drops before the server sees the
-    request) or "lost" (the server handles it, then the connection drops, so the client never learns
-    that its write succeeded).
+    request), "lost" (the server handles it, then the connection drops, so the client never learns
+    that its write succeeded) or "cut" (the response's headers and half its body arrive, then the
+    connection drops).
     """
 
     def __init__(self, target: str, plan) -> None:
@@ -138,7 +139,7 @@ class FlakyProxy:
         import threading
         from urllib.parse import urlsplit
 
-        self.plan, self.count, self.faults = plan, 0, {"503": 0, "reset": 0, "lost": 0}
+        self.plan, self.count, self.faults = plan, 0, {"503": 0, "reset": 0, "lost": 0, "cut": 0}
         lock = threading.Lock()
         upstream = urlsplit(target)
         proxy = self
@@ -188,7 +189,10 @@ class FlakyProxy:
                     self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
-                    self.wfile.write(data)
+                    self.wfile.write(data[:len(data) // 2] if mode == "cut" else data)
+                if mode == "cut":
+                    self.wfile.flush()
+                    self._drop()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 

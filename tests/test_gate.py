@@ -230,7 +230,6 @@ def test_the_champion_comes_from_the_registry_and_an_empty_location_is_recorded(
     from publish_support import BUCKET, make_model_dir
 
     from pipeline.publish.publish import publish_model
-    from pipeline.publish.store import RetryPolicy
 
     raw, client = registry
     root = f"s3://{BUCKET}/models/resnet50/"
@@ -238,8 +237,7 @@ def test_the_champion_comes_from_the_registry_and_an_empty_location_is_recorded(
     assert (empty["verdict"], empty["registry"], empty["champion"]) == ("pass", root, None)
     assert f"PASS: no champion: nothing is published under {root} (an empty registry location)" in empty["reasons"]
 
-    publish_model(make_model_dir(tmp_path / "v1", top1=95.0), client=client, bucket=BUCKET, dvc_prefix=None,
-                  retry=RetryPolicy(attempts=2, backoff_s=0.01))
+    publish_model(make_model_dir(tmp_path / "v1", top1=95.0), client=client, bucket=BUCKET, dvc_prefix=None)
     worse = _check_accuracy(tmp_path, "worse", 91.4, client, passes=False)
     assert (worse["champion"]["version"], worse["registry"]) == ("v0001", root)
     # latest.json lost (deleted, or a first publish killed before it): the location is not empty, and
@@ -293,17 +291,15 @@ def test_rn50_list_marks_a_version_published_without_a_champion(registry, s3_env
     from publish_support import BUCKET, make_model_dir, rn50
 
     from pipeline.publish.publish import publish_model
-    from pipeline.publish.store import RetryPolicy
 
     _, client = registry
-    fast = RetryPolicy(attempts=2, backoff_s=0.01)
     first = make_model_dir(tmp_path / "a")  # its gate found no champion
-    publish_model(first, client=client, bucket=BUCKET, dvc_prefix=None, retry=fast)
+    publish_model(first, client=client, bucket=BUCKET, dvc_prefix=None)
     second = make_model_dir(tmp_path / "b", seed=1)
     decision = json.loads((second / DECISION_FILE).read_text())
     decision["champion"] = {"version": "v0001", "top1_accuracy": 95.0}
     (second / DECISION_FILE).write_text(json.dumps(decision))
-    publish_model(second, client=client, bucket=BUCKET, dvc_prefix=None, retry=fast)
+    publish_model(second, client=client, bucket=BUCKET, dvc_prefix=None)
     listing = rn50("list", "--bucket", BUCKET, env={**os.environ, **s3_env})
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()

@@ -28,10 +28,9 @@ from pipeline.publish.registry import (
     list_versions,
     read_latest,
 )
-from pipeline.publish.store import PreconditionFailed, RetryPolicy, Store, make_client
+from pipeline.publish.store import PreconditionFailed, Store, make_client
 from pipeline.publish.upload import Transfer
 
-FAST = RetryPolicy(attempts=2, backoff_s=0.01)
 SMALL_PARTS = Transfer(threshold=8 * MIB, part_size=6 * MIB, concurrency=4)
 ROOT = "models/resnet50/"
 
@@ -45,7 +44,6 @@ def registry(s3_env):
 
 
 def publish(model_dir: Path, client, **kwargs):
-    kwargs.setdefault("retry", FAST)
     kwargs.setdefault("dvc_prefix", None)
     return publish_model(model_dir, client=client, bucket=BUCKET, **kwargs)
 
@@ -152,7 +150,7 @@ def test_every_version_object_is_a_conditional_create(registry, tmp_path):
 
     # The server refuses an overwrite, and a retry of the run with other bytes leaves the version alone:
     # they become a new version.
-    store = Store(client, BUCKET, FAST)
+    store = Store(client, BUCKET)
     with pytest.raises(PreconditionFailed):
         store.put_new(ROOT + "v0001/eval.json", b"{}", sha256_b64=sha256_b64(b"{}"))
     before = {k: raw.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in keys(raw, prefix=ROOT + "v0001/")}
@@ -166,22 +164,22 @@ def test_incomplete_version_is_invisible(registry, tmp_path):
     raw, client = registry
     publish(make_model_dir(tmp_path / "a"), client, run_id="a")
     # What a publish killed before its manifest leaves behind: a claim and some files.
-    store = Store(client, BUCKET, FAST)
+    store = Store(client, BUCKET)
     assert claim_version(store, "models", "resnet50", "b").version == "v0002"
     raw.put_object(Bucket=BUCKET, Key=ROOT + "v0002/eval.json", Body=b'{"top1_accuracy": 99.0}')
 
     assert [m["version"] for m in list_versions(client, BUCKET, "models", "resnet50")] == ["v0001"]
     assert latest_manifest(client, BUCKET, "models", "resnet50")["version"] == "v0001"
     with pytest.raises(RegistryError, match="v0002/: not a published version"):
-        pull_version(client, BUCKET, tmp_path / "pulled", version="v0002", retry=FAST)
-    assert pull_version(client, BUCKET, tmp_path / "pulled", retry=FAST).version == "v0001"
+        pull_version(client, BUCKET, tmp_path / "pulled", version="v0002")
+    assert pull_version(client, BUCKET, tmp_path / "pulled").version == "v0001"
     with pytest.raises(RegistryError, match="has no manifest"):
         advance_latest(store, "models", "resnet50", "v0002", "0" * 64)
 
 
 def test_latest_moves_forward_only(registry, tmp_path):
     _, client = registry
-    store = Store(client, BUCKET, FAST)
+    store = Store(client, BUCKET)
     # Run "a" claims v0001 but finishes after run "b", which gets v0002.
     assert claim_version(store, "models", "resnet50", "a").version == "v0001"
     b = publish(make_model_dir(tmp_path / "b", seed=2), client, run_id="b")
@@ -210,7 +208,7 @@ def test_latest_compare_and_swap_under_contention(registry, tmp_path):
                 barrier.wait()
 
         own.meta.events.register("before-parameter-build.s3.PutObject", at_the_same_time)
-        results[version] = advance_latest(Store(own, BUCKET, FAST), "models", "resnet50", version, "0" * 64)
+        results[version] = advance_latest(Store(own, BUCKET), "models", "resnet50", version, "0" * 64)
 
     threads = [threading.Thread(target=advance, args=(v,)) for v in ("v0002", "v0003")]
     for t in threads:
@@ -286,7 +284,7 @@ def test_multipart_with_sha256_checksums_aborts_on_failure_and_resumes_parts(reg
     assert head["ETag"].endswith('-4"') and head["ContentLength"] == 20 * MIB
     assert result.manifest["files"]["checkpoints/ckpt-2.data-00000-of-00001"]["sha256"] == sha256(
         model_dir / "checkpoints/ckpt-2.data-00000-of-00001")
-    pulled = pull_version(client, BUCKET, tmp_path / "pulled", retry=FAST)
+    pulled = pull_version(client, BUCKET, tmp_path / "pulled")
     assert sha256(pulled.dest / "checkpoints/ckpt-2.data-00000-of-00001") == sha256(
         model_dir / "checkpoints/ckpt-2.data-00000-of-00001")
 
@@ -295,30 +293,30 @@ def test_pull_verifies_every_file_and_refuses_tampering(registry, tmp_path):
     raw, client = registry
     model_dir = make_model_dir(tmp_path / "m")
     publish(model_dir, client)
-    good = pull_version(client, BUCKET, tmp_path / "good", retry=FAST)
+    good = pull_version(client, BUCKET, tmp_path / "good")
     assert good.version == "v0001" and good.files == 8
     for name in ("eval.json", "model.keras", "checkpoints/ckpt-2.index"):
         assert sha256(good.dest / name) == sha256(model_dir / name)
     assert json.loads((good.dest / "manifest.json").read_text())["version"] == "v0001"
     with pytest.raises(FileExistsError):
-        pull_version(client, BUCKET, good.dest, retry=FAST)
+        pull_version(client, BUCKET, good.dest)
 
     key = ROOT + "v0001/eval.json"
     raw.put_object(Bucket=BUCKET, Key=key, Body=(model_dir / "eval.json").read_bytes().replace(b"95.0", b"99.9"))
     with pytest.raises(IntegrityError, match=r"eval\.json: sha256 .* differs.*tampered"):
-        pull_version(client, BUCKET, tmp_path / "tampered", retry=FAST)
+        pull_version(client, BUCKET, tmp_path / "tampered")
     raw.put_object(Bucket=BUCKET, Key=key, Body=(model_dir / "eval.json").read_bytes())
     data = ROOT + "v0001/checkpoints/ckpt-2.data-00000-of-00001"
     shard = (model_dir / "checkpoints/ckpt-2.data-00000-of-00001").read_bytes()
     raw.put_object(Bucket=BUCKET, Key=data, Body=shard[:-1])
     with pytest.raises(IntegrityError, match="truncated"):
-        pull_version(client, BUCKET, tmp_path / "truncated", version="v0001", retry=FAST)
+        pull_version(client, BUCKET, tmp_path / "truncated", version="v0001")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good", "m"]  # no DEST, no partial download left
 
     # The manifest itself: latest.json recorded its sha256.
     raw.put_object(Bucket=BUCKET, Key=ROOT + "v0001/manifest.json", Body=b'{"version": "v0001", "files": {}}')
     with pytest.raises(RegistryError, match="refusing"):
-        pull_version(client, BUCKET, tmp_path / "manifest", retry=FAST)
+        pull_version(client, BUCKET, tmp_path / "manifest")
 
 
 SECRET = "AWS_SECRET_ACCESS_KEY=planted-secret-of-the-worker\n"

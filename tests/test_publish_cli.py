@@ -15,7 +15,7 @@ from publish_support import BUCKET, REPO, make_model_dir, registry_repo, reset, 
 from pipeline.publish.manifest import dataset_version
 from pipeline.publish.publish import publish_model
 from pipeline.publish.redact import REDACTED
-from pipeline.publish.store import RetryPolicy, StoreError, make_client
+from pipeline.publish.store import StoreError, make_client
 
 KEY_ID = "AKIARN50KEYIDNOTLOG1"
 SECRET = "rn50/Secret+Key-That_Must-Not-Leak"
@@ -25,8 +25,7 @@ SECRET = "rn50/Secret+Key-That_Must-Not-Leak"
 def env(s3_endpoint, dvc_env):
     reset(s3_endpoint)
     env = {**dvc_env, "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET,
-           "AWS_DEFAULT_REGION": "us-east-1", "RN50_S3_MAX_ATTEMPTS": "2", "RN50_S3_RETRIES": "2",
-           "RN50_S3_BACKOFF_S": "0.05", "AIRFLOW_CTX_DAG_ID": "resnet50_retrain",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "2", "AIRFLOW_CTX_DAG_ID": "resnet50_retrain",
            "AIRFLOW_CTX_DAG_RUN_ID": "scheduled__2026-12-01"}
     raw = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
                        region_name="us-east-1")
@@ -111,14 +110,14 @@ def test_credentials_given_explicitly_or_in_lineage_are_redacted(s3_env, tmp_pat
     client = make_client(access_key=KEY_ID, secret_key=SECRET, max_attempts=2)
     lineage = {"note": f"trained with {SECRET} by {KEY_ID}", "num_gpus": 8}
     result = publish_model(make_model_dir(tmp_path / "m"), client=client, bucket=BUCKET, lineage=lineage,
-                           dvc_prefix=None, retry=RetryPolicy(attempts=1))
+                           dvc_prefix=None)
     assert result.manifest["lineage"] == {"note": f"trained with {REDACTED} by {REDACTED}"}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         down = f"http://user:{SECRET}@127.0.0.1:{s.getsockname()[1]}"
     client = make_client(endpoint_url=down, access_key=KEY_ID, secret_key=SECRET + "2", max_attempts=1)
     with pytest.raises(StoreError) as error:
-        publish_model(make_model_dir(tmp_path / "n"), client=client, bucket=BUCKET, retry=RetryPolicy(attempts=1))
+        publish_model(make_model_dir(tmp_path / "n"), client=client, bucket=BUCKET)
     assert SECRET not in str(error.value) and KEY_ID not in str(error.value)
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == "testing"
 

@@ -12,10 +12,8 @@ from publish_support import BUCKET, DVC, MIB, keys, make_model_dir, registry_rep
 from pipeline.publish.dvc_pointer import DvcError
 from pipeline.publish.publish import publish_model
 from pipeline.publish.registry import claim_version
-from pipeline.publish.store import RetryPolicy, Store, make_client
+from pipeline.publish.store import Store, make_client
 from pipeline.publish.upload import Transfer
-
-FAST = RetryPolicy(attempts=2, backoff_s=0.01)
 
 
 @pytest.fixture
@@ -33,7 +31,7 @@ def test_dvc_pull_in_a_fresh_clone_gets_the_manifests_bytes(env, tmp_path):
         if not model_dir.exists():
             # "d" has a multipart checkpoint shard: its DVC copy must download through DVC's checksum checks.
             make_model_dir(model_dir, seed=seed, data_bytes=13 * MIB if name == "d" else 64 * 1024)
-        return publish_model(model_dir, client=client, bucket=BUCKET, run_id=name, dvc_repo=repo, retry=FAST,
+        return publish_model(model_dir, client=client, bucket=BUCKET, run_id=name, dvc_repo=repo,
                              transfer=Transfer(threshold=8 * MIB, part_size=6 * MIB))
 
     first = publish("a", 1)
@@ -80,8 +78,8 @@ def test_a_repo_whose_remote_is_elsewhere_is_refused_before_uploading(env, tmp_p
     repo = registry_repo(tmp_path / "registry", env, "s3://another-bucket/dvc")
     with pytest.raises(DvcError, match="another-bucket"):
         publish_model(make_model_dir(tmp_path / "m"), client=make_client(max_attempts=2), bucket=BUCKET,
-                      dvc_repo=repo, retry=FAST)
+                      dvc_repo=repo)
     assert keys(s3(env["AWS_ENDPOINT_URL"])) == []
     with pytest.raises(DvcError, match="not a DVC repository"):
         publish_model(make_model_dir(tmp_path / "n"), client=make_client(max_attempts=2), bucket=BUCKET,
-                      dvc_repo=tmp_path, retry=FAST)
+                      dvc_repo=tmp_path)

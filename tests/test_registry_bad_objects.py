@@ -19,9 +19,8 @@ from publish_support import BUCKET, MIB, make_model_dir, rn50, s3
 from pipeline.publish.publish import PublishError, publish_model
 from pipeline.publish.pull import pull_version
 from pipeline.publish.registry import RegistryError, latest_manifest, list_versions
-from pipeline.publish.store import MAX_JSON_BYTES, RetryPolicy, make_client
+from pipeline.publish.store import MAX_JSON_BYTES, make_client
 
-FAST = RetryPolicy(attempts=2, backoff_s=0.01)
 ROOT = "models/resnet50/"
 LATEST = ROOT + "latest.json"
 HUGE = b'{"pad": "' + b"x" * (MAX_JSON_BYTES + 1) + b'"}'
@@ -35,7 +34,6 @@ def registry(s3_env):
 
 
 def publish(model_dir, client, **kwargs):
-    kwargs.setdefault("retry", FAST)
     kwargs.setdefault("dvc_prefix", None)
     return publish_model(model_dir, client=client, bucket=BUCKET, **kwargs)
 
@@ -61,7 +59,7 @@ def latest_puts(client) -> list[dict]:
 
 
 def cli(*args: str, env: dict[str, str]):
-    return rn50(*args, env={**os.environ, **env, "RN50_S3_RETRIES": "1", "RN50_S3_MAX_ATTEMPTS": "2"})
+    return rn50(*args, env={**os.environ, **env, "AWS_MAX_ATTEMPTS": "2"})
 
 
 # -- a corrupt latest.json -------------------------------------------------------------------------
@@ -125,7 +123,7 @@ def test_a_corrupt_latest_with_nothing_complete_is_nothing_published(registry, t
     put(raw, LATEST, b"{not json")
     assert latest_manifest(client, BUCKET, "models", "resnet50") is None
     with pytest.raises(RegistryError, match="nothing published yet"):
-        pull_version(client, BUCKET, tmp_path / "pulled", retry=FAST)
+        pull_version(client, BUCKET, tmp_path / "pulled")
     assert publish(make_model_dir(tmp_path / "a"), client, run_id="a").latest == "v0001"
     assert json.loads(get(raw, LATEST))["version"] == "v0001"
 
@@ -158,7 +156,7 @@ def test_a_bad_manifest_is_a_one_line_error_in_pull_list_and_the_gate(registry, 
     pointer = json.loads(get(raw, LATEST)) | {"manifest_sha256": hashlib.sha256(body).hexdigest()}
     put(raw, LATEST, json.dumps(pointer).encode())
     with pytest.raises(RegistryError, match=f"^{re.escape(uri)}: .*{re.escape(reason)}"):
-        pull_version(client, BUCKET, tmp_path / "pulled", version="v0001", retry=FAST)
+        pull_version(client, BUCKET, tmp_path / "pulled", version="v0001")
     with pytest.raises(RegistryError, match=f"^{re.escape(uri)}: "):
         list_versions(client, BUCKET, "models", "resnet50")
     with pytest.raises(RegistryError, match=f"^{re.escape(uri)}: "):  # what the gate reads the champion with
@@ -209,13 +207,13 @@ def test_a_manifest_naming_another_version_is_refused(registry, tmp_path):
     other = get(raw, ROOT + "v0002/manifest.json")
     put(raw, ROOT + "v0001/manifest.json", other)
     with pytest.raises(RegistryError, match=r"v0001/manifest\.json: says version 'v0002', not 'v0001'"):
-        pull_version(client, BUCKET, tmp_path / "pulled", version="v0001", retry=FAST)
+        pull_version(client, BUCKET, tmp_path / "pulled", version="v0001")
     # latest.json naming v0001 and vouching for those bytes: still refused.
     pointer = json.loads(get(raw, LATEST)) | {"version": "v0001", "manifest": ROOT + "v0001/manifest.json",
                                               "manifest_sha256": hashlib.sha256(other).hexdigest()}
     put(raw, LATEST, json.dumps(pointer).encode())
     with pytest.raises(RegistryError, match="says version 'v0002', not 'v0001'"):
-        pull_version(client, BUCKET, tmp_path / "pulled", retry=FAST)
+        pull_version(client, BUCKET, tmp_path / "pulled")
     assert not (tmp_path / "pulled").exists()
 
 
@@ -240,7 +238,7 @@ def test_a_manifest_file_name_that_is_not_a_plain_relative_path_is_refused_befor
                                 lambda params, **_: gets.append(params["Key"]))
     prefix = re.escape(f"s3://{BUCKET}/{ROOT}v0001/manifest.json: files[{name!r}]: ")
     with pytest.raises(RegistryError, match=f"^{prefix}"):
-        pull_version(client, BUCKET, tmp_path / "pulled", version="v0001", retry=FAST)
+        pull_version(client, BUCKET, tmp_path / "pulled", version="v0001")
     assert gets == [key] and not (tmp_path / "pulled").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["a"]  # no staging directory left either
 
@@ -274,7 +272,7 @@ def test_a_json_object_larger_than_the_bound_is_refused_without_reading_it(regis
     raw, client = registry
     put(raw, "big.json", b" " * (MAX_JSON_BYTES + 1) + b"{}")  # valid JSON, only too large
     put(raw, "fits.json", b" " * (MAX_JSON_BYTES - 2) + b"{}")
-    store = Store(client, BUCKET, FAST)
+    store = Store(client, BUCKET)
     with pytest.raises(InvalidObject, match=rf"^s3://{BUCKET}/big\.json: larger than the {MAX_JSON_BYTES} bytes"):
         store.get_json("big.json")
     assert store.get_json("fits.json")[0] == {}

@@ -64,7 +64,7 @@ from pipeline.publish.registry import (
     superseded_version,
     version_prefix,
 )
-from pipeline.publish.store import PreconditionFailed, RetryPolicy, Store
+from pipeline.publish.store import PreconditionFailed, Store
 from pipeline.publish.upload import ConflictError, Source, Transfer, Uploader, run_all, source_size
 from pipeline.train.export import EXPORT_FILE, is_current  # no TensorFlow: publish runs where there is none
 from pipeline.train.logs import METRICS_FILE
@@ -290,7 +290,6 @@ def publish_model(
     dvc_prefix: str | None = "dvc",
     code_repo: Path | None = None,
     data_dvc: Path | None = None,
-    retry: RetryPolicy | None = None,
     transfer: Transfer | None = None,
     require_export: bool = False,
 ) -> PublishResult:
@@ -319,7 +318,7 @@ def publish_model(
     resolved = resolve_lineage(lineage, code_repo=Path(code_repo or PROJECT_ROOT), data_dvc=data_dvc)
     run_id = run_id or default_run_id(dirs.model, files)
 
-    store = client if isinstance(client, Store) else Store(client, bucket, retry)
+    store = client if isinstance(client, Store) else Store(client, bucket)
     store.check_bucket()
     total = sum(source_size(s) for s in files.values())
 

@@ -30,7 +30,7 @@ from pipeline.publish.registry import (
     version_number,
     version_prefix,
 )
-from pipeline.publish.store import RetryPolicy, Store, StoreError, _is_retryable
+from pipeline.publish.store import Store
 from pipeline.publish.upload import run_all
 
 
@@ -60,28 +60,21 @@ def resolve(store: Store, prefix: str, model: str, version: str) -> dict[str, An
 
 
 def _fetch(store: Store, key: str, target: Path, size: int, sha256: str) -> int:
-    """Stream key into target, hashing as it goes; retried whole on transient errors."""
+    """Stream key into target, hashing as it goes (started over if the body breaks off: `Store.read`)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    attempts = max(1, store.retry.attempts)
-    for attempt in range(attempts):
+
+    def consume(response: dict[str, Any]) -> tuple[Any, int]:
         digest, written = hashlib.sha256(), 0
-        try:
-            body = store.stream(key)
-            with open(target, "wb") as f:
-                for chunk in body.iter_chunks(1024 * 1024):
-                    digest.update(chunk)
-                    f.write(chunk)
-                    written += len(chunk)
-                    if written > size:
-                        break  # longer than the manifest says: no need to read the rest
-            break
-        except StoreError:
-            raise
-        except Exception as exc:  # a reset mid-body surfaces from the stream, not from get_object
-            transient = _is_retryable(exc) or "ProtocolError" in type(exc).__name__
-            if not transient or attempt == attempts - 1:
-                raise StoreError(f"get {store.uri(key)}: {' '.join(str(exc).split())}") from None
-            time.sleep(store.retry.delay(attempt))
+        with open(target, "wb") as f:
+            for chunk in response["Body"].iter_chunks(1024 * 1024):
+                digest.update(chunk)
+                f.write(chunk)
+                written += len(chunk)
+                if written > size:
+                    break  # longer than the manifest says: no need to read the rest
+        return digest, written
+
+    digest, written = store.read(key, consume)
     if written != size:
         raise IntegrityError(f"{store.uri(key)}: {'more' if written > size else written} bytes, the manifest says "
                              f"{size}; refusing the version (truncated or replaced object)")
@@ -99,7 +92,6 @@ def pull_version(
     prefix: str = "models",
     model: str = "resnet50",
     version: str = "latest",
-    retry: RetryPolicy | None = None,
     concurrency: int = 4,
 ) -> PullResult:
     """Download version (or latest) into dest, which must not exist or be empty; every file verified."""
@@ -107,7 +99,7 @@ def pull_version(
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise FileExistsError(f"{dest}: exists and is not an empty directory")
-    store = client if isinstance(client, Store) else Store(client, bucket, retry)
+    store = client if isinstance(client, Store) else Store(client, bucket)
     manifest = resolve(store, prefix, model, version)
     version = manifest["version"]  # the one asked for, or the one latest.json names: resolve checked it
     base = version_prefix(prefix, model, version)

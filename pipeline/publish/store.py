@@ -1,14 +1,17 @@
-"""The S3 client and the few operations the registry is built from, each with retries and one-line errors.
+"""The S3 client and the few operations the registry is built from, each with one-line errors.
 
-Any S3-compatible endpoint works (AWS, MinIO, a local moto server). Credentials, region and endpoint
-come from the standard AWS environment and config files unless given explicitly; an Airflow task
-passes a client made from its connection instead.
+Any S3-compatible endpoint works (AWS, MinIO, a local moto server). `make_client` is the one way this
+project makes a client: credentials, region and endpoint come from the standard AWS environment and
+config files unless given explicitly (an Airflow task passes its connection's fields,
+tasks/common.py `s3_client`).
 
-Two layers of retries: botocore's standard mode retries each HTTP request a few times with a short
-jittered backoff (connection errors, 5xx, throttling), and `Store.call` retries the whole operation
-with a longer exponential backoff, so an endpoint that is down for seconds (a restart, a network
-blip) does not fail a publish that took hours of training to reach. Both are bounded; after them the
-error is one line naming the operation and the object, never the credentials.
+One retry layer: botocore's. Its configured retry mode retries each request (connection errors, 5xx,
+throttling) with a jittered exponential backoff: AWS_RETRY_MODE and AWS_MAX_ATTEMPTS (or `retry_mode`
+and `max_attempts` in ~/.aws/config) choose it, and where neither is set, standard mode with 5 attempts.
+After that the error is one line naming the operation and the object, never the credentials. The one
+case botocore cannot retry is a GET whose body breaks off after the headers arrived: the body is read
+by us, after botocore has returned, so `Store.read` fetches such an object again (its test:
+tests/test_publish_faults.py::test_a_body_cut_off_mid_read_is_fetched_again).
 
 A retried write may already have succeeded (the response was lost). Every write here is conditional,
 so such a retry fails with PreconditionFailed, and the callers treat that as "check whether the
@@ -20,21 +23,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from pipeline.publish.redact import redact, register_secret
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-# Error codes worth another try: S3's throttling and server-side failures.
-RETRYABLE_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
-    "RequestTimeout", "InternalError", "ServiceUnavailable", "OperationAborted", "BadGateway",
-})
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchUpload"})
 # 409 ConditionalRequestConflict: another conditional write to the key is in flight; for our callers it
 # means the same as 412: re-read and decide.
@@ -45,6 +41,9 @@ MAX_COPY_OBJECT = 5 * 1024**3  # CopyObject's limit; larger objects are copied p
 # The registry's own JSON objects (manifest, claim, latest.json) are kilobytes; anyone who can write to the
 # bucket could put gigabytes there, and a read must not take them into memory.
 MAX_JSON_BYTES = 1024 * 1024
+# botocore's retries where the user configured none: its own default ("legacy" mode) retries fewer cases.
+DEFAULT_RETRY_MODE = "standard"
+DEFAULT_MAX_ATTEMPTS = 5
 
 
 class StoreError(RuntimeError):
@@ -81,33 +80,16 @@ def parse_json(body: bytes, uri: str, etag: str | None = None) -> Any:
         raise InvalidObject(f"{uri}: not valid JSON ({' '.join(str(exc).split())[:200]})", etag=etag) from None
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Whole-operation retries on top of botocore's per-request ones."""
-
-    attempts: int = 4
-    backoff_s: float = 0.5
-    max_backoff_s: float = 20.0
-
-    @classmethod
-    def from_env(cls) -> RetryPolicy:
-        """RN50_S3_RETRIES and RN50_S3_BACKOFF_S tune it without code (tests make it fast)."""
-        return cls(
-            attempts=max(1, int(os.environ.get("RN50_S3_RETRIES", cls.attempts))),
-            backoff_s=float(os.environ.get("RN50_S3_BACKOFF_S", cls.backoff_s)),
-        )
-
-    def delay(self, attempt: int) -> float:
-        # Full jitter halves the herd when several publishers hit the same outage.
-        return min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
-
-
 def make_client(
     *,
     endpoint_url: str | None = None,
     region: str | None = None,
     access_key: str | None = None,
     secret_key: str | None = None,
+    session_token: str | None = None,
+    profile: str | None = None,
+    verify: bool | str | None = None,
+    config: Mapping[str, Any] | None = None,
     max_attempts: int | None = None,
     connect_timeout: float = 10.0,
     read_timeout: float = 120.0,
@@ -115,48 +97,45 @@ def make_client(
 ) -> Any:
     """A boto3 S3 client; None means the standard AWS environment/config (AWS_ENDPOINT_URL included).
 
-    `max_attempts` (default RN50_S3_MAX_ATTEMPTS or 5) is botocore's per-request total.
+    `config` is more botocore Config options (an Airflow connection's `config_kwargs`); they win over
+    ours. `max_attempts` (tests) overrides botocore's configured total of attempts per request.
     """
     import boto3
+    import botocore.session
     from botocore.config import Config
+    from botocore.exceptions import BotoCoreError
 
-    register_secret(access_key)
-    register_secret(secret_key)
-    attempts = max_attempts or int(os.environ.get("RN50_S3_MAX_ATTEMPTS", "5"))
-    config = Config(
-        retries={"total_max_attempts": max(1, attempts), "mode": "standard"},
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        max_pool_connections=max_pool_connections,
-        # Every body we send carries its own x-amz-checksum (SHA256 for model files, CRC32 for the rest),
-        # and that header is signed; signing the payload as well would cost one more sha256 pass over
-        # every byte on plain-HTTP endpoints, where botocore otherwise forces it.
-        s3={"payload_signing_enabled": False},
-    )
-    # A session of our own: boto3's default session is not safe to share between threads.
-    session = boto3.session.Session(
-        aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region
-    )
-    return session.client("s3", endpoint_url=endpoint_url, config=config)
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    from botocore.exceptions import (
-        ClientError,
-        HTTPClientError,
-        IncompleteReadError,
-        ResponseStreamingError,
-    )
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-
-    # ConnectionError: refused, DNS, connect timeout; HTTPClientError: reset, read timeout, closed mid-response.
-    if isinstance(exc, BotoConnectionError | HTTPClientError | IncompleteReadError | ResponseStreamingError):
-        return True
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        return error.get("Code") in RETRYABLE_CODES or status >= 500 or status == 429
-    return False
+    for secret in (access_key, secret_key, session_token):
+        register_secret(secret)
+    core = botocore.session.Session()
+    try:
+        # A session of our own: boto3's default session is not safe to share between threads.
+        session = boto3.session.Session(
+            aws_access_key_id=access_key, aws_secret_access_key=secret_key, aws_session_token=session_token,
+            region_name=region, profile_name=profile, botocore_session=core,
+        )
+        # botocore lets a Config's retries override AWS_RETRY_MODE, AWS_MAX_ATTEMPTS and ~/.aws/config, so
+        # ours go only where the user set none; left out, botocore fills them from there.
+        retries: dict[str, Any] = {}
+        if not (os.environ.get("AWS_RETRY_MODE") or core.get_scoped_config().get("retry_mode")):
+            retries["mode"] = DEFAULT_RETRY_MODE
+        if max_attempts or core.get_config_variable("max_attempts") is None:
+            retries["total_max_attempts"] = max(1, max_attempts or DEFAULT_MAX_ATTEMPTS)
+        ours = Config(
+            retries=retries,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=max_pool_connections,
+            # Every body we send carries its own x-amz-checksum (SHA256 for model files, CRC32 for the rest),
+            # and that header is signed; signing the payload as well would cost one more sha256 pass over
+            # every byte on plain-HTTP endpoints, where botocore otherwise forces it.
+            s3={"payload_signing_enabled": False},
+        )
+        if config:
+            ours = ours.merge(Config(**config))
+        return session.client("s3", endpoint_url=endpoint_url, config=ours, verify=verify)
+    except (BotoCoreError, TypeError, ValueError) as exc:  # an unknown profile, a bad config option or value
+        raise StoreError(redact(f"cannot make an S3 client: {' '.join(str(exc).split())}")) from None
 
 
 def _reason(exc: BaseException) -> tuple[str, str | None]:
@@ -165,24 +144,34 @@ def _reason(exc: BaseException) -> tuple[str, str | None]:
 
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        code = str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+        metadata = exc.response.get("ResponseMetadata", {})
+        code = str(error.get("Code") or metadata.get("HTTPStatusCode"))
         message = error.get("Message") or ""
-        return (f"{code}: {message}" if message else code), code
+        retries = metadata.get("RetryAttempts") or 0
+        after = f" (after {retries} retries)" if retries else ""
+        return (f"{code}: {message}" if message else code) + after, code
     return " ".join(str(exc).split()) or type(exc).__name__, None
 
 
-class Store:
-    """One bucket through one client, with the retry policy and error translation applied to every call."""
+def _body_broke(exc: BaseException) -> bool:
+    """The connection failed while a response body was being read (reset, timeout, short body)."""
+    from botocore.exceptions import HTTPClientError, IncompleteReadError
 
-    def __init__(self, client: Any, bucket: str, retry: RetryPolicy | None = None) -> None:
+    # ResponseStreamingError and ReadTimeoutError are HTTPClientErrors.
+    return isinstance(exc, HTTPClientError | IncompleteReadError)
+
+
+class Store:
+    """One bucket through one client, with error translation applied to every call."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
         self.client = client
         self.bucket = bucket
-        self.retry = retry or RetryPolicy.from_env()
 
     def uri(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{key}"
 
-    def _fail(self, action: str, key: str, exc: BaseException, tries: int) -> StoreError:
+    def _fail(self, action: str, key: str, exc: BaseException) -> StoreError:
         reason, code = _reason(exc)
         where = self.uri(key) if key else self.uri()
         if code == "NoSuchBucket":
@@ -194,24 +183,39 @@ class Store:
         if code in DENIED_CODES:
             message = f"{action} {where}: access denied ({code}); check the AWS credentials and the bucket policy"
             return StoreError(redact(message, self.client), code=code)
-        after = f"gave up after {tries} tries: " if tries > 1 else ""
-        return StoreError(redact(f"{action} {where}: {after}{reason}", self.client), code=code)
+        return StoreError(redact(f"{action} {where}: {reason}", self.client), code=code)
 
     def call(self, action: str, key: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        """fn(**kwargs) with the retry policy; botocore errors become StoreError subclasses."""
+        """fn(**kwargs); botocore errors (after botocore's retries) become StoreError subclasses."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        attempts = max(1, self.retry.attempts)
-        for attempt in range(attempts):
+        try:
+            return fn(**kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail(action, key, exc) from None
+
+    def read(self, key: str, consume: Callable[[dict[str, Any]], T]) -> T:
+        """consume(the GetObject response), which reads its body; NotFound if key is missing.
+
+        The one retry outside botocore: botocore retries a request until its response headers arrive, and
+        a GET's body is read after that, here, so a connection that breaks off in the middle of the body
+        is beyond its retries. Then the object is fetched again (consume starts over), up to the client's
+        total of attempts; each new GET has botocore's retries and backoff again.
+        """
+        attempts = max(1, self.client.meta.config.retries.get("total_max_attempts") or DEFAULT_MAX_ATTEMPTS)
+        for attempt in range(1, attempts + 1):
+            response = self.call("get", key, self.client.get_object, Bucket=self.bucket, Key=key)
             try:
-                return fn(**kwargs)
-            except (BotoCoreError, ClientError) as exc:
-                if not _is_retryable(exc) or attempt == attempts - 1:
-                    raise self._fail(action, key, exc, attempt + 1) from None
-                delay = self.retry.delay(attempt)
-                log.warning(redact(f"{action} {self.uri(key)}: {_reason(exc)[0]}; retry {attempt + 2}/{attempts} "
-                                   f"in {delay:.1f} s", self.client))
-                time.sleep(delay)
+                return consume(response)
+            except Exception as exc:
+                if not _body_broke(exc):
+                    raise
+                if attempt == attempts:
+                    raise self._fail(f"get (after {attempts} tries)", key, exc) from None
+                log.warning(redact(f"get {self.uri(key)}: {_reason(exc)[0]}; fetching it again "
+                                   f"({attempt + 1}/{attempts})", self.client))
+            finally:
+                response["Body"].close()
         raise AssertionError("unreachable")
 
     # -- reads -----------------------------------------------------------------------------------
@@ -230,25 +234,28 @@ class Store:
             return None
 
     def get_bytes(self, key: str, *, max_bytes: int | None = None) -> tuple[bytes, str]:
-        """(body, ETag); NotFound if missing. The body is read inside the retry, so a reset mid-body retries.
+        """(body, ETag); NotFound if missing.
 
         With max_bytes, a larger object is InvalidObject, and no more than max_bytes + 1 of it is read.
         """
 
-        def read() -> tuple[bytes, str]:
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        from botocore.exceptions import IncompleteReadError
+
+        def consume(response: dict[str, Any]) -> tuple[bytes, str]:
             body, etag = response["Body"], response["ETag"]
             if max_bytes is None:
                 return body.read(), etag
             size = response.get("ContentLength", 0)
-            with contextlib.closing(body):  # closed unread when too large: the connection is dropped, not drained
-                data = b"" if size > max_bytes else body.read(max_bytes + 1)
+            # Closed unread when too large (read's finally): the connection is dropped, not drained.
+            data = b"" if size > max_bytes else body.read(max_bytes + 1)
             if size > max_bytes or len(data) > max_bytes:
                 raise InvalidObject(f"{self.uri(key)}: larger than the {max_bytes} bytes a registry JSON object "
                                     "may have; not reading it", etag=etag)
+            if len(data) < size:  # botocore checks the length only of a read without a limit
+                raise IncompleteReadError(actual_bytes=len(data), expected_bytes=size)
             return data, etag
 
-        return self.call("get", key, read)
+        return self.read(key, consume)
 
     def get_json(self, key: str) -> tuple[Any, str | None]:
         """(parsed JSON, ETag), or (None, None) when the key does not exist; InvalidObject if too large or not JSON."""
@@ -257,10 +264,6 @@ class Store:
         except NotFound:
             return None, None
         return parse_json(body, self.uri(key), etag), etag
-
-    def stream(self, key: str) -> Any:
-        """The body of `key` as a botocore stream; the caller reads, hashes and retries as a whole."""
-        return self.call("get", key, self.client.get_object, Bucket=self.bucket, Key=key)["Body"]
 
     def list_prefixes(self, prefix: str) -> list[str]:
         """The "directories" directly under prefix (which ends with '/')."""

@@ -10,6 +10,11 @@ When an attempt dies mid-upload (SIGKILL, a lost node), its multipart upload sta
 next attempt at the same version finds it, keeps every part whose checksum (or MD5 ETag) matches the
 local bytes, sends the rest and completes it; extra stale uploads of the key are aborted. When an
 attempt fails in a way it can see (an exception), it aborts its own upload before raising.
+
+Why not boto3's managed transfer (`upload_file`, s3transfer): it cannot carry this protocol. Its
+ExtraArgs have no IfNoneMatch (s3transfer 0.19 rejects it: "Invalid extra_args key"), so its final
+PutObject or CompleteMultipartUpload could replace a published object; and it cannot resume the
+multipart upload a killed attempt left. Each request here still gets botocore's retries.
 """
 
 from __future__ import annotations
@@ -105,10 +110,14 @@ class Uploader:
         checksum = (head.get("ChecksumSHA256") or "").split("-")[0]
         if checksum and checksum in (digest.sha256_b64, composite_sha256(digest.parts) if digest.parts else None):
             return
-        body = self.store.stream(key)
-        sha = hashlib.sha256()
-        for chunk in body.iter_chunks(1024 * 1024):
-            sha.update(chunk)
+
+        def hash_body(response: dict[str, Any]) -> Any:
+            sha = hashlib.sha256()
+            for chunk in response["Body"].iter_chunks(1024 * 1024):
+                sha.update(chunk)
+            return sha
+
+        sha = self.store.read(key, hash_body)
         if sha.hexdigest() != digest.sha256:
             raise ConflictError(f"{self.store.uri(key)} exists with sha256 {sha.hexdigest()}, the local file has "
                                 f"{digest.sha256}")
