@@ -1,4 +1,5 @@
-"""tasks.common.s3_client: the Airflow connection when one is configured, the AWS environment only when none is.
+"""tasks.common.s3_client: the Airflow connection when one is configured, the AWS environment only when none is;
+either way a client from pipeline's one factory (`make_client`: its retries, its signing settings).
 
 Lookups go through Airflow's own `Connection.get` and its secrets backends (the `AIRFLOW_CONN_*`
 variables, and a configured backend), as in a task outside the worker's supervisor.
@@ -15,6 +16,7 @@ import pytest
 from airflow.sdk.bases.secrets_backend import BaseSecretsBackend
 from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
 
+from pipeline.publish.store import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_MODE
 from tasks.common import s3_client
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,10 +40,36 @@ def test_a_defined_connection_is_used(s3_env, monkeypatch):
     monkeypatch.setenv(VAR, json.dumps({"conn_type": "aws", "login": "conn-key-id-1234", "password": CONN_SECRET,
                                         "extra": {"endpoint_url": s3_env["AWS_ENDPOINT_URL"],
                                                   "region_name": "us-east-1"}}))
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
+    monkeypatch.delenv("AWS_RETRY_MODE", raising=False)
     client = s3_client(CONN)
     assert access_key(client) == "conn-key-id-1234"
     client.create_bucket(Bucket="through-the-connection")
     assert "through-the-connection" in [b["Name"] for b in client.list_buckets()["Buckets"]]
+    # Made by pipeline's factory, not the provider's hook: one retry layer, configured the same everywhere.
+    assert client.meta.config.retries == {"mode": DEFAULT_RETRY_MODE, "total_max_attempts": DEFAULT_MAX_ATTEMPTS}
+    assert client.meta.config.s3 == {"payload_signing_enabled": False}
+
+
+def test_a_connections_extra_fields_are_used(s3_env, monkeypatch):
+    monkeypatch.setenv(VAR, json.dumps({"conn_type": "aws", "extra": {
+        "aws_access_key_id": "extra-key-id", "aws_secret_access_key": CONN_SECRET, "aws_session_token": "tok-1",
+        "region_name": "eu-west-2", "service_config": {"s3": {"endpoint_url": s3_env["AWS_ENDPOINT_URL"]}},
+        "config_kwargs": {"retries": {"mode": "adaptive", "total_max_attempts": 7}}}}))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the connection's endpoint wins
+    client = s3_client(CONN)
+    credentials = client._request_signer._credentials.get_frozen_credentials()
+    assert (credentials.access_key, credentials.secret_key, credentials.token) == ("extra-key-id", CONN_SECRET, "tok-1")
+    assert (client.meta.region_name, client.meta.endpoint_url) == ("eu-west-2", s3_env["AWS_ENDPOINT_URL"])
+    assert client.meta.config.retries == {"mode": "adaptive", "total_max_attempts": 7}
+    client.create_bucket(Bucket="extra", CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+
+
+def test_a_connection_that_assumes_a_role_is_refused(s3_env, monkeypatch):
+    monkeypatch.setenv(VAR, json.dumps({"conn_type": "aws", "login": "k", "password": CONN_SECRET,
+                                        "extra": {"role_arn": "arn:aws:iam::123456789012:role/publisher"}}))
+    with pytest.raises(RuntimeError, match=f"{CONN}.*role_arn"):
+        s3_client(CONN)
 
 
 def test_an_absent_connection_falls_back_to_the_aws_environment(s3_env, monkeypatch):
