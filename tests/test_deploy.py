@@ -307,8 +307,11 @@ def test_the_airflow_connection_is_the_one_the_dag_uses(compose):
     conn_id = env["RN50_AWS_CONN_ID"]
     conn = json.loads(env[f"AIRFLOW_CONN_{conn_id.upper()}"])
     assert conn["conn_type"] == "aws" and conn["extra"]["endpoint_url"] == env["AWS_ENDPOINT_URL"]
+    from pipeline import settings
+
+    assert settings.AWS_CONN_ID.default == conn_id  # the connection compose defines is the DAG's default
     dag = (REPO / "dags" / "resnet50_retrain.py").read_text()
-    assert f'os.environ.get("RN50_AWS_CONN_ID", "{conn_id}")' in dag
+    assert "settings.AWS_CONN_ID.get()" in dag
 
 
 def test_kubernetes_settings_are_documented_and_match_the_manifests():
