@@ -1,8 +1,11 @@
-"""`rn50`: one subcommand per pipeline stage. `python -m pipeline` is the same CLI.
+"""`rn50`: one subcommand per pipeline stage, and the project's only command line (`python -m pipeline`
+is the same CLI). What a GPU worker, an MPIJob's launcher or a container runs is `rn50 <stage>`; the
+Airflow tasks call the same library functions.
 
 Every failure a user can cause ends in one line naming the file and the reason, and a non-zero
-exit: 2 for bad arguments or input, 1 for a check that ran and failed. Heavy libraries are imported
-inside the commands, so `rn50 --help` answers at once.
+exit: 2 for bad arguments or input refused before the work starts, 1 for a check or a stage that ran
+and failed (a gate, a record that cannot be read). Heavy libraries are imported inside the commands,
+so `rn50 --help` answers at once.
 """
 
 from __future__ import annotations
