@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.workspace import RunWorkspace, safe_name
+from pipeline import settings
+from pipeline.workspace import RunWorkspace, default_root, safe_name
 
 BIN = Path(sys.executable).parent
 DAY = 86400.0
@@ -164,3 +165,10 @@ def test_the_run_marker_replaces_a_planted_link_instead_of_writing_through_it(tm
     ws.create()  # every task creates its workspace again
     assert victim.read_text() == "keep me\n"
     assert not marker.is_symlink() and '"run_id": "r1"' in marker.read_text()
+
+
+def test_the_default_root_is_the_setting(monkeypatch, tmp_path):
+    monkeypatch.delenv("RN50_WORKSPACE_ROOT", raising=False)
+    assert default_root() == settings.PROJECT_ROOT / "runs" / "workspaces"
+    monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path / "ws"))
+    assert default_root() == tmp_path / "ws"

@@ -211,7 +211,8 @@ class Store:
                 if not _body_broke(exc):
                     raise
                 if attempt == attempts:
-                    raise self._fail(f"get (after {attempts} tries)", key, exc) from None
+                    after = f"gave up after {attempts} tries: " if attempts > 1 else ""
+                    raise StoreError(redact(f"get {self.uri(key)}: {after}{_reason(exc)[0]}", self.client)) from None
                 log.warning(redact(f"get {self.uri(key)}: {_reason(exc)[0]}; fetching it again "
                                    f"({attempt + 1}/{attempts})", self.client))
             finally:
