@@ -98,3 +98,22 @@ def test_a_connection_the_secrets_backend_denies_is_an_error(s3_env, tmp_path):
     assert result.returncode != 0, result.stdout
     last = result.stderr.strip().splitlines()[-1]
     assert CONN in last and "denied" in last
+
+
+def test_botocores_own_retry_settings_win_over_our_defaults(monkeypatch, tmp_path):
+    """One retry layer, configured the standard way: AWS_RETRY_MODE/AWS_MAX_ATTEMPTS or ~/.aws/config, and
+    standard mode with DEFAULT_MAX_ATTEMPTS only where neither says (botocore's own default is legacy)."""
+    from pipeline.publish.store import make_client
+
+    config = tmp_path / "config"
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    assert make_client().meta.config.retries == {"mode": DEFAULT_RETRY_MODE, "total_max_attempts": DEFAULT_MAX_ATTEMPTS}
+    config.write_text("[default]\nretry_mode = legacy\nmax_attempts = 2\n")
+    assert make_client().meta.config.retries == {"mode": "legacy", "total_max_attempts": 2}
+    monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
+    assert make_client().meta.config.retries == {"mode": "adaptive", "total_max_attempts": 3}
+    assert make_client(max_attempts=4).meta.config.retries == {"mode": "adaptive", "total_max_attempts": 4}
