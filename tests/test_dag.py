@@ -187,8 +187,9 @@ def test_the_failure_notifier_writes_the_task_log_and_one_json_line_per_failure(
     from tasks.notify import FailureNotifier
 
     monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path))
-    [notifier] = {id(t.on_failure_callback[0]): t.on_failure_callback[0] for t in dag.tasks}.values()
-    assert isinstance(notifier, FailureNotifier)
+    callbacks = [t.on_failure_callback for t in dag.tasks]
+    assert all(len(c) == 1 and isinstance(c[0], FailureNotifier) for c in callbacks), callbacks
+    notifier = callbacks[0][0]
     context = {"dag": dag, "ti": _FailedTI(), "task_instance": _FailedTI(), "run_id": _FailedTI.run_id,
                "exception": ValueError("labels.range: 3 records\n  shard train-00001: label 1001")}
     with caplog.at_level("ERROR", logger="rn50.failure"):
