@@ -6,7 +6,6 @@ cost a TensorFlow import and a training step per test.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -16,13 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from support import BIN, REPO, run
 
+from pipeline.publish.publish import PublishResult, publish_model
+from pipeline.publish.upload import Transfer
 from pipeline.train.config import get_profile
 
-REPO = Path(__file__).resolve().parent.parent
 BUCKET = "rn50-registry"
 MIB = 1024 * 1024
-DVC = str(Path(sys.executable).parent / "dvc")
+DVC = str(BIN / "dvc")
+# Parts small enough that a few MiB of test data makes a multipart upload of several parts.
+SMALL_PARTS = Transfer(threshold=8 * MIB, part_size=6 * MIB, concurrency=4)
 
 
 def decision(verdict: str = "pass", *, force: bool = False, reason: str | None = None) -> dict[str, Any]:
@@ -75,10 +78,6 @@ def make_run_outputs(ws: Any, **kwargs: Any) -> Any:
     return ws
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def s3(endpoint: str) -> Any:
     return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
                         aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
@@ -98,11 +97,10 @@ def reset(endpoint: str) -> None:
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=5)
 
 
-def run(cwd: Path, env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-                            stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, f"{' '.join(args)}: {result.stdout}{result.stderr}"
-    return result.stdout.strip()
+def publish(model_dir: Path, client: Any, **kwargs: Any) -> PublishResult:
+    """publish_model into BUCKET, without the DVC remote unless dvc_prefix is given."""
+    kwargs.setdefault("dvc_prefix", None)
+    return publish_model(model_dir, client=client, bucket=BUCKET, **kwargs)
 
 
 def registry_repo(path: Path, env: dict[str, str], remote: str) -> Path:

@@ -192,17 +192,6 @@ def test_the_decision_says_where_it_looked_for_a_champion(tmp_path):
 # -- against a real registry (moto_server over HTTP) ------------------------------------------------
 
 
-@pytest.fixture
-def registry(s3_env):
-    from publish_support import BUCKET, s3
-
-    from pipeline.publish.store import make_client
-
-    raw = s3(s3_env["AWS_ENDPOINT_URL"])
-    raw.create_bucket(Bucket=BUCKET)
-    return raw, make_client(max_attempts=2)
-
-
 def _check_accuracy(root: Path, run_id: str, top1: float, client, *, prefix: str = "models",
                     passes: bool = True) -> dict:
     """The DAG's check_accuracy task on a model of this top-1; returns the decision.json it wrote."""

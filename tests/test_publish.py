@@ -13,12 +13,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from publish_support import BUCKET, MIB, keys, make_model_dir, s3, sha256, uploads
+from publish_support import BUCKET, MIB, SMALL_PARTS, keys, make_model_dir, publish, uploads
+from support import sha256
 
 from pipeline.files import NotRegularFile
 from pipeline.gate import champion_from_manifest, run_gate
 from pipeline.publish.hashing import sha256_b64
-from pipeline.publish.publish import PublishError, PublishRefused, publish_model
+from pipeline.publish.publish import PublishError, PublishRefused
 from pipeline.publish.pull import IntegrityError, pull_version
 from pipeline.publish.registry import (
     RegistryError,
@@ -29,23 +30,8 @@ from pipeline.publish.registry import (
     read_latest,
 )
 from pipeline.publish.store import PreconditionFailed, Store, make_client
-from pipeline.publish.upload import Transfer
 
-SMALL_PARTS = Transfer(threshold=8 * MIB, part_size=6 * MIB, concurrency=4)
 ROOT = "models/resnet50/"
-
-
-@pytest.fixture
-def registry(s3_env):
-    """(raw boto3 client for looking behind our back, our client) against an empty bucket."""
-    raw = s3(s3_env["AWS_ENDPOINT_URL"])
-    raw.create_bucket(Bucket=BUCKET)
-    return raw, make_client(max_attempts=2)
-
-
-def publish(model_dir: Path, client, **kwargs):
-    kwargs.setdefault("dvc_prefix", None)
-    return publish_model(model_dir, client=client, bucket=BUCKET, **kwargs)
 
 
 def record_calls(client, operation: str) -> list[dict]:

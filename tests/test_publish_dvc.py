@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from publish_support import BUCKET, DVC, MIB, keys, make_model_dir, registry_repo, run, s3, sha256
+from publish_support import BUCKET, DVC, MIB, keys, make_model_dir, registry_repo, s3
+from support import run, sha256
 
 from pipeline.publish.dvc_pointer import DvcError
 from pipeline.publish.publish import publish_model

@@ -6,35 +6,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
-from publish_support import BUCKET, MIB, REPO, FlakyProxy, keys, make_model_dir, rn50, s3, sha256, uploads
+from publish_support import BUCKET, MIB, REPO, SMALL_PARTS, FlakyProxy, keys, make_model_dir, rn50, uploads
+from support import free_port, sha256
 
 from pipeline.publish.publish import publish_model
 from pipeline.publish.pull import pull_version
 from pipeline.publish.registry import RegistryError, latest_manifest, list_versions
 from pipeline.publish.store import StoreError, make_client
-from pipeline.publish.upload import Transfer
-
-SMALL_PARTS = Transfer(threshold=8 * MIB, part_size=6 * MIB, concurrency=4)
-
-
-@pytest.fixture
-def registry(s3_env):
-    raw = s3(s3_env["AWS_ENDPOINT_URL"])
-    raw.create_bucket(Bucket=BUCKET)
-    return raw, make_client(max_attempts=2)
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens once the socket is closed
 
 
 def _published(client) -> list[str]:
@@ -80,7 +64,7 @@ def test_sigkill_mid_publish_leaves_nothing_visible_and_a_rerun_completes(regist
 
 
 def test_endpoint_down_bounded_retries_then_one_clear_line(s3_env, tmp_path, monkeypatch):
-    down = f"http://127.0.0.1:{_closed_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     client = make_client(endpoint_url=down, max_attempts=3)
     started = time.monotonic()
     with pytest.raises(StoreError) as error:

@@ -13,7 +13,8 @@ import subprocess
 import sys
 
 import pytest
-from publish_support import BUCKET, REPO, keys, make_model_dir, make_run_outputs, s3, sha256
+from publish_support import BUCKET, REPO, keys, make_model_dir, make_run_outputs, s3
+from support import sha256
 
 from pipeline.workspace import RunWorkspace
 

@@ -14,28 +14,16 @@ import os
 import re
 
 import pytest
-from publish_support import BUCKET, MIB, make_model_dir, rn50, s3
+from publish_support import BUCKET, MIB, make_model_dir, publish, rn50
 
-from pipeline.publish.publish import PublishError, publish_model
+from pipeline.publish.publish import PublishError
 from pipeline.publish.pull import pull_version
 from pipeline.publish.registry import RegistryError, latest_manifest, list_versions
-from pipeline.publish.store import MAX_JSON_BYTES, make_client
+from pipeline.publish.store import MAX_JSON_BYTES
 
 ROOT = "models/resnet50/"
 LATEST = ROOT + "latest.json"
 HUGE = b'{"pad": "' + b"x" * (MAX_JSON_BYTES + 1) + b'"}'
-
-
-@pytest.fixture
-def registry(s3_env):
-    raw = s3(s3_env["AWS_ENDPOINT_URL"])
-    raw.create_bucket(Bucket=BUCKET)
-    return raw, make_client(max_attempts=2)
-
-
-def publish(model_dir, client, **kwargs):
-    kwargs.setdefault("dvc_prefix", None)
-    return publish_model(model_dir, client=client, bucket=BUCKET, **kwargs)
 
 
 def put(raw, key: str, body: bytes) -> str:
