@@ -4,7 +4,8 @@ Training: this rank's shards, shuffled files, a parallel interleave, a record sh
 resized crop (scale 0.08-1, aspect 3/4-4/3, guided by the ImageNet boxes) fused into the JPEG decode so
 only the crop's blocks are decoded, a horizontal flip, and ImageNet mean/std normalisation after the
 batch, where it is one vectorised op. Evaluation: resize the shorter side to size x 256/224 and take the
-centre crop, one pass, in a fixed order.
+centre crop, one pass, in a fixed order. The decode flags, the evaluation geometry and the normalisation
+are NVIDIA's, defined once in `pipeline.data.preprocess`.
 
 Horovod ranks must see different data. NVIDIA gives each rank every Nth file, which needs a file count
 divisible by the rank count; otherwise (2 validation shards on 3 ranks) every rank reads every file in
@@ -40,16 +41,18 @@ from pipeline.data.format import (
     LABEL,
     feature_spec,
 )
+from pipeline.data.preprocess import (
+    decode_and_crop_jpeg,
+    decode_jpeg,
+    eval_crop,
+    normalize,
+)
 from pipeline.data.scan import op_error_line
 from pipeline.data.shards import IMAGENET_SHARDS, SPLITS, parse_shard_name, shard_name
 from pipeline.data.tfrecord import FOOTER, HEADER, iter_frames, masked_crc32c
 
 if TYPE_CHECKING:
     import tensorflow as tf
-
-# ImageNet channel statistics on the 0..255 scale, as NVIDIA normalises.
-MEAN_RGB: tuple[float, float, float] = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-STD_RGB: tuple[float, float, float] = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 # The Inception-style crop of NVIDIA's and tensorflow/models' ResNet recipes.
 CROP_AREA_RANGE = (0.08, 1.0)
@@ -58,8 +61,6 @@ CROP_ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
 MIN_OBJECT_COVERED = 0.1
 # After this many rejected proposals the whole image is used; failures are rare, so this is cheap.
 CROP_ATTEMPTS = 100
-# Evaluation resizes the shorter side to 256 for a 224 crop, and in proportion for other sizes.
-EVAL_RESIZE_RATIO = 256 / 224
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -308,7 +309,7 @@ def find_unreadable_record(data_dir: str | Path, split: str, *, rank: int = 0, n
                 parsed = _parse(tf.constant(frame.data), keys)
                 if BBOX_XMIN in keys:
                     _boxes(parsed)
-                tf.io.decode_jpeg(parsed[ENCODED], channels=3)
+                decode_jpeg(parsed[ENCODED])
             except tf.errors.OpError as exc:
                 return f"{path} record {frame.index}: {op_error_line(exc)}"
     return None
@@ -330,15 +331,13 @@ def _finish(ds: tf.data.Dataset, dtype: str) -> tf.data.Dataset:
     """Normalise whole batches (one broadcast op instead of one per image), cast, prefetch."""
     import tensorflow as tf
 
-    mean = tf.constant(MEAN_RGB, tf.float32)
-    std = tf.constant(STD_RGB, tf.float32)
     out_dtype = tf.as_dtype(dtype)
 
-    def normalize(images: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    def normalized(images: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
         # Cast after normalising: float16 cannot hold 0..255 minus the mean as precisely.
-        return (tf.cast((images - mean) / std, out_dtype), *rest)
+        return (tf.cast(normalize(images), out_dtype), *rest)
 
-    ds = ds.map(normalize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(normalized, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
     # NVIDIA's setting: parallelism comes from many elements at once, not threads inside one op.
     options.threading.max_intra_op_parallelism = 1
@@ -392,29 +391,13 @@ def _train_record(serialized: tf.Tensor, seed: tf.Tensor, *, image_size: int, wi
         use_image_if_no_bounding_boxes=True,
     )
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
-    # channels=3: ImageNet has grayscale JPEGs whose record still says 3 channels.
-    image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
+    image = decode_and_crop_jpeg(encoded, window)
     image = tf.image.resize(image, [image_size, image_size])
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     return _outputs(image, parsed, with_filenames)
 
 
 def _eval_record(serialized: tf.Tensor, *, image_size: int, with_filenames: bool) -> tuple:
-    import tensorflow as tf
-
     parsed = _parse(serialized, _EVAL_KEYS)
-    image = tf.io.decode_jpeg(parsed[ENCODED], channels=3)
-    shape = tf.shape(image)
-    height, width = shape[0], shape[1]
-    shorter = tf.minimum(height, width)
-    target = round(image_size * EVAL_RESIZE_RATIO)
-    # Integer rounding of side * target / shorter: the shorter side lands on `target` exactly, where
-    # float arithmetic can give target - 1 and a crop that no longer fits.
-    new_height = (2 * height * target + shorter) // (2 * shorter)
-    new_width = (2 * width * target + shorter) // (2 * shorter)
-    image = tf.image.resize(image, tf.stack([new_height, new_width]))
-    top = (new_height - image_size) // 2
-    left = (new_width - image_size) // 2
-    image = image[top : top + image_size, left : left + image_size]
-    image = tf.ensure_shape(image, [image_size, image_size, 3])
+    image = eval_crop(decode_jpeg(parsed[ENCODED]), image_size)
     return _outputs(image, parsed, with_filenames)
