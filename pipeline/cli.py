@@ -241,6 +241,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_import_ngc(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from pipeline.model.ngc_import import NgcImportError, import_ngc
+
+    try:
+        result = import_ngc(args.ckpt, args.model_dir)
+    except NgcImportError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"imported {args.ckpt} (global_step {result.global_step}, {result.head} head) into {result.model_dir}; "
+          f"v1.5 check: {result.stride_check}")
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    import json
+
+    from pipeline.predict import PredictError, predict
+
+    if not args.model_dir.is_dir():
+        raise UsageError(f"{args.model_dir}: no such model directory")
+    try:
+        predictions = predict(args.model_dir, args.images, top_k=args.top_k)
+    except PredictError as exc:  # the user's file, found while reading the inputs: exit 1
+        raise Failed(str(exc)) from exc
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from exc
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    else:
+        print("\n".join(p.line() for p in predictions))
+    return EXIT_OK
+
+
 def cmd_gate(args: argparse.Namespace) -> int:
     from pipeline.gate import DECISION_FILE, GateFailed, read_champion, run_gate
 
@@ -614,6 +648,39 @@ def add_evaluate(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+def add_import_ngc(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "import-ngc",
+        help="make a model directory from NVIDIA's NGC ResNet50 v1.5 TensorFlow checkpoint",
+        description="Map every variable of NVIDIA's TF1 checkpoint (DeepLearningExamples' ConvNets resnet50) onto "
+        "our ResNet50 v1.5 and write MODEL_DIR (config.json with the source's path, sha256s and global_step, "
+        "checkpoints/), which evaluate, predict, gate and publish take like a trained one. Output 1000, the "
+        "Momentum slots and global_step are left out. Exit 2, naming the variable, on a missing, extra or "
+        "misshapen variable, a v1 graph, or a file that is not a checkpoint.",
+    )
+    p.add_argument("ckpt", metavar="CKPT", type=Path,
+                   help="the unpacked NGC checkpoint directory (with its `checkpoint` file) or a checkpoint prefix")
+    p.add_argument("model_dir", metavar="MODEL_DIR", type=Path, help="directory to write (new, or empty)")
+    p.set_defaults(func=cmd_import_ngc)
+
+
+def add_predict(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="the top-k ImageNet classes of JPEG or PNG files",
+        description="Classify each IMAGE with MODEL_DIR's latest checkpoint (a trained or imported model "
+        "directory, or a version fetched by `rn50 pull`), preprocessed as NVIDIA's evaluation does at the "
+        "model's image size. One line per image: index, synset, name and probability of each of the top "
+        "K classes; --json prints a list of {image, top: [{index, synset, name, probability}]}. Exit 1, "
+        "naming the file, on a file that is not a JPEG or PNG image.",
+    )
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="JPEG or PNG files")
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--top-k", type=_positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of lines")
+    p.set_defaults(func=cmd_predict)
+
+
 def add_gate(sub: Subparsers) -> None:
     p = sub.add_parser(
         "gate", parents=[_model_flags()],
@@ -711,8 +778,8 @@ def add_settings(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_settings)
 
 
-SUBCOMMANDS = (add_make_sample, add_describe, add_validate, add_train, add_mpijob, add_evaluate, add_gate,
-               add_publish, add_list, add_pull, add_gc, add_settings)
+SUBCOMMANDS = (add_make_sample, add_describe, add_validate, add_train, add_mpijob, add_evaluate, add_import_ngc,
+               add_predict, add_gate, add_publish, add_list, add_pull, add_gc, add_settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
