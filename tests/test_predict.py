@@ -1,0 +1,126 @@
+"""`rn50 predict`: plain and JSON output, the model's own image size (a 32-px smoke model), a version
+fetched by `rn50 pull`, and a one-line error naming a file that is not an image.
+
+The model is an untrained smoke model (config.json and a checkpoint, as training leaves them): what is
+tested is the command's plumbing, checked against the model restored by hand on NVIDIA's preprocessing
+at 32 px; that an imported NGC model predicts as NVIDIA does is tests/test_ngc_import.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from publish_support import BUCKET, decision, publish
+from support import untrained_checkpoint
+
+from pipeline.cli import EXIT_FAILED, EXIT_OK, main
+from pipeline.data.labels import load_label_map
+
+tf = pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    import keras
+
+    from pipeline.predict import load_image
+    from pipeline.train.checkpoint import CHECKPOINT_DIR, by_path
+    from pipeline.train.config import get_profile
+
+    root = tmp_path_factory.mktemp("predict")
+    model_dir = root / "model"
+    model = untrained_checkpoint(model_dir, get_profile("smoke"), step=3)
+    rng = np.random.default_rng(3)
+    images = []
+    for name, size, mode in (("wide.jpg", (90, 60), "RGB"), ("gray.jpg", (50, 70), "L"), ("tile.png", (64, 64), "RGB")):
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).convert(mode).save(root / name)
+        images.append(str(root / name))
+    batch = tf.stack([load_image(p, 32) for p in images])
+    # An untrained model's logits are huge (BN statistics of 0 and 1): its softmax is one-hot, with 999
+    # ties at 0. A head scaled to logits of spread 2 gives every class its own probability.
+    features = keras.Model(model.inputs, model.get_layer("avg_pool").output)(batch)
+    fc = model.get_layer("fc")
+    fc.kernel.assign(fc.kernel * (2.0 / float(tf.math.reduce_std(features @ fc.kernel))))
+    fc.bias.assign(rng.normal(0.0, 1.0, 1000).astype(np.float32))
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=by_path(model.variables), step=tf.Variable(4, dtype=tf.int64)),
+        str(model_dir / CHECKPOINT_DIR), max_to_keep=None, checkpoint_name="ckpt")
+    manager.save(checkpoint_number=4)
+    # What predict must compute: the restored model on each image preprocessed at the model's 32 px.
+    expected = tf.nn.softmax(model(batch, training=False)).numpy()
+    return {"root": root, "model_dir": model_dir, "images": images, "expected": expected}
+
+
+def _predict(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["predict", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_is_exactly_the_documented_list(smoke: dict, capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = _predict(capsys, "--model-dir", str(smoke["model_dir"]), "--json", "--top-k", "3", *smoke["images"])
+    assert code == EXIT_OK
+    got = json.loads(out)
+    labels = load_label_map()
+    assert isinstance(got, list) and [item["image"] for item in got] == smoke["images"]
+    for item, expected in zip(got, smoke["expected"], strict=True):
+        assert set(item) == {"image", "top"}
+        assert [set(g) for g in item["top"]] == [{"index", "synset", "name", "probability"}] * 3
+        order = np.argsort(-expected)[:3]
+        assert [g["index"] for g in item["top"]] == order.tolist()
+        np.testing.assert_allclose([g["probability"] for g in item["top"]], expected[order], atol=1e-5)
+        assert [g["synset"] for g in item["top"]] == [labels.synsets[i] for i in order]
+        assert [g["name"] for g in item["top"]] == [labels.names[i] for i in order]
+
+
+def test_plain_output_is_one_line_per_image(smoke: dict, capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = _predict(capsys, "--model-dir", str(smoke["model_dir"]), *smoke["images"])
+    assert code == EXIT_OK
+    lines = out.splitlines()
+    assert len(lines) == len(smoke["images"])
+    labels = load_label_map()
+    for line, path, expected in zip(lines, smoke["images"], smoke["expected"], strict=True):
+        assert line.startswith(f"{path}: ")
+        guesses = line[len(path) + 2 :].split(" | ")
+        assert len(guesses) == 5  # the default top-k
+        for guess, index in zip(guesses, np.argsort(-expected)[:5], strict=True):
+            match = re.fullmatch(r"(\d+) (n\d{8}) (.+) (\d\.\d{4})", guess)
+            assert match, guess
+            assert int(match[1]) == index and match[2] == labels.synsets[index] and match[3] == labels.names[index]
+            assert abs(float(match[4]) - expected[index]) < 1e-4
+
+
+def test_a_file_that_is_not_an_image_is_named(smoke: dict, capsys: pytest.CaptureFixture) -> None:
+    text = smoke["root"] / "notes.jpg"
+    text.write_text("not a picture\n")
+    truncated = smoke["root"] / "cut.jpg"
+    truncated.write_bytes(Path(smoke["images"][0]).read_bytes()[:200])
+    for bad in (text, truncated, smoke["root"] / "absent.png"):
+        code, out, err = _predict(capsys, "--model-dir", str(smoke["model_dir"]), smoke["images"][0], str(bad))
+        assert code == EXIT_FAILED, err
+        assert out == "" and len(err.strip().splitlines()) == 1 and str(bad) in err and "Traceback" not in err, err
+
+
+def test_a_pulled_version_predicts_like_its_model_directory(smoke: dict, registry, capsys) -> None:
+    from pipeline.publish.pull import pull_version
+
+    _, client = registry
+    published = smoke["root"] / "published"
+    shutil.copytree(smoke["model_dir"], published)
+    (published / "eval.json").write_text(json.dumps({"top1_accuracy": 95.0, "top5_accuracy": 99.0,
+                                                     "eval_count": 500, "eval_throughput": 1.0}))
+    (published / "decision.json").write_text(json.dumps(decision()))
+    publish(published, client)
+    pulled = smoke["root"] / "pulled"
+    pull_version(client, BUCKET, pulled)
+    runs = [_predict(capsys, "--model-dir", str(d), "--json", *smoke["images"]) for d in (smoke["model_dir"], pulled)]
+    assert runs[0][0] == runs[1][0] == EXIT_OK
+    assert json.loads(runs[0][1]) == json.loads(runs[1][1])
