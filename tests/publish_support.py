@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import boto3
-from support import BIN, REPO, run
+from support import BIN, run
 
 from pipeline.publish.publish import PublishResult, publish_model
 from pipeline.publish.upload import Transfer
@@ -113,11 +111,6 @@ def registry_repo(path: Path, env: dict[str, str], remote: str) -> Path:
     run(path, env, *git, "add", ".dvc")
     run(path, env, *git, "commit", "-qm", "model registry")
     return path
-
-
-def rn50(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 class FlakyProxy:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import socket
 import subprocess
@@ -46,6 +47,18 @@ def run(cwd: Path | None, env: dict[str, str] | None, *args: str, timeout: float
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout.strip()
+
+
+def venv_env() -> dict[str, str]:
+    """This process's environment with the venv's bin/ first on PATH (dvc, horovodrun, airflow, rn50)."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
+def rn50(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The rn50 command as a user runs it, from the checkout, without stdin; env is its whole environment
+    (venv_env() when None). Its exit status and output are the caller's to check."""
+    return subprocess.run([str(BIN / "rn50"), *args], capture_output=True, text=True, cwd=REPO, timeout=timeout,
+                          env=venv_env() if env is None else env, stdin=subprocess.DEVNULL)
 
 
 def http_json(url: str, data: dict | None = None, token: str | None = None, method: str | None = None) -> Any:

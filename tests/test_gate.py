@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import rn50
 
 from pipeline import gate
 from pipeline.gate import (
@@ -22,8 +22,6 @@ from pipeline.gate import (
     run_gate,
 )
 from pipeline.train.config import get_profile
-
-BIN = Path(sys.executable).parent
 
 
 def test_baselines_are_ngcs_figures_with_their_source():
@@ -148,7 +146,7 @@ def test_champion_from_a_manifest():
 
 
 def _gate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "rn50"), "gate", *args], capture_output=True, text=True, timeout=60)
+    return rn50("gate", *args, timeout=60)
 
 
 def test_cli_exit_codes(tmp_path):
@@ -264,7 +262,7 @@ def test_good_prefixes_and_model_names():
 def test_cli_refuses_a_bad_prefix_in_one_line(registry, s3_env):
     import os
 
-    from publish_support import BUCKET, rn50
+    from publish_support import BUCKET
 
     for command in (("list", "--bucket", BUCKET), ("pull", "--bucket", BUCKET, "/tmp/rn50-never-written"),
                     ("gate", "--model-dir", "/tmp/rn50-no-model", "--bucket", BUCKET)):
@@ -277,7 +275,7 @@ def test_cli_refuses_a_bad_prefix_in_one_line(registry, s3_env):
 def test_rn50_list_marks_a_version_published_without_a_champion(registry, s3_env, tmp_path):
     import os
 
-    from publish_support import BUCKET, make_model_dir, rn50
+    from publish_support import BUCKET, make_model_dir
 
     from pipeline.publish.publish import publish_model
 

@@ -10,18 +10,13 @@ over sshd is in test_horovod.py.
 from __future__ import annotations
 
 import copy
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from support import rn50, venv_env
 
 from pipeline.train.launch import check_hosts, horovodrun_command, parse_hostfile, parse_hosts, rank_environment
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 BAD_NAMES = ["node1;rm -rf /", "$(reboot)", "node`id`", "a b", "node|nc", "-oProxyCommand=sh", "user@node",
              "node/x", "node&", "n'1", 'n"1', "node\nx", "*"]
 
@@ -85,15 +80,10 @@ def test_the_ranks_get_what_training_needs_and_no_secret():
     assert rank_environment({**unwanted, **needed}) == needed
 
 
-def _rn50(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "rn50"), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})})
-
-
 @pytest.mark.slow
 def test_rn50_train_refuses_a_bad_host_name_in_one_line(tmp_path):
-    result = _rn50("train", "--np", "2", "--hosts", "localhost:1,$(touch pwned):1", "--data-dir", str(tmp_path),
-                   "--model-dir", str(tmp_path / "model"), env={"RN50_ALLOWED_HOSTS": "$(touch pwned)"})
+    result = rn50("train", "--np", "2", "--hosts", "localhost:1,$(touch pwned):1", "--data-dir", str(tmp_path),
+                  "--model-dir", str(tmp_path / "model"), env={**venv_env(), "RN50_ALLOWED_HOSTS": "$(touch pwned)"})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("rn50 train: error: --hosts: '$(touch pwned)' is not")
     assert "Traceback" not in result.stderr and not (tmp_path / "model").exists()

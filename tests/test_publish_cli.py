@@ -10,8 +10,8 @@ import subprocess
 
 import boto3
 import pytest
-from publish_support import BUCKET, REPO, make_model_dir, registry_repo, reset, rn50
-from support import sha256
+from publish_support import BUCKET, make_model_dir, registry_repo, reset
+from support import REPO, rn50, sha256
 
 from pipeline.publish.manifest import dataset_version
 from pipeline.publish.publish import publish_model

@@ -12,8 +12,8 @@ import threading
 import time
 
 import pytest
-from publish_support import BUCKET, MIB, REPO, SMALL_PARTS, FlakyProxy, keys, make_model_dir, rn50, uploads
-from support import free_port, sha256
+from publish_support import BUCKET, MIB, SMALL_PARTS, FlakyProxy, keys, make_model_dir, uploads
+from support import REPO, free_port, rn50, sha256
 
 from pipeline.publish.publish import publish_model
 from pipeline.publish.pull import pull_version

@@ -13,8 +13,8 @@ import subprocess
 import sys
 
 import pytest
-from publish_support import BUCKET, REPO, keys, make_model_dir, make_run_outputs, s3
-from support import sha256
+from publish_support import BUCKET, keys, make_model_dir, make_run_outputs, s3
+from support import REPO, rn50, sha256
 
 from pipeline.workspace import RunWorkspace
 
@@ -88,7 +88,6 @@ def test_publish_task_refuses_a_missing_or_stale_export_in_one_line(bucket, s3_e
 
 def test_cli_no_export_refuses_a_stale_export_and_publishes_without_one(bucket, s3_env, tmp_path):
     """`rn50 publish --no-export` uploads what is there: no model.keras is allowed, a stale one is not."""
-    from publish_support import rn50
 
     model_dir = make_model_dir(tmp_path / "m")
     index = model_dir / "checkpoints/ckpt-2.index"

@@ -14,7 +14,8 @@ import os
 import re
 
 import pytest
-from publish_support import BUCKET, MIB, make_model_dir, publish, rn50
+from publish_support import BUCKET, MIB, make_model_dir, publish
+from support import rn50
 
 from pipeline.publish.publish import PublishError
 from pipeline.publish.pull import pull_version

@@ -6,34 +6,22 @@ These start real processes (and horovodrun for two ranks) on the sample dataset 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from support import BIN, rn50, venv_env
 
 from pipeline.train.logs import read_metrics
 
-BIN = Path(sys.executable).parent
 FAST = ["--profile", "smoke", "--batch-size", "8", "--no-xla", "--log-every", "1"]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def _rn50(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "rn50"), *args], capture_output=True, text=True, env=_env(), timeout=timeout
-    )
 
 
 def _start(*args: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(BIN / "rn50"), *args], stdout=log.open("w"), stderr=subprocess.STDOUT, env=_env()
+        [str(BIN / "rn50"), *args], stdout=log.open("w"), stderr=subprocess.STDOUT, env=venv_env()
     )
 
 
@@ -70,7 +58,7 @@ def test_kill_9_loses_at_most_k_steps_and_the_step_counter_continues(tmp_path, s
     saved = _latest_checkpoint_step(model_dir)
     assert saved % 5 == 0 and reached - saved <= 5, (reached, saved)
 
-    resumed = _rn50(*args)
+    resumed = rn50(*args, timeout=900)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"resumed from {model_dir / 'checkpoints'}/ckpt-{saved} at step {saved}" in resumed.stdout
     steps = [m["step"] for m in read_metrics(model_dir) if "loss" in m]
@@ -78,7 +66,7 @@ def test_kill_9_loses_at_most_k_steps_and_the_step_counter_continues(tmp_path, s
     assert steps[restart:] == list(range(saved + 1, 31))
     assert _latest_checkpoint_step(model_dir) == 30
 
-    again = _rn50(*args, timeout=120)
+    again = rn50(*args, timeout=120)
     assert again.returncode == 0
     assert "training already finished: step 30 of 30; nothing to do" in again.stdout
 
@@ -109,15 +97,15 @@ def test_sigterm_to_the_launcher_checkpoints_and_stops_every_rank(tmp_path, samp
 
 
 def test_train_and_evaluate_usage_errors_are_one_line(tmp_path, sample_dir):
-    result = _rn50("train", "--profile", "smoke", "--model-dir", str(tmp_path / "m"), timeout=60)
+    result = rn50("train", "--profile", "smoke", "--model-dir", str(tmp_path / "m"), timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().endswith("--data-dir and --model-dir are required (or use --benchmark)")
 
-    result = _rn50("train", "--profile", "smoke", "--hosts", "a:1,b:x", "--np", "2", "--data-dir", str(sample_dir),
-                   "--model-dir", str(tmp_path / "m"), timeout=60)
+    result = rn50("train", "--profile", "smoke", "--hosts", "a:1,b:x", "--np", "2", "--data-dir", str(sample_dir),
+                  "--model-dir", str(tmp_path / "m"), timeout=60)
     assert result.returncode == 2 and "--hosts: slots must be a number in 'b:x'" in result.stderr
 
-    result = _rn50("evaluate", "--data-dir", str(sample_dir), "--model-dir", str(tmp_path / "none"), timeout=60)
+    result = rn50("evaluate", "--data-dir", str(sample_dir), "--model-dir", str(tmp_path / "none"), timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"rn50 evaluate: error: {tmp_path / 'none'}")
     assert "Traceback" not in result.stderr
@@ -130,8 +118,8 @@ def test_a_model_dir_refuses_a_different_recipe(tmp_path, sample_dir):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     get_profile("smoke").replace(batch_size=8).save(model_dir)
-    result = _rn50("train", "--profile", "smoke", "--batch-size", "16", "--data-dir", str(sample_dir),
-                   "--model-dir", str(model_dir), timeout=120)
+    result = rn50("train", "--profile", "smoke", "--batch-size", "16", "--data-dir", str(sample_dir),
+                  "--model-dir", str(model_dir), timeout=120)
     assert result.returncode == 2
     assert "trained with a different config (batch_size: 8 -> 16)" in result.stderr
 
@@ -140,10 +128,10 @@ def test_a_model_dir_refuses_a_different_recipe(tmp_path, sample_dir):
 def test_smoke_profile_on_two_ranks_reaches_60_percent_top1(tmp_path, sample_dir):
     """The issue's acceptance run: `rn50 train --profile smoke --np 2`, then `rn50 evaluate`."""
     model_dir = tmp_path / "model"
-    trained = _rn50("train", "--profile", "smoke", "--np", "2", "--data-dir", str(sample_dir),
-                    "--model-dir", str(model_dir), timeout=1500)
+    trained = rn50("train", "--profile", "smoke", "--np", "2", "--data-dir", str(sample_dir),
+                   "--model-dir", str(model_dir), timeout=1500)
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
-    evaluated = _rn50("evaluate", "--data-dir", str(sample_dir), "--model-dir", str(model_dir), timeout=300)
+    evaluated = rn50("evaluate", "--data-dir", str(sample_dir), "--model-dir", str(model_dir), timeout=300)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     print(evaluated.stdout)
 

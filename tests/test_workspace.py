@@ -6,18 +6,17 @@ import hashlib
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import rn50
 
 from pipeline import settings
 from pipeline.workspace import RunWorkspace, default_root, safe_name
 
-BIN = Path(sys.executable).parent
 DAY = 86400.0
 
 
@@ -99,7 +98,7 @@ def _workspace(root: Path, run_id: str, days: float) -> RunWorkspace:
 
 
 def _gc(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "rn50"), "gc", *args], capture_output=True, text=True, timeout=120)
+    return rn50("gc", *args)
 
 
 @pytest.fixture
