@@ -11,16 +11,11 @@ noisy, so only ratios against a baseline from the same run mean anything):
   ours, XLA   `pipeline.train.benchmark.StepTimer`, i.e. `rn50 train --benchmark`'s step: our
               ResNet50 v1.5, the `smoke` profile's recipe (float32, SGD momentum 0.875 on the
               warmup-cosine schedule, label smoothing 0.1, L2 on conv/dense kernels added to the
-              loss), forward + backward compiled by XLA, optimizer update outside it. With XLA on
-              and no GPU, training builds the model from `pipeline.model.xla_cpu`'s layers (1x1
-              convs and convs with 1-2 px outputs as matmuls, BatchNorm over a [N*H*W, C] view):
-              the same variables and arithmetic, in shapes XLA:CPU compiles well.
-  ours, XLA, stock layers  the same step with the stock Keras Conv2D/BatchNormalization: what XLA
-              makes of the plain model on a CPU, i.e. what those layers buy.
-  ours, no XLA  the same with xla=False (stock layers: TensorFlow's own kernels).
+              loss), forward + backward compiled by XLA, optimizer update outside it.
+  ours, no XLA  the same with xla=False (TensorFlow's own kernels): what the smoke profile trains with.
   keras fit, jit_compile=True  the baseline with XLA forced on (the whole step, optimizer
               included), as a fairness check.
-and the ratios ours-XLA / keras-fit (target >= 1.0) and ours-noXLA / keras-fit.
+and the ratios ours-noXLA / keras-fit and ours-XLA / keras-fit.
 
 The models are not identical: Keras' ResNet50 is v1 (the stride of each downsampling block sits in
 its first 1x1 conv), ours is v1.5 (in the 3x3 conv), which gives v1.5's first 1x1 conv of three
@@ -34,12 +29,11 @@ step (for fit: the first batch of a fit() call, which absorbs fit's own set-up),
 steps, waiting for the last to finish. Only one process computes at a time. The best window of
 --repeat counts (the least disturbed by other jobs); the median is shown beside it.
 
-What to expect on a CPU (figures in the README): with the stock layers XLA makes the step 2-3x
-*slower*, ours and Keras' alike (that is why Keras' "auto" turns XLA off there): XLA:CPU emits
-BatchNorm's 4-D reductions as plain loops, puts physical transposes in front of the 1x1 convs'
-filter gradients, and runs convolutions on 2x2 maps 40x slower than their arithmetic needs. With
-`pipeline.model.xla_cpu`'s layers the XLA step is the fastest of all. Without XLA our step and
-`model.fit` run about level, per multiply-add.
+What to expect on a CPU (figures in docs/benchmarks.md): XLA makes the step 2-3x *slower*, ours and
+Keras' alike (that is why Keras' "auto" turns XLA off there, and why `rn50 train --xla` warns on a
+CPU): XLA:CPU emits BatchNorm's 4-D reductions as plain loops, puts physical transposes in front of
+the 1x1 convs' filter gradients, and runs convolutions on 2x2 maps 40x slower than their arithmetic
+needs. Without XLA our step and `model.fit` run about level, per multiply-add.
 
     .venv/bin/python bench/train.py [--image-size 64] [--batch-size 32] [--steps 6] [--repeat 3]
 """
@@ -77,7 +71,6 @@ class Variant:
 VARIANTS: tuple[Variant, ...] = (
     Variant("keras", "keras ResNet50 + fit, jit_compile=auto (no XLA on CPU)"),
     Variant("ours-xla", "ours (rn50 train --benchmark step), XLA"),
-    Variant("ours-xla-stock", "ours, XLA, stock Keras layers"),
     Variant("ours-noxla", "ours, no XLA"),
     Variant("keras-xla", "keras ResNet50 + fit, jit_compile=True"),
 )
@@ -105,9 +98,8 @@ def multiply_adds(model: keras.Model) -> float:
     return float(total)
 
 
-def prepare_ours(image_size: int, batch_size: int, xla: bool, *, stock: bool = False) -> tuple[Runner, float]:
-    """`rn50 train --benchmark`'s step with the smoke recipe (already float32) at this size and 1000 classes;
-    `stock` builds the model from the stock Keras layers whatever training would pick."""
+def prepare_ours(image_size: int, batch_size: int, xla: bool) -> tuple[Runner, float]:
+    """`rn50 train --benchmark`'s step with the smoke recipe (already float32) at this size and 1000 classes."""
     import tensorflow as tf
 
     from pipeline.train.benchmark import StepTimer
@@ -115,7 +107,7 @@ def prepare_ours(image_size: int, batch_size: int, xla: bool, *, stock: bool = F
 
     config = get_profile("smoke").replace(image_size=image_size, batch_size=batch_size, xla=xla, num_classes=1000)
     # total_steps is only the LR schedule's length: no effect on speed.
-    timer = StepTimer(config, total_steps=10_000, xla_cpu=False if stock else None)
+    timer = StepTimer(config, total_steps=10_000)
     images, labels = synthetic_batch(image_size, batch_size)
     timer.images, timer.labels = tf.constant(images), tf.constant(labels)  # the very batch the baseline gets
 
@@ -163,7 +155,7 @@ def prepare_keras(image_size: int, batch_size: int, jit_compile: bool | str) -> 
 def worker(key: str, image_size: int, batch_size: int, warmup: int, conn: Connection) -> None:
     """Build, compile and warm up one variant, then answer timing requests until told to stop (None)."""
     if key.startswith("ours"):
-        run, macs = prepare_ours(image_size, batch_size, xla=key != "ours-noxla", stock=key == "ours-xla-stock")
+        run, macs = prepare_ours(image_size, batch_size, xla=key == "ours-xla")
     else:
         run, macs = prepare_keras(image_size, batch_size, jit_compile=True if key == "keras-xla" else "auto")
     started = time.perf_counter()
@@ -213,14 +205,13 @@ def main() -> None:
         compile_s, macs = ready[v.key]
         print(f"{v.label:58} {rate[v.key]:7.2f} {median[v.key]:7.2f} {macs / 1e9:9.3f} {compile_s:13.1f} s")
     base = rate["keras"]
-    print(f"ours-XLA / keras-fit   = {rate['ours-xla'] / base:.2f}   (target >= 1.0)")
-    print(f"ours-XLA, stock layers / keras-fit = {rate['ours-xla-stock'] / base:.2f}")
     print(f"ours-noXLA / keras-fit = {rate['ours-noxla'] / base:.2f}")
+    print(f"ours-XLA / keras-fit   = {rate['ours-xla'] / base:.2f}")
     if "keras-xla" in rate:
         print(f"ours-XLA / keras-fit with jit_compile=True = {rate['ours-xla'] / rate['keras-xla']:.2f}")
-    work = ready["ours-xla"][1] / ready["keras"][1]
-    print(f"ours does {work:.3f}x the multiply-adds per image; per multiply-add, ours-XLA / keras-fit = "
-          f"{rate['ours-xla'] * work / base:.2f}")
+    work = ready["ours-noxla"][1] / ready["keras"][1]
+    print(f"ours does {work:.3f}x the multiply-adds per image; per multiply-add, ours-noXLA / keras-fit = "
+          f"{rate['ours-noxla'] * work / base:.2f}")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from pipeline.model.xla_cpu import FlatBatchNormalization, MatmulConv2D
-
 # (bottleneck width, blocks) for stages 2..5; the block output is 4x the width.
 _STAGES: tuple[tuple[int, int], ...] = ((64, 3), (128, 4), (256, 6), (512, 3))
 _EXPANSION = 4
@@ -33,7 +31,6 @@ class _Options:
     bn_momentum: float
     bn_epsilon: float
     dtype: str | None
-    xla_cpu: bool
 
     def kernel_initializer(self) -> keras.initializers.Initializer:
         # NVIDIA: variance scaling, scale 2.0, truncated normal, mode = --weight_init, for convs and the dense
@@ -54,10 +51,7 @@ def _conv_bn(
 ) -> keras.KerasTensor:
     """Conv (no bias: the BN beta that follows makes it redundant) + BN (+ ReLU)."""
     # NVIDIA pads with "SAME" everywhere, including the strided convs, rather than torchvision's symmetric padding.
-    conv, batch_norm = (
-        (MatmulConv2D, FlatBatchNormalization) if opts.xla_cpu else (layers.Conv2D, layers.BatchNormalization)
-    )
-    x = conv(
+    x = layers.Conv2D(
         filters,
         kernel_size,
         strides=strides,
@@ -68,7 +62,7 @@ def _conv_bn(
         name=name,
     )(x)
     # NVIDIA: gamma starts at 1 in every BN, including the last one of a block (no zero-init residual).
-    x = batch_norm(
+    x = layers.BatchNormalization(
         momentum=opts.bn_momentum, epsilon=opts.bn_epsilon, dtype=opts.dtype, name=f"{name}_bn"
     )(x)
     if relu:
@@ -107,7 +101,6 @@ def build_resnet50(
     bn_momentum: float = 0.9,
     bn_epsilon: float = 1e-5,
     dtype: str | None = None,
-    xla_cpu: bool = False,
     name: str = "resnet50_v1_5",
 ) -> keras.Model:
     """Build ResNet50 v1.5 for channels-last images that the input pipeline has already normalised.
@@ -116,8 +109,6 @@ def build_resnet50(
     the log of a softmax). `dtype` is a Keras dtype-policy name given to each layer, so that building
     a mixed-precision model does not change the process-wide policy under other code; None means the current
     global policy. `image_size=None` accepts any spatial size (evaluation at another resolution).
-    `xla_cpu=True` swaps in the layers of `pipeline.model.xla_cpu`, for a model that XLA compiles for a
-    CPU: the same variables and arithmetic, 2-4x faster there (bench/train.py, 224 to 32 px).
 
     Defaults are NVIDIA's 90-epoch recipe: BN momentum 0.9 (their "decay"), epsilon 1e-5, `--weight_init=fan_in`.
     """
@@ -125,7 +116,7 @@ def build_resnet50(
         raise ValueError(f"weight_init must be one of {_WEIGHT_INITS}, got {weight_init!r}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
-    opts = _Options(weight_init, bn_momentum, bn_epsilon, dtype, xla_cpu)
+    opts = _Options(weight_init, bn_momentum, bn_epsilon, dtype)
 
     inputs = keras.Input(shape=(image_size, image_size, 3), name="images")
     x = _conv_bn(inputs, 64, 7, strides=2, name="conv1", opts=opts)

@@ -38,13 +38,10 @@ class StepTimer:
     models, and keeps the best, which needs the model and the compiled step to outlive one window.
     """
 
-    def __init__(
-        self, config: TrainConfig, *, total_steps: int, dist: Dist | None = None, xla_cpu: bool | None = None
-    ) -> None:
-        """`xla_cpu` forces the model's formulation (bench/train.py compares both); None decides as training does."""
+    def __init__(self, config: TrainConfig, *, total_steps: int, dist: Dist | None = None) -> None:
         self.config = config
         self.dist = dist = dist or init_dist()
-        model = build_model(config, dtype=config.dtype_policy, xla_cpu=xla_cpu)
+        model = build_model(config, dtype=config.dtype_policy)
         schedule = make_schedule(config, world_size=dist.size, total_steps=total_steps, steps_per_epoch=total_steps)
         optimizer = make_optimizer(config, schedule)
         optimizer.build(model.trainable_variables)

@@ -103,20 +103,19 @@ class TrainConfig:
 PROFILES: dict[str, TrainConfig] = {
     "ngc-90e": TrainConfig(profile="ngc-90e", epochs=90, batch_size=256),
     "ngc-250e": TrainConfig(profile="ngc-250e", epochs=250, batch_size=256, mixup_alpha=0.2),
-    # The generated sample at 32 px on a CPU: float32 (CPUs gain nothing from float16), checkpoints
-    # often enough that a killed run loses little. Twenty epochs with three of warmup: --np 2 (global
-    # batch 64, peak LR 0.064) gets 300 steps. With ten epochs and one of warmup it got 150, its early
-    # loss spiked at the peak LR, and runs ended anywhere between 44 and 91 % top-1; this recipe
-    # reached 95 % on one rank and two. No XLA: that is the recipe those runs validated. With
-    # pipeline.model.xla_cpu's layers XLA is now the faster choice on a CPU (one rank: 620 steps in
-    # 183 s against 273 s, 98.6 % top-1), and `--xla` gives it; the loss spikes near the peak LR
-    # (to 12-15 around steps 100 and 300) happen with or without it.
+    # The generated sample at 32 px on a CPU: float32 (CPUs gain nothing from float16), no XLA (XLA:CPU
+    # makes this step slower, docs/benchmarks.md), checkpoints often enough that a killed run loses little.
+    # A quarter of NVIDIA's LR, 0.064 per 256 images: at 32 px the last stages see 2x2 and 1x1 maps, and
+    # at 0.256 the logits grew to hundreds within the warmup (single-step losses of 10-50) and a run could
+    # end anywhere between 61 and 98 % top-1. Twenty epochs with three of warmup: --np 2 (global batch 64,
+    # peak LR 0.016) gets 300 steps. Validated runs: docs/benchmarks.md.
     "smoke": TrainConfig(
         profile="smoke",
         dataset="sample",
         epochs=20,
         batch_size=32,
         image_size=32,
+        base_lr=0.064,
         warmup_epochs=3.0,
         amp=False,
         static_loss_scale=None,

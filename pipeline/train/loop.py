@@ -22,7 +22,7 @@ from pipeline.train.checkpoint import TrainState
 from pipeline.train.config import CONFIG_FILE, TrainConfig
 from pipeline.train.dist import Dist, init_dist
 from pipeline.train.logs import MetricsLog
-from pipeline.train.model import build_model, xla_on_cpu
+from pipeline.train.model import build_model, warn_if_xla_on_cpu
 from pipeline.train.optim import (
     classification_loss,
     decay_variables,
@@ -80,8 +80,8 @@ def train(config: TrainConfig, data_dir: Path, model_dir: Path, *, dist: Dist | 
 
     steps_per_epoch, total_steps = plan_steps(config, count_records(data_dir, "train"), dist.size)
     model = build_model(config, dtype=config.dtype_policy)
-    if dist.is_chief and xla_on_cpu(config):
-        log.say("XLA on a CPU: the model uses pipeline.model.xla_cpu's layers (the same variables, faster there)")
+    if dist.is_chief:
+        warn_if_xla_on_cpu(config)
     schedule = make_schedule(config, world_size=dist.size, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     optimizer = make_optimizer(config, schedule)
     # Before tracing: otherwise Keras 3's LossScaleOptimizer freezes scale_loss at its initial scale (32768)

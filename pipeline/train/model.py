@@ -1,12 +1,13 @@
 """The model a training, benchmark or evaluation run builds from its config.
 
-One place decides the formulation: with XLA on and no GPU in the process, the layers of
-`pipeline.model.xla_cpu`, which XLA:CPU compiles 2-4x faster (bench/train.py); otherwise the
-stock Keras layers that cuDNN and TensorFlow's own CPU kernels serve. The variables are the same
-either way, so a checkpoint from one restores into the other.
+XLA is for GPUs: on a CPU, XLA:CPU compiles ResNet50's BatchNorm reductions, 1x1-conv gradients and
+convolutions on 1-2 px maps into code slower than TensorFlow's own kernels, so a CPU run with XLA
+on gets a one-line warning (docs/benchmarks.md has the measurements).
 """
 
 from __future__ import annotations
+
+import logging
 
 import keras
 import tensorflow as tf
@@ -14,15 +15,18 @@ import tensorflow as tf
 from pipeline.model import build_resnet50
 from pipeline.train.config import TrainConfig
 
+log = logging.getLogger(__name__)
+XLA_ON_CPU_WARNING = "warning: XLA on a CPU makes the training step slower, not faster; --no-xla is quicker here"
 
-def xla_on_cpu(config: TrainConfig) -> bool:
-    return config.xla and not tf.config.list_physical_devices("GPU")
+
+def build_model(config: TrainConfig, *, dtype: str | None) -> keras.Model:
+    """`dtype` is the Keras policy (training: the config's AMP policy; evaluation: float32)."""
+    return build_resnet50(config.num_classes, image_size=config.image_size, weight_init=config.weight_init, dtype=dtype)
 
 
-def build_model(config: TrainConfig, *, dtype: str | None, xla_cpu: bool | None = None) -> keras.Model:
-    """`dtype` is the Keras policy (training: the config's AMP policy; evaluation: float32).
-    `xla_cpu=None` decides by `xla_on_cpu`."""
-    return build_resnet50(
-        config.num_classes, image_size=config.image_size, weight_init=config.weight_init, dtype=dtype,
-        xla_cpu=xla_on_cpu(config) if xla_cpu is None else xla_cpu,
-    )
+def warn_if_xla_on_cpu(config: TrainConfig) -> bool:
+    """Log the warning when XLA is on and there is no GPU; True if it did."""
+    slow = config.xla and not tf.config.list_physical_devices("GPU")
+    if slow:
+        log.warning(XLA_ON_CPU_WARNING)
+    return slow
