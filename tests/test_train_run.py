@@ -97,15 +97,15 @@ def test_sigterm_to_the_launcher_checkpoints_and_stops_every_rank(tmp_path, samp
 
 
 def test_train_and_evaluate_usage_errors_are_one_line(tmp_path, sample_dir):
-    result = rn50("train", "--profile", "smoke", "--model-dir", str(tmp_path / "m"), timeout=60)
+    result = rn50("train", "--profile", "smoke", "--model-dir", str(tmp_path / "m"), timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().endswith("--data-dir and --model-dir are required (or use --benchmark)")
+    assert result.stderr.strip().endswith("--data-dir and --model-dir (or --run-id) are required (or use --benchmark)")
 
     result = rn50("train", "--profile", "smoke", "--hosts", "a:1,b:x", "--np", "2", "--data-dir", str(sample_dir),
-                  "--model-dir", str(tmp_path / "m"), timeout=60)
+                  "--model-dir", str(tmp_path / "m"), timeout=120)
     assert result.returncode == 2 and "--hosts: slots must be a number in 'b:x'" in result.stderr
 
-    result = rn50("evaluate", "--data-dir", str(sample_dir), "--model-dir", str(tmp_path / "none"), timeout=60)
+    result = rn50("evaluate", "--data-dir", str(sample_dir), "--model-dir", str(tmp_path / "none"), timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"rn50 evaluate: error: {tmp_path / 'none'}")
     assert "Traceback" not in result.stderr
