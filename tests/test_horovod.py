@@ -10,18 +10,14 @@ from pathlib import Path
 
 import pytest
 from sshd_support import ADDRESSES, LoopbackSshd, loopback_sshd
+from support import BIN, venv_env
 
-BIN = Path(sys.executable).parent
 HERE = Path(__file__).parent
-
-
-def _env() -> dict:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
 
 def test_check_build_shows_tensorflow_and_gloo():
     result = subprocess.run(
-        [str(BIN / "horovodrun"), "--check-build"], capture_output=True, text=True, env=_env(), timeout=120
+        [str(BIN / "horovodrun"), "--check-build"], capture_output=True, text=True, env=venv_env(), timeout=300
     )
     assert result.returncode == 0, result.stderr
     assert "[X] TensorFlow" in result.stdout
@@ -35,7 +31,7 @@ def test_two_process_allreduce_averages_across_ranks(tmp_path):
             str(BIN / "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
             sys.executable, str(HERE / "horovod_allreduce.py"), str(tmp_path),
         ],
-        capture_output=True, text=True, env=_env(), timeout=300,
+        capture_output=True, text=True, env=venv_env(), timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for rank in (0, 1):
@@ -53,7 +49,7 @@ def test_two_ranks_train_to_identical_weights_on_different_data(tmp_path, sample
             str(BIN / "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
             sys.executable, str(HERE / "horovod_train.py"), str(sample_dir), str(tmp_path),
         ],
-        capture_output=True, text=True, env={**_env(), "PYTHONPATH": str(HERE.parent)}, timeout=600,
+        capture_output=True, text=True, env={**venv_env(), "PYTHONPATH": str(HERE.parent)}, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
