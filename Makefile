@@ -63,10 +63,12 @@ $(AIRFLOW_VENV)/.setup-none: pyproject.toml setup.py pipeline/data/_scan.c scrip
 	scripts/setup.sh $(PYTHON) $(AIRFLOW_VENV) none $(CACHE)
 	touch $@
 
-## bench: the benchmarks under bench/ (figures in the README)
+## bench: the benchmarks under bench/ (figures in docs/benchmarks.md)
 bench: setup
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/publish.py
+	$(BIN)/python bench/dag_parse.py
 
 clean:
 	rm -rf $(DATA) .pytest_cache .ruff_cache
