@@ -140,6 +140,11 @@ def _param(form, name: str):
     return form.locator(f'[name="element_{name}"]')
 
 
+def _section(form, title: str) -> None:
+    """Open the trigger form's section `title`: the form shows one at a time ("Run Parameters" first)."""
+    form.get_by_role("button", name=title, exact=True).click()
+
+
 def _row(form, name: str):
     """The form's row of the Param `name`: its label, input, description and error."""
     return form.get_by_role("group").filter(has=form.page.locator(f'[name="element_{name}"]'))
@@ -160,12 +165,14 @@ def test_the_form_refuses_params_outside_their_schema(playground, page, tmp_path
     trigger = form.get_by_role("button", name="Trigger")
 
     # A number above its maximum (gate_tolerance, at most 2): the form keeps it at the maximum.
+    _section(form, "Gate")
     tolerance = _param(form, "gate_tolerance")
     tolerance.fill("5")
     tolerance.blur()
     expect(tolerance).to_have_value("2")
 
     # A required string emptied (data_rev, minLength 1): marked invalid, and Trigger is disabled.
+    _section(form, "Run Parameters")
     _param(form, "data_rev").fill("")
     expect(_param(form, "data_rev")).to_have_attribute("aria-invalid", "true")
     expect(_row(form, "data_rev")).to_contain_text("This field is required")
@@ -174,6 +181,7 @@ def test_the_form_refuses_params_outside_their_schema(playground, page, tmp_path
     expect(trigger).to_be_enabled()
 
     # A bucket name off its pattern: Trigger is refused with an error, and the form stays open.
+    _section(form, "Where to publish")
     _param(form, "bucket").fill("Not_A_Bucket!")
     trigger.click()
     expect(page.get_by_text("Failed to Trigger Dag")).to_be_visible()

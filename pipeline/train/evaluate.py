@@ -48,7 +48,8 @@ def evaluate(data_dir: Path, model_dir: Path, *, batch_size: int | None = None) 
     full = batch_size or config.batch_size
     data = eval_dataset(data_dir, batch_size=full, image_size=config.image_size)
 
-    @tf.function(jit_compile=config.xla)
+    # XLA pays on a GPU only (docs/training.md); an NGC-recipe model evaluated on a CPU runs plain.
+    @tf.function(jit_compile=config.xla and bool(tf.config.list_physical_devices("GPU")))
     def score(images, labels, valid):
         logits = model(images, training=False)
         top5 = tf.math.top_k(logits, k=min(5, config.num_classes)).indices
