@@ -27,7 +27,7 @@ from airflow.sdk import Asset, Param, dag, task
 
 from pipeline import settings
 from pipeline.gate import DEFAULT_TOLERANCE, MAX_TOLERANCE
-from pipeline.publish.registry import PREFIX_PATTERN
+from pipeline.publish.registry import MODEL, PREFIX_PATTERN
 from pipeline.train.config import PROFILES
 from tasks.notify import FailureNotifier
 
@@ -45,7 +45,6 @@ TRAIN_TIMEOUT = timedelta(hours=settings.TRAIN_TIMEOUT_HOURS.get())
 # fetch_data first removes the run workspaces unchanged for this many days (`rn50 gc`); 0 keeps them all.
 # A deployment's disk policy, not a per-run choice: no trigger form should delete other runs' work.
 RETENTION_DAYS = settings.RETENTION_DAYS.get()
-MODEL = "resnet50"
 
 # Downstream DAGs schedule on this Asset; each event's extra holds the published version's URI. (A name,
 # not an s3:// URI: an s3 Asset makes the Amazon provider import boto3 while the DAG file parses.)

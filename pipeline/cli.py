@@ -18,11 +18,11 @@ from pathlib import Path
 
 from pipeline import settings
 from pipeline.gate import DEFAULT_CHAMPION_TOLERANCE, DEFAULT_TOLERANCE, MAX_TOLERANCE
+from pipeline.publish.registry import MODEL
 from pipeline.settings import Setting
 from pipeline.train.config import PROFILES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-MODEL = "resnet50"  # the model's name in the registry: s3://BUCKET/PREFIX/MODEL/vNNNN/
 
 
 class UsageError(Exception):

@@ -8,13 +8,15 @@ from dataclasses import asdict
 from typing import Any
 
 from pipeline.gate import DECISION_FILE, DEFAULT_TOLERANCE, GateFailed, read_champion, run_gate
+from pipeline.publish.registry import MODEL
+from pipeline.settings import PREFIX
 from pipeline.workspace import RunWorkspace
 from tasks.common import final
 
 
 def run(ws: RunWorkspace, *, profile: str, tolerance: float = DEFAULT_TOLERANCE, force_publish: bool = False,
-        force_reason: str | None = None, client: Any = None, bucket: str | None = None, prefix: str = "models",
-        model: str = "resnet50") -> dict[str, Any]:
+        force_reason: str | None = None, client: Any = None, bucket: str | None = None, prefix: str = PREFIX.default,
+        model: str = MODEL) -> dict[str, Any]:
     champion = registry = None
     if client is not None and bucket:
         champion, registry = read_champion(client, bucket, prefix, model)

@@ -12,10 +12,11 @@ from typing import Any
 
 from pipeline import settings
 from pipeline.fetch import DATA_DVC, FetchError, remove_data
+from pipeline.publish.registry import MODEL
 from pipeline.workspace import RunWorkspace
 
 
-def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = "models", model: str = "resnet50",
+def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = settings.PREFIX.default, model: str = MODEL,
         run_id: str | None = None, lineage: dict[str, Any] | None = None,
         dvc_repo: Path | None = None) -> dict[str, Any]:
     from pipeline.publish.manifest import read_json

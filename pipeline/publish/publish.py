@@ -55,6 +55,7 @@ from pipeline.publish.manifest import (
 from pipeline.publish.redact import redact_obj
 from pipeline.publish.registry import (
     MANIFEST,
+    MODEL,
     Claim,
     advance_latest,
     check_file_name,
@@ -66,6 +67,7 @@ from pipeline.publish.registry import (
 )
 from pipeline.publish.store import PreconditionFailed, Store
 from pipeline.publish.upload import ConflictError, Source, Transfer, Uploader, run_all, source_size
+from pipeline.settings import PREFIX
 from pipeline.train.export import EXPORT_FILE, is_current  # no TensorFlow: publish runs where there is none
 from pipeline.train.logs import METRICS_FILE
 
@@ -281,8 +283,8 @@ def publish_model(
     export_dir: Path | None = None,
     client: Any,
     bucket: str,
-    prefix: str = "models",
-    model: str = "resnet50",
+    prefix: str = PREFIX.default,
+    model: str = MODEL,
     run_id: str | None = None,
     lineage: dict[str, Any] | None = None,
     extra_files: dict[str, Path] | None = None,

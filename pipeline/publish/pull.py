@@ -23,6 +23,7 @@ from typing import Any
 
 from pipeline.publish.registry import (
     MANIFEST,
+    MODEL,
     RegistryError,
     latest_manifest,
     model_prefix,
@@ -32,6 +33,7 @@ from pipeline.publish.registry import (
 )
 from pipeline.publish.store import Store
 from pipeline.publish.upload import run_all
+from pipeline.settings import PREFIX
 
 
 class IntegrityError(RuntimeError):
@@ -89,8 +91,8 @@ def pull_version(
     bucket: str,
     dest: Path,
     *,
-    prefix: str = "models",
-    model: str = "resnet50",
+    prefix: str = PREFIX.default,
+    model: str = MODEL,
     version: str = "latest",
     concurrency: int = 4,
 ) -> PullResult:

@@ -49,6 +49,7 @@ from pipeline.publish.store import (
 
 log = logging.getLogger(__name__)
 
+MODEL = "resnet50"  # the model's name in the registry: s3://BUCKET/PREFIX/MODEL/vNNNN/
 MANIFEST = "manifest.json"
 LATEST = "latest.json"
 CLAIM = ".claim.json"
