@@ -123,7 +123,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--data-dir", str(args.data_dir)]
     if args.model_dir is not None:
         argv += ["--model-dir", str(args.model_dir)]
-    argv += train_flags(**{key: getattr(args, key) for key in TRAIN_OVERRIDES})
+    argv += train_flags(**{key: getattr(args, key) for key in TRAIN_OVERRIDES}, init_from=args.init_from)
     if args.benchmark:
         argv += ["--benchmark", "--benchmark-steps", str(args.benchmark_steps)]
     return argv
@@ -191,9 +191,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.data_dir}: no such data directory")
     from pipeline.data.input import UnreadableRecordError
     from pipeline.train.loop import train
+    from pipeline.train.warm_start import InitFrom
 
+    init_from = InitFrom(args.init_from or "scratch", bucket=settings.BUCKET.get(), prefix=settings.PREFIX.get(),
+                         workspace_root=args.workspace_root)
     try:
-        result = train(config, args.data_dir, args.model_dir)
+        result = train(config, args.data_dir, args.model_dir, init_from=init_from)
     except UnreadableRecordError as exc:  # a ValueError, but the data's fault found mid-run, not the arguments'
         raise Failed(str(exc)) from exc
     except (ValueError, FileNotFoundError) as exc:
@@ -211,7 +214,7 @@ def cmd_mpijob(args: argparse.Namespace) -> int:
     try:
         per_node = args.gpus_per_node or settings.GPUS_PER_NODE.get()
         body = training_job(args.run_id, args.workspace_root, data_dir=args.data_dir, profile=args.profile,
-                            num_gpus=args.np, gpus_per_node=per_node,
+                            num_gpus=args.np, gpus_per_node=per_node, init_from=args.init_from,
                             **{key: getattr(args, key) for key in TRAIN_OVERRIDES})
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -540,6 +543,10 @@ def _recipe_flags() -> argparse.ArgumentParser:
                    help=f"training recipe (default {settings.PROFILE.default}): smoke is the sample data at 32 px "
                    "on a CPU, ngc-* NVIDIA's recipes")
     p.add_argument("--np", type=_positive_int, default=1, help="number of ranks (GPUs)")
+    p.add_argument("--init-from", metavar="scratch|ngc|champion|PATH",
+                   help="a new run's first weights (default scratch): NVIDIA's checkpoint "
+                   f"(${settings.NGC_CHECKPOINT.name}), the registry's latest version, or a model directory; "
+                   "weights only, and a run with a checkpoint of its own resumes it instead")
     overrides = p.add_argument_group("overrides of the profile")
     overrides.add_argument("--epochs", type=_positive_int)
     overrides.add_argument("--batch-size", type=_positive_int, help="per rank")

@@ -113,6 +113,9 @@ RETENTION_DAYS = Setting("RN50_RETENTION_DAYS", 30.0,
 REPO = Setting("RN50_REPO", PROJECT_ROOT, "the git repo whose `data.dvc` fetch_data pulls", Path, "this checkout")
 DVC_REPO: Setting[Path | None] = Setting("RN50_DVC_REPO", None,
                                          "the registry repo publish commits the DVC pointer to", Path, "(none)")
+NGC_CHECKPOINT: Setting[str | None] = Setting(
+    "RN50_NGC_CHECKPOINT", None, "NVIDIA's unzipped NGC checkpoint (a path or an `s3://` URI) for `--init-from ngc`",
+    shown="(none)")
 WORKER_NAME: Setting[str | None] = Setting("RN50_WORKER_NAME", None,
                                            "names a Celery worker in task instances' hostname (`make stack`)",
                                            shown="(none)")

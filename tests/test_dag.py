@@ -105,7 +105,7 @@ def test_params_have_titles_descriptions_and_schemas(dag):
         param = params.get_param(name)
         assert param.schema.get("title") and param.description, name
     assert params["profile"] == "ngc-90e"  # a scheduled run trains the production recipe
-    assert params.get_param("profile").schema["enum"] == ["ngc-90e", "ngc-250e", "smoke"] == list(PROFILES)
+    assert params.get_param("profile").schema["enum"] == ["ngc-90e", "ngc-250e", "smoke", "finetune"] == list(PROFILES)
     assert params.get_param("launcher").schema["enum"] == ["local", "kubernetes"]
     assert params["publish"] is True and params["force_publish"] is False
     assert params["launcher"] == "local" and params["gpus_per_node"] == 8
@@ -163,7 +163,7 @@ def test_defaults_come_from_the_deployment_environment(tmp_path):
 
 
 @pytest.mark.parametrize(("name", "value", "error"), [
-    ("RN50_PROFILE", "ngc-90", "RN50_PROFILE='ngc-90': choose one of ngc-90e, ngc-250e, smoke"),
+    ("RN50_PROFILE", "ngc-90", "RN50_PROFILE='ngc-90': choose one of ngc-90e, ngc-250e, smoke, finetune"),
     ("RN50_LAUNCHER", "slurm", "RN50_LAUNCHER='slurm': choose one of local, kubernetes"),
     ("RN50_NUM_GPUS", "zero", "RN50_NUM_GPUS='zero': invalid literal for int() with base 10: 'zero'"),
 ])

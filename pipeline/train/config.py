@@ -126,6 +126,12 @@ PROFILES: dict[str, TrainConfig] = {
         shuffle_buffer=2048,
         seed=1,
     ),
+    # A monthly refresh from a good start (`--init-from ngc|champion`): NVIDIA's 90-epoch recipe, shortened.
+    # Not from a DeepLearningExamples script (NVIDIA publishes no fine-tuning recipe for it); common
+    # fine-tuning practice scaled from ngc-90e: a tenth of its peak LR (0.0256 per 256 images; the weights
+    # are already near a minimum), 1 warmup epoch instead of 8 (enough to settle BN statistics and the
+    # momentum buffer, which start fresh), 5 epochs. Not yet validated by a measured run (issue 16).
+    "finetune": TrainConfig(profile="finetune", epochs=5, batch_size=256, base_lr=0.0256, warmup_epochs=1.0),
 }
 
 

@@ -18,6 +18,7 @@ from typing import Literal
 import tensorflow as tf
 
 from pipeline.data.input import count_records, read_batches, train_dataset
+from pipeline.files import write_json
 from pipeline.train.checkpoint import TrainState
 from pipeline.train.config import CONFIG_FILE, TrainConfig
 from pipeline.train.dist import Dist, init_dist
@@ -32,6 +33,7 @@ from pipeline.train.optim import (
     mixup,
 )
 from pipeline.train.signals import StopRequest
+from pipeline.train.warm_start import InitFrom, load_weights
 
 Status = Literal["finished", "already_finished", "stopped"]
 # Settings that may change between a run and its resumption without changing what is trained.
@@ -66,7 +68,17 @@ def check_resumable(config: TrainConfig, model_dir: Path) -> None:
                          "use a new --model-dir or the same settings")
 
 
-def train(config: TrainConfig, data_dir: Path, model_dir: Path, *, dist: Dist | None = None) -> TrainResult:
+def save_config(config: TrainConfig, model_dir: Path, *, init: dict | None = None) -> None:
+    """config.json: the recipe, and under `init` where the first weights came from (kept when a run resumes)."""
+    path = model_dir / CONFIG_FILE
+    if init is None and path.exists():
+        init = json.loads(path.read_text()).get("init")
+    write_json(path, config.to_dict() | ({"init": init} if init else {}))
+
+
+def train(config: TrainConfig, data_dir: Path, model_dir: Path, *, dist: Dist | None = None,
+          init_from: InitFrom | None = None) -> TrainResult:
+    """Train into model_dir, resuming its latest checkpoint; a run without one starts from init_from's weights."""
     dist = dist or init_dist()
     data_dir, model_dir = Path(data_dir), Path(model_dir)
     if dist.is_chief:
@@ -74,7 +86,7 @@ def train(config: TrainConfig, data_dir: Path, model_dir: Path, *, dist: Dist | 
     log = MetricsLog(model_dir, enabled=dist.is_chief)
     if dist.is_chief:
         check_resumable(config, model_dir)
-        config.save(model_dir)
+        save_config(config, model_dir)
         log.say(f"config: {json.dumps(config.to_dict(), sort_keys=True)}")
         log.say(f"data: {data_dir}  model: {model_dir}  ranks: {dist.size}")
 
@@ -89,7 +101,14 @@ def train(config: TrainConfig, data_dir: Path, model_dir: Path, *, dist: Dist | 
     optimizer.build(model.trainable_variables)
     state = TrainState(model, optimizer, model_dir, keep=config.keep_checkpoints)
     if dist.is_chief and (restored := state.restore()):
-        log.say(f"resumed from {restored} at step {state.step}")
+        log.say(f"resumed from {restored} at step {state.step}")  # its own checkpoint wins over init_from
+    elif dist.is_chief:
+        record: dict = {}
+        if init_from is not None and not init_from.scratch:
+            with init_from.model_dir() as (source, record):
+                record["checkpoint"] = Path(load_weights(model, source)).name
+            log.say(f"weights from {json.dumps(record, sort_keys=True)}; the optimizer and the step start fresh")
+        save_config(config, model_dir, init=record)  # {}: from scratch, whatever an attempt before recorded
     dist.broadcast_from_chief([*model.variables, *optimizer.variables, *state.counters])
     step = state.step
     if step >= total_steps:

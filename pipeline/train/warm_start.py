@@ -1,0 +1,168 @@
+"""Warm start (`rn50 train --init-from`): a new run's first weights from another model, not from random.
+
+Sources: `scratch` (random, the default), a model directory (PATH: as training, `rn50 import-ngc` or
+`rn50 pull` writes one), `ngc` (NVIDIA's checkpoint named by RN50_NGC_CHECKPOINT, imported once into a
+cache under the workspace root) or `champion` (the registry's `latest` version, pulled for the run).
+
+Weights only: the optimizer's state, the step and the epoch start fresh, so the new run follows its own
+schedule. The weights are restored by variable path, as the run's own checkpoints are
+(pipeline.train.checkpoint.by_path), so any source whose variables carry our paths and shapes fits,
+whatever image size it was trained at (ResNet50's convolutions do not depend on it). A run that has a
+checkpoint of its own resumes from it and never re-initialises: a retried run continues, not restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import settings
+from pipeline.train.checkpoint import CHECKPOINT_DIR
+from pipeline.train.config import CONFIG_FILE
+
+SOURCES = ("scratch", "ngc", "champion")  # or a model directory's path
+NGC_CACHE = "ngc-cache"  # under the workspace root: one imported model directory per checkpoint source
+
+
+class WarmStartError(ValueError):
+    """The init source cannot be used; the message is one line naming the source or the variable."""
+
+
+@dataclass(frozen=True)
+class InitFrom:
+    """Where a new run's weights come from, and what it needs to find them."""
+
+    source: str = "scratch"
+    bucket: str = settings.BUCKET.default
+    prefix: str = settings.PREFIX.default
+    workspace_root: Path = settings.WORKSPACE_ROOT.default
+
+    @property
+    def scratch(self) -> bool:
+        return self.source == "scratch"
+
+    @contextmanager
+    def model_dir(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """(a model directory holding the weights, the record config.json keeps of them)."""
+        if self.source == "ngc":
+            yield self._ngc()
+        elif self.source == "champion":
+            with tempfile.TemporaryDirectory(prefix="rn50-champion-") as scratch:
+                yield self._champion(Path(scratch) / "version")
+        else:
+            path = Path(self.source)
+            if not (path / CHECKPOINT_DIR).is_dir():
+                raise WarmStartError(f"--init-from {path}: not a model directory (no {CHECKPOINT_DIR}/); "
+                                     f"give one of {', '.join(SOURCES)} or a model directory")
+            yield path, {"kind": "path", "path": str(path.resolve())}
+
+    def _champion(self, dest: Path) -> tuple[Path, dict[str, Any]]:
+        from pipeline.publish.pull import pull_version
+        from pipeline.publish.registry import MODEL
+        from pipeline.publish.store import make_client
+
+        try:
+            result = pull_version(make_client(), self.bucket, dest, prefix=self.prefix, model=MODEL)
+        except Exception as exc:  # registry, S3 and integrity errors alike: the run cannot start
+            raise WarmStartError(f"--init-from champion: {' '.join(str(exc).split())}") from None
+        uri = f"s3://{self.bucket}/{self.prefix.strip('/')}/{MODEL}/{result.version}/"
+        return dest, {"kind": "champion", "uri": uri, "version": result.version}
+
+    def _ngc(self) -> tuple[Path, dict[str, Any]]:
+        source = settings.NGC_CHECKPOINT.get()
+        if not source:
+            raise WarmStartError(f"--init-from ngc: {settings.NGC_CHECKPOINT.name} is not set; set it to NVIDIA's "
+                                 "unzipped checkpoint directory (a path or an s3:// URI)")
+        cache = Path(self.workspace_root) / NGC_CACHE / hashlib.sha256(source.encode()).hexdigest()[:16]
+        imported = cache / "model"
+        if not (imported / CONFIG_FILE).is_file():
+            shutil.rmtree(cache, ignore_errors=True)  # a download or import cut short: start it over
+            cache.mkdir(parents=True)
+            checkpoint = _download(source, cache / "checkpoint") if source.startswith("s3://") else Path(source)
+            from pipeline.model.ngc_import import NgcImportError, import_ngc
+
+            try:
+                import_ngc(checkpoint, imported)
+            except NgcImportError as exc:
+                raise WarmStartError(f"{settings.NGC_CHECKPOINT.name}: {exc}") from None
+        digests = verify_import(imported)
+        return imported, {"kind": "ngc", "source": source, "sha256": digests}
+
+
+def verify_import(imported: Path) -> dict[str, str]:
+    """The sha256 the import recorded of each checkpoint file, checked again against the files."""
+    record = json.loads((imported / CONFIG_FILE).read_text())["imported_from"]
+    folder = Path(record["source"]).parent
+    for name, digest in record["sha256"].items():
+        path = folder / name
+        if not path.is_file() or _sha256(path) != digest:
+            raise WarmStartError(f"{path}: changed or gone since it was imported into {imported} (sha256 {digest}); "
+                                 f"remove {imported.parent} to import it again")
+    return record["sha256"]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(uri: str, folder: Path) -> Path:
+    """Every object under s3://BUCKET/KEY/ (NVIDIA's unzipped checkpoint directory) into folder."""
+    from pipeline.publish.store import Store, make_client
+
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    key = key.rstrip("/") + "/"
+    store = Store(make_client(), bucket)
+    try:
+        objects = store.list_keys(key)
+        if not objects:
+            raise WarmStartError(f"{settings.NGC_CHECKPOINT.name}={uri}: no objects under it")
+        for name in objects:
+            target = folder / name[len(key):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(store.get_bytes(name)[0])
+    except WarmStartError:
+        raise
+    except Exception as exc:  # StoreError and friends: one line
+        raise WarmStartError(f"{settings.NGC_CHECKPOINT.name}={uri}: {' '.join(str(exc).split())}") from None
+    return folder
+
+
+def _key(path: str) -> str:
+    """The checkpoint key of a model variable saved under its path (tf.train.Checkpoint escapes . and /)."""
+    return "model/" + path.replace(".", "..").replace("/", ".S") + "/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def load_weights(model, source_dir: Path) -> str:
+    """Assign every model variable from source_dir's latest checkpoint; refuse a missing or misshapen one.
+
+    Returns the checkpoint read. Shapes are checked for all variables before any is assigned.
+    """
+    import tensorflow as tf
+
+    directory = Path(source_dir) / CHECKPOINT_DIR
+    latest = tf.train.latest_checkpoint(str(directory))
+    if latest is None:
+        raise WarmStartError(f"{directory}: no checkpoint to start from")
+    reader = tf.train.load_checkpoint(latest)
+    shapes = reader.get_variable_to_shape_map()
+    for variable in model.variables:
+        key = _key(variable.path)
+        if key not in shapes:
+            raise WarmStartError(f"{variable.path}: missing from {latest}; not a ResNet50 of this pipeline")
+        if list(shapes[key]) != list(variable.shape):
+            raise WarmStartError(f"{variable.path}: shape {list(shapes[key])} in {latest}, this run's model has "
+                                 f"{list(variable.shape)} (a different num_classes?)")
+    for variable in model.variables:
+        variable.assign(reader.get_tensor(_key(variable.path)))
+    return latest
