@@ -100,6 +100,10 @@ TRAIN_SLOT = {**GPU, "pool_slots": TRAIN_GPU_SLOTS} if TRAIN_GPU_SLOTS else {}
                      description="Mixed precision (float16); empty keeps the profile's choice.", section=TRAINING),
         "xla": Param(None, type=["null", "boolean"], title="XLA",
                      description="XLA-compile the training step; empty keeps the profile's choice.", section=TRAINING),
+        "init_from": Param("scratch", type="string", minLength=1, title="Initial weights",
+                           description="scratch (random), ngc (NVIDIA's checkpoint, RN50_NGC_CHECKPOINT), champion "
+                           "(the latest published version) or a model directory on the gpu worker. Weights only; "
+                           "the finetune profile is the short recipe for a good start.", section=TRAINING),
         "gate_tolerance": Param(DEFAULT_TOLERANCE, type="number", minimum=0, maximum=MAX_TOLERANCE,
                                 title="Gate tolerance (pp)",
                                 description="Percentage points of top-1 below the baseline that still pass, at most "
@@ -168,7 +172,7 @@ def resnet50_retrain():
         return stage.run(
             workspace(context["run_id"]), data_dir=data["data_dir"], profile=p["profile"], launcher=p["launcher"],
             gpus_per_node=p["gpus_per_node"], num_gpus=p["num_gpus"], hosts=p["hosts"], epochs=p["epochs"],
-            batch_size=p["batch_size"], steps=p["steps"], amp=p["amp"], xla=p["xla"],
+            batch_size=p["batch_size"], steps=p["steps"], amp=p["amp"], xla=p["xla"], init_from=p["init_from"],
         )
 
     @task(task_id="evaluate", multiple_outputs=False, task_display_name="Evaluate top-1/top-5", **GPU)

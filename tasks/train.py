@@ -33,12 +33,12 @@ STOP_GRACE_S = 120  # a checkpoint of ResNet50 with its optimizer takes seconds;
 
 def train_command(*, data_dir: str, model_dir: Path, profile: str, num_gpus: int = 1, hosts: str | None = None,
                   epochs: int | None = None, batch_size: int | None = None, steps: int | None = None,
-                  amp: bool | None = None, xla: bool | None = None) -> list[str]:
+                  amp: bool | None = None, xla: bool | None = None, init_from: str | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "pipeline", "train", "--profile", profile, "--data-dir", str(data_dir),
            "--model-dir", str(model_dir), "--np", str(num_gpus)]
     if hosts:
         cmd += ["--hosts", hosts]
-    return cmd + train_flags(epochs=epochs, batch_size=batch_size, steps=steps, amp=amp, xla=xla)
+    return cmd + train_flags(epochs=epochs, batch_size=batch_size, steps=steps, amp=amp, xla=xla, init_from=init_from)
 
 
 def run_child(cmd: list[str], env: Mapping[str, str] | None = None) -> None:

@@ -99,12 +99,13 @@ def test_params_have_titles_descriptions_and_schemas(dag):
     params = dag.params
     expected = {"profile", "data_rev", "data_dir", "epochs", "steps", "batch_size", "num_gpus", "hosts", "amp",
                 "xla", "launcher", "gpus_per_node", "gate_tolerance", "force_publish", "force_reason", "publish",
-                "bucket", "prefix"}
+                "bucket", "prefix", "init_from"}
     assert set(params.keys()) == expected
     for name in expected:
         param = params.get_param(name)
         assert param.schema.get("title") and param.description, name
     assert params["profile"] == "ngc-90e"  # a scheduled run trains the production recipe
+    assert params["init_from"] == "scratch"  # ... from random weights, unless a run asks for a warm start
     assert params.get_param("profile").schema["enum"] == ["ngc-90e", "ngc-250e", "smoke", "finetune"] == list(PROFILES)
     assert params.get_param("launcher").schema["enum"] == ["local", "kubernetes"]
     assert params["publish"] is True and params["force_publish"] is False
@@ -119,7 +120,7 @@ def test_the_trigger_form_groups_its_params(dag):
         sections.setdefault(dag.params.get_param(name).schema.get("section"), []).append(name)
     assert list(sections.items()) == [
         (None, ["profile", "data_rev", "data_dir"]),
-        ("Training overrides", ["epochs", "steps", "batch_size", "amp", "xla"]),
+        ("Training overrides", ["epochs", "steps", "batch_size", "amp", "xla", "init_from"]),
         ("Gate", ["gate_tolerance", "force_publish", "force_reason"]),
         ("Where to publish", ["publish", "bucket", "prefix"]),
         ("GPUs and hosts", ["num_gpus", "launcher", "gpus_per_node", "hosts"]),

@@ -211,7 +211,7 @@ def test_the_dag_renders_and_submits_the_mpijob_for_its_params(dag, shared, monk
     cluster = FakeCluster([_status("Running"), _status("Succeeded")])
     run_id = "manual__2026-11-29T10:00:00+00:00"
     summary = _trigger_train(dag, cluster, monkeypatch, run_id, shared / "imagenet", launcher="kubernetes",
-                             num_gpus=num_gpus, gpus_per_node=per_node, epochs=2, amp=True)
+                             num_gpus=num_gpus, gpus_per_node=per_node, epochs=2, amp=True, init_from="ngc")
     [(namespace, name)] = cluster.objects
     job = cluster.objects[(namespace, name)]
     assert (namespace, name) == ("rn50", mpijob.job_name(run_id))
@@ -230,6 +230,7 @@ def test_the_dag_renders_and_submits_the_mpijob_for_its_params(dag, shared, monk
     assert flags["--np"] == str(num_gpus) and flags["--hostfile"] == "/etc/mpi/hostfile"
     assert flags["--profile"] == "ngc-90e" and flags["--epochs"] == "2" and "--amp" in command
     assert flags["--data-dir"] == str(shared / "imagenet") and flags["--run-id"] == run_id
+    assert command[command.index("--init-from") + 1] == "ngc"  # the DAG's init_from reaches the trainer
     assert summary["num_gpus"] == num_gpus and summary["hosts"] == f"{name}: {workers}x{gpus} GPUs"
     assert summary["model_dir"].startswith(str(shared / "runs"))
 
