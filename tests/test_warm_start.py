@@ -204,3 +204,16 @@ def test_from_the_champion_the_latest_published_version(
     assert record == {"kind": "champion", "uri": f"s3://{BUCKET}/models/resnet50/v0002/", "version": "v0002"}
     assert not source.exists()  # pulled for the run only
     np.testing.assert_array_equal(model.get_layer("fc").kernel.numpy(), _weights(sources["a"])["fc/kernel"])
+
+
+def test_init_from_reaches_every_rank_and_the_train_tasks_command(tmp_path: Path) -> None:
+    from pipeline.cli import _worker_argv, build_parser
+    from tasks.train import train_command
+
+    args = build_parser().parse_args(["train", "--np", "2", "--data-dir", "d", "--model-dir", "m",
+                                      "--init-from", "champion"])
+    argv = _worker_argv(args)
+    assert argv[argv.index("--init-from") + 1] == "champion"
+    assert "--init-from" not in _worker_argv(build_parser().parse_args(["train", "--np", "2"]))  # scratch
+    cmd = train_command(data_dir="d", model_dir=tmp_path, profile="finetune", init_from="ngc")
+    assert cmd[cmd.index("--init-from") + 1] == "ngc"
