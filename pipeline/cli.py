@@ -815,6 +815,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rn50 {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `rn50 list | head`: the reader has gone, which is not an error of ours. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

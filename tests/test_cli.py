@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,12 @@ def test_the_task_adapters_have_no_command_line_of_their_own():
     for path in sorted((Path(__file__).resolve().parent.parent / "tasks").glob("*.py")):
         text = path.read_text()
         assert "argparse" not in text and "__main__" not in text, f"{path.name} has a command line of its own"
+
+
+def test_output_cut_short_by_its_reader_is_no_error():
+    """`rn50 settings | head`: the reader may close the pipe before rn50 writes (here `true` exits at once,
+    long before rn50 has started): no BrokenPipeError traceback, and exit 0."""
+    command = f"set -o pipefail; {shlex.quote(str(BIN / 'rn50'))} settings | true"
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0, proc.stderr
