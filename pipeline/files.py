@@ -11,6 +11,7 @@ link; and reads for publishing refuse anything that is not a regular file.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -116,3 +117,9 @@ def append_line(path: Path, line: str) -> None:
         os.write(fd, (line.rstrip("\n") + "\n").encode())
     finally:
         os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's bytes, read in chunks (a checkpoint's data file is hundreds of MB)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -37,7 +37,6 @@ refused; config.json records which file was checked, or that none was there.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -51,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.data.labels import NUM_CLASSES
-from pipeline.files import write_json
+from pipeline.files import sha256_file, write_json
 from pipeline.train.checkpoint import CHECKPOINT_DIR, by_path
 from pipeline.train.config import CONFIG_FILE, get_profile
 
@@ -229,14 +228,6 @@ def read_weights(prefix: str) -> tuple[dict[str, np.ndarray], str, int | None]:
     return weights, head, step
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def import_ngc(ckpt: Path, model_dir: Path) -> ImportResult:
     """Write model_dir (new, or empty) from NVIDIA's checkpoint at ckpt: config.json and checkpoints/, as a
     trained model directory holds them, so evaluate, predict, gate and publish take it as one."""
@@ -255,7 +246,7 @@ def import_ngc(ckpt: Path, model_dir: Path) -> ImportResult:
         "imported_from": {
             "format": "NGC TensorFlow 1 checkpoint (DeepLearningExamples ConvNets resnet50, v1.5)",
             "source": str(Path(prefix).resolve()),
-            "sha256": {p.name: _sha256(p) for p in source_files},
+            "sha256": {p.name: sha256_file(p) for p in source_files},
             "global_step": step,
             "head": head,
             "stride_check": stride_check,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import settings
+from pipeline.files import sha256_file
 from pipeline.train.checkpoint import CHECKPOINT_DIR
 from pipeline.train.config import CONFIG_FILE
 
@@ -102,18 +103,10 @@ def verify_import(imported: Path) -> dict[str, str]:
     folder = Path(record["source"]).parent
     for name, digest in record["sha256"].items():
         path = folder / name
-        if not path.is_file() or _sha256(path) != digest:
+        if not path.is_file() or sha256_file(path) != digest:
             raise WarmStartError(f"{path}: changed or gone since it was imported into {imported} (sha256 {digest}); "
                                  f"remove {imported.parent} to import it again")
     return record["sha256"]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _download(uri: str, folder: Path) -> Path:
