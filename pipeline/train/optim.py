@@ -38,13 +38,15 @@ def make_schedule(config: TrainConfig, *, world_size: int, total_steps: int, ste
 
 def make_optimizer(config: TrainConfig, schedule: WarmupCosine) -> keras.optimizers.Optimizer:
     """SGD with momentum on the schedule; wrapped for loss scaling under float16 AMP."""
-    sgd = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum)
+    # Fixed names: Keras would otherwise number them (sgd_1, ...) by how many optimizers this process made
+    # before, and the names are part of the checkpoint's keys, so a resume in such a process would fail.
+    sgd = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum, name="sgd")
     if not (config.amp and config.amp_dtype == "float16"):
         return sgd  # bfloat16 has float32's range: no loss scaling needed
     if config.static_loss_scale is None:
-        return keras.optimizers.LossScaleOptimizer(sgd)
+        return keras.optimizers.LossScaleOptimizer(sgd, name="loss_scale_optimizer")
     return keras.optimizers.LossScaleOptimizer(
-        sgd, initial_scale=config.static_loss_scale, dynamic_growth_steps=_NEVER_GROW
+        sgd, initial_scale=config.static_loss_scale, dynamic_growth_steps=_NEVER_GROW, name="loss_scale_optimizer"
     )
 
 
