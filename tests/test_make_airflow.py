@@ -318,6 +318,9 @@ def test_make_airflow_brings_up_the_playground_and_sigterm_stops_all_of_it_withi
         assert dag["params"]["profile"]["value"] == "smoke"
 
         processes = _tree(proc.pid)
+        # The LocalExecutor forks all its workers at once: 32 (Airflow's parallelism) unless the script says 4.
+        workers = [p for p in processes if "LocalExecutor" in " ".join(_cmdline(p))]
+        assert 1 <= len(workers) <= 4, [" ".join(_cmdline(p)) for p in workers]
         listening = [c.laddr for p in processes for c in _connections(p) if c.status == psutil.CONN_LISTEN]
         assert port in [a.port for a in listening] and len(listening) >= 2, listening  # the UI and S3 at least
         assert {a.ip for a in listening} == {"127.0.0.1"}, listening
