@@ -250,8 +250,8 @@ def cmd_import_ngc(args: argparse.Namespace) -> int:
 
     try:
         result = import_ngc(args.ckpt, args.model_dir)
-    except NgcImportError as exc:
-        raise UsageError(str(exc)) from exc
+    except NgcImportError as exc:  # the checkpoint's fault (or an occupied output), not the command line's
+        raise Failed(str(exc)) from exc
     print(f"imported {args.ckpt} (global_step {result.global_step}, {result.head} head) into {result.model_dir}; "
           f"v1.5 check: {result.stride_check}")
     return EXIT_OK

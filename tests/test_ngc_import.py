@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.cli import EXIT_OK, EXIT_USAGE, main
+from pipeline.cli import EXIT_FAILED, EXIT_OK, main
 
 tf = pytest.importorskip("tensorflow")
 
@@ -253,7 +253,7 @@ def test_the_final_conv_head_imports_the_same_weights(standin: dict) -> None:
 
 def _refused(capsys: pytest.CaptureFixture, ckpt: Path, out: Path, *needles: str) -> None:
     capsys.readouterr()
-    assert main(["import-ngc", str(ckpt), str(out)]) == EXIT_USAGE
+    assert main(["import-ngc", str(ckpt), str(out)]) == EXIT_FAILED
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     for needle in needles:
@@ -312,6 +312,6 @@ def test_what_is_not_a_checkpoint_is_refused(standin: dict, capsys: pytest.Captu
 
 def test_an_existing_model_directory_is_not_overwritten(standin: dict, capsys: pytest.CaptureFixture) -> None:
     capsys.readouterr()
-    assert main(["import-ngc", str(standin["ckpt"]), str(standin["model_dir"])]) == EXIT_USAGE
+    assert main(["import-ngc", str(standin["ckpt"]), str(standin["model_dir"])]) == EXIT_FAILED
     assert "not an empty directory" in capsys.readouterr().err
     assert (standin["model_dir"] / "config.json").is_file()
