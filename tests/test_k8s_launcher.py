@@ -9,6 +9,7 @@ status conditions a real one reports.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,18 @@ def test_inside_the_launcher_pod_rn50_train_runs_horovodrun_on_the_hostfiles_hos
         f"rn50 train: error: {hostfile}: hostfile line 2: '$(reboot)' is not a host name "
         "(a letter or digit, then letters, digits, '.-_')")
     assert started == []
+
+
+def test_the_ngc_checkpoint_setting_reaches_the_training_pods(shared, monkeypatch):
+    # --init-from ngc runs in the pods: without the deployment's RN50_NGC_CHECKPOINT there it could not start.
+    job = mpijob.training_job("manual__ngc", shared / "runs", data_dir=shared / "imagenet", profile="finetune",
+                              num_gpus=16, gpus_per_node=8, init_from="ngc",
+                              environ={**os.environ, "RN50_NGC_CHECKPOINT": "s3://ngc/resnet50_tf1_ckpt_20.06.0_amp"})
+    for role in ("Launcher", "Worker"):
+        [container] = job["spec"]["mpiReplicaSpecs"][role]["template"]["spec"]["containers"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["RN50_NGC_CHECKPOINT"] == "s3://ngc/resnet50_tf1_ckpt_20.06.0_amp", role
+    job = mpijob.training_job("manual__none", shared / "runs", data_dir=shared / "imagenet", profile="ngc-90e",
+                              num_gpus=8, gpus_per_node=8, environ={**os.environ, "RN50_NGC_CHECKPOINT": ""})
+    [container] = job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"]
+    assert "RN50_NGC_CHECKPOINT" not in {e["name"] for e in container["env"]}
