@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline import settings
-from pipeline.gate import DEFAULT_CHAMPION_TOLERANCE, DEFAULT_TOLERANCE, MAX_TOLERANCE
+from pipeline.gate import DEFAULT_TOLERANCE, MAX_TOLERANCE
 from pipeline.publish.registry import MODEL
 from pipeline.settings import Setting
 from pipeline.train.config import PROFILES
@@ -294,9 +294,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
             return EXIT_FAILED
     try:
         decision = run_gate(
-            args.model_dir, profile=args.profile, champion=champion, tolerance=args.tolerance,
-            champion_tolerance=args.champion_tolerance, force_publish=args.force_publish,
-            force_reason=args.force_reason, registry=registry,
+            args.model_dir, profile=args.profile, champion=champion, baseline_dir=args.baseline,
+            tolerance=args.tolerance, force_publish=args.force_publish, force_reason=args.force_reason,
+            registry=registry,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -691,22 +691,25 @@ def add_predict(sub: Subparsers) -> None:
 def add_gate(sub: Subparsers) -> None:
     p = sub.add_parser(
         "gate", parents=[_model_flags()],
-        help="pass or fail a trained model against the NGC baseline and the published champion",
-        description="Read MODEL_DIR/eval.json, compare top-1 with the profile's baseline (NGC's, or the smoke "
-        "floor) minus a tolerance, and with the current `latest` published version when --bucket is given. "
-        "Always writes MODEL_DIR/decision.json. Exit 0 to publish, 1 when the model fails the gate.",
+        help="pass or fail a trained model against the NGC floor and a live baseline measured on the same data",
+        description="Read MODEL_DIR/eval.json, compare top-1 with the profile's floor (NGC's figure, or the smoke "
+        "floor) minus a tolerance, and with the live baseline's (--baseline: another model evaluated on the same "
+        "data) minus the same tolerance; the record counts must be equal. --bucket records the current `latest` "
+        "version; its recorded number decides nothing. Always writes MODEL_DIR/decision.json. Exit 0 to "
+        "publish, 1 when the model fails the gate.",
     )
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--profile", choices=tuple(PROFILES), help="default: from config.json")
     bound = f"at most {MAX_TOLERANCE:g} unless --force-publish"
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                   help=f"percentage points below the baseline ({DEFAULT_TOLERANCE:g}; {bound})")
-    p.add_argument("--champion-tolerance", type=float, default=DEFAULT_CHAMPION_TOLERANCE,
-                   help=f"percentage points below the champion ({DEFAULT_CHAMPION_TOLERANCE:g}; {bound})")
+                   help=f"percentage points below the floor and the live baseline ({DEFAULT_TOLERANCE:g}; {bound})")
+    p.add_argument("--baseline", type=Path, metavar="DIR",
+                   help="the live baseline: DIR/eval.json of another model on the same data (`rn50 evaluate` of a "
+                   "version `rn50 pull` fetched or of `rn50 import-ngc`'s model, or the DAG's baseline/)")
     p.add_argument("--force-publish", action="store_true", help="publish even if the gate fails (needs a reason)")
     p.add_argument("--force-reason", help="why the failing model is published anyway; recorded in the manifest")
     # Not the registry's --bucket default: without --bucket the gate reads no registry at all.
-    p.add_argument("--bucket", help="registry bucket: compare with its `latest` version (the champion)")
+    p.add_argument("--bucket", help="registry bucket: record its `latest` version (the champion) in the decision")
     p.set_defaults(func=cmd_gate)
 
 

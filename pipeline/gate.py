@@ -1,4 +1,9 @@
-"""The accuracy gate: a model is published only if it matches NVIDIA's figures and the champion's.
+"""The accuracy gate: a model is published only if it matches NVIDIA's figures and a live baseline.
+
+The live baseline is a model measured in the same run, on the same validation data, by the same
+evaluation as the candidate (the DAG's evaluate_baseline: NVIDIA's imported checkpoint or the champion,
+pipeline.baseline); a number recorded on another dataset version decides nothing. NGC's published
+figures stay as the floor.
 
 Every call writes `decision.json`, whatever happens, including when eval.json or the baseline is
 missing: the record of *why* a model was or was not published is the point of a gate (TFX's
@@ -9,18 +14,19 @@ function (`decide`); reading and writing files is separate (`run_gate`).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.files import NotRegularFile, read_regular, write_atomic
+from pipeline.baseline import BASELINE_FILE, MANIFEST, model_identity
+from pipeline.files import NotRegularFile, read_regular, sha256_file, write_atomic
 
 DECISION_FILE = "decision.json"
 EVAL_FILE = "eval.json"
-DEFAULT_TOLERANCE = 0.3  # percentage points below the baseline that still pass
-DEFAULT_CHAMPION_TOLERANCE = 0.3  # percentage points below the current `latest` that still pass
-# The loosest either tolerance may be. NGC's own figures for one recipe differ by 0.1 pp and reruns by a few
+DEFAULT_TOLERANCE = 0.3  # percentage points below the floor, and below the live baseline, that still pass
+# The loosest the tolerance may be. NGC's own figures for one recipe differ by 0.1 pp and reruns by a few
 # tenths, so 2 pp is already generous; a looser gate is no gate, and must say so: it is a failed gate that
 # publishes only with force_publish and a force_reason (the DAG's gate_tolerance Param takes its maximum here).
 MAX_TOLERANCE = 2.0
@@ -70,6 +76,25 @@ def baseline_for(profile: str, *, amp: bool = True) -> Baseline:
     raise ValueError(f"no baseline for profile {profile!r}; known: smoke, ngc-90e, ngc-250e, finetune")
 
 
+@dataclass(frozen=True)
+class LiveBaseline:
+    """A baseline model measured on this run's validation data by the candidate's own evaluation."""
+
+    model: dict[str, Any]  # which: {"kind": "champion", "version", "uri"}, {"kind": "ngc", "source", "sha256"}, ...
+    top1_accuracy: float  # percent
+    top5_accuracy: float
+    eval_count: int  # validation records scored
+
+    @property
+    def name(self) -> str:
+        kind = self.model.get("kind")
+        if kind == "champion":
+            return f"champion {self.model.get('version')}"
+        if kind == "ngc":
+            return f"NGC checkpoint {self.model.get('source')}"
+        return f"{kind} {self.model.get('path', '')}".strip()
+
+
 class GateFailed(Exception):
     """The model did not pass; final, never worth a retry. Carries the decision."""
 
@@ -85,9 +110,11 @@ class Decision:
     reasons: list[str]
     profile: str | None
     top1_accuracy: float | None
-    baseline: dict[str, Any] | None
-    champion: dict[str, Any] | None
+    baseline: dict[str, Any] | None  # the floor: NGC's figure for the profile (or the smoke floor)
+    champion: dict[str, Any] | None  # the `latest` that existed, recorded only: its own number decides nothing
     thresholds: dict[str, float | None]
+    candidate: dict[str, Any] | None = None  # top-1, top-5 and record count of the model under the gate
+    live_baseline: dict[str, Any] | None = None  # LiveBaseline's fields, or None with a "no live baseline" reason
     registry: str | None = None  # where the champion was looked for (s3://bucket/prefix/model/); None: nowhere
     force_publish: bool = False
     force_reason: str | None = None
@@ -104,34 +131,37 @@ def decide(
     *,
     profile: str | None = None,
     champion: dict[str, Any] | None = None,
+    live: LiveBaseline | None = None,
+    no_live: str = "none was evaluated for this gate",
+    top5: float | None = None,
+    eval_count: int | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
-    champion_tolerance: float = DEFAULT_CHAMPION_TOLERANCE,
     force_publish: bool = False,
     force_reason: str | None = None,
     problems: list[str] | None = None,
     registry: str | None = None,
 ) -> Decision:
-    """Pass iff top-1 >= baseline - tolerance and >= champion - champion_tolerance (when there is one).
+    """Pass iff top-1 >= baseline - tolerance (the floor) and >= live.top1 - tolerance (when there is one).
 
-    `champion` is {"version": ..., "top1_accuracy": ...} of the current `latest`, or None; `registry` is
-    where it was looked for, so a pass without a champion says whether the registry was empty or never
-    asked. `problems` are reasons the inputs could not be read; any of them fails the gate. A tolerance
-    above MAX_TOLERANCE fails the gate too, so it can only publish when forced. A forced publish keeps
-    the honest verdict and records who overrode it and why.
+    `live` is the baseline model measured on the same data in the same run; its record count must equal
+    the candidate's `eval_count`, or the gate fails naming both. Without one the floor alone decides, and
+    a reason says "no live baseline: " and `no_live`. `champion` ({"version", "top1_accuracy", "uri"} of
+    the current `latest`) and `registry` (where it was looked for) are recorded only: a number measured
+    on another dataset version is no threshold. `problems` are reasons the inputs could not be read; any
+    of them fails the gate. A tolerance above MAX_TOLERANCE fails the gate too, so it can only publish
+    when forced. A forced publish keeps the honest verdict and records who overrode it and why.
     """
     if force_publish and not (force_reason or "").strip():
         raise ValueError("force_publish needs a reason (force_reason): it is recorded in the manifest")
     reasons = [f"FAIL: {p}" for p in problems or []]
-    for name, value in (("tolerance", tolerance), ("champion_tolerance", champion_tolerance)):
-        if not 0 <= value <= MAX_TOLERANCE:  # also NaN
-            if value < 0 or value != value:
-                raise ValueError(f"{name} {value:g} pp: must be between 0 and {MAX_TOLERANCE:g} percentage points")
-            if not force_publish:
-                raise ValueError(f"{name} {value:g} pp is above the {MAX_TOLERANCE:g} pp bound; a looser gate is a "
-                                 "forced publish (force_publish with a force_reason)")
-            reasons.append(f"FAIL: {name} {value:g} pp is above the {MAX_TOLERANCE:g} pp bound")
-    thresholds: dict[str, float | None] = {"tolerance": tolerance, "champion_tolerance": champion_tolerance,
-                                           "baseline_min": None, "champion_min": None}
+    if not 0 <= tolerance <= MAX_TOLERANCE:  # also NaN
+        if tolerance < 0 or tolerance != tolerance:
+            raise ValueError(f"tolerance {tolerance:g} pp: must be between 0 and {MAX_TOLERANCE:g} percentage points")
+        if not force_publish:
+            raise ValueError(f"tolerance {tolerance:g} pp is above the {MAX_TOLERANCE:g} pp bound; a looser gate is a "
+                             "forced publish (force_publish with a force_reason)")
+        reasons.append(f"FAIL: tolerance {tolerance:g} pp is above the {MAX_TOLERANCE:g} pp bound")
+    thresholds: dict[str, float | None] = {"tolerance": tolerance, "baseline_min": None, "live_min": None}
     if baseline is None and not problems:
         reasons.append("FAIL: no baseline for this profile")
     if top1 is not None and baseline is not None:
@@ -143,19 +173,23 @@ def decide(
             f"{'PASS' if ok else 'FAIL'}: top-1 {top1:.2f} % {'>=' if ok else '<'} {floor:.2f} % "
             f"({kind} {baseline.name} {baseline.top1_accuracy:.2f} % - {tolerance:g} pp)"
         )
-    if top1 is not None and champion is not None:
-        best = float(champion["top1_accuracy"])
-        floor = round(best - champion_tolerance, 4)
-        thresholds["champion_min"] = floor
+    if top1 is not None and live is not None and live.eval_count != eval_count:
+        reasons.append(f"FAIL: the candidate was evaluated on {eval_count} validation records and the live baseline "
+                       f"{live.name} on {live.eval_count}: not the same data, no comparison")
+    elif top1 is not None and live is not None:
+        floor = round(live.top1_accuracy - tolerance, 4)
+        thresholds["live_min"] = floor
         ok = top1 >= floor
         reasons.append(
-            f"{'PASS' if ok else 'FAIL'}: top-1 {top1:.2f} % {'>=' if ok else '<'} {floor:.2f} % "
-            f"(champion {champion.get('version', '?')} {best:.2f} % - {champion_tolerance:g} pp)"
+            f"{'PASS' if ok else 'FAIL'}: top-1 {top1:.2f} % {'>=' if ok else '<'} {floor:.2f} % (live baseline "
+            f"{live.name}: {live.top1_accuracy:.2f} % on the same {live.eval_count} images - {tolerance:g} pp)"
         )
-    elif top1 is not None and registry:
-        reasons.append(f"PASS: no champion: nothing is published under {registry} (an empty registry location)")
     elif top1 is not None:
-        reasons.append("PASS: no champion: no registry was consulted")
+        note = ""
+        if champion is not None:
+            note = (f"; champion {champion.get('version')}'s recorded {float(champion['top1_accuracy']):.2f} % "
+                    "was measured on other data and decides nothing")
+        reasons.append(f"PASS: no live baseline: {no_live}{note}")
     verdict: Literal["pass", "fail"] = "fail" if any(r.startswith("FAIL") for r in reasons) else "pass"
     if force_publish and verdict == "fail":
         reasons.append(f"OVERRIDE: force_publish: {force_reason.strip()}")
@@ -168,6 +202,8 @@ def decide(
         baseline=asdict(baseline) if baseline else None,
         champion=champion,
         thresholds=thresholds,
+        candidate=None if top1 is None else {"top1_accuracy": top1, "top5_accuracy": top5, "eval_count": eval_count},
+        live_baseline=asdict(live) if live else None,
         registry=registry,
         force_publish=force_publish,
         force_reason=force_reason.strip() if force_publish and force_reason else None,
@@ -175,7 +211,8 @@ def decide(
 
 
 def read_champion(client: Any, bucket: str, prefix: str, model: str) -> tuple[dict[str, Any] | None, str]:
-    """(the champion, the registry location it was looked for in): the manifest `latest` names, if any."""
+    """(the champion, the registry location it was looked for in): the manifest `latest` names, if any.
+    Recorded in decision.json (and so in the next manifest); never a threshold."""
     from pipeline.publish.registry import latest_manifest, model_prefix
     from pipeline.publish.store import Store
 
@@ -206,6 +243,49 @@ def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
     return None
 
 
+def read_live_baseline(folder: Path, problems: list[str]) -> tuple[LiveBaseline | None, str]:
+    """(the live baseline in folder, why there is none): its eval.json and which model that measured.
+
+    The model is named by folder/baseline.json (evaluate_baseline writes it; {"kind": "none", "reason"}
+    when the run had no baseline model), else by the folder itself (a version `rn50 pull` fetched, a
+    model `rn50 import-ngc` wrote, evaluated there by `rn50 evaluate`). Unreadable files are problems.
+    """
+    folder = Path(folder)
+    identity = model_identity(folder)
+    if identity is None or os.path.lexists(folder / BASELINE_FILE):
+        identity = _read_json(folder / BASELINE_FILE, problems)
+        if identity is None:
+            return None, ""
+    if not isinstance(identity, dict) or not identity.get("kind"):
+        problems.append(f"{folder / BASELINE_FILE}: not a baseline record (no kind)")
+        return None, ""
+    if identity["kind"] == "none":
+        return None, str(identity.get("reason") or "none")
+    evaluation = _read_json(folder / EVAL_FILE, problems)
+    if evaluation is None:
+        return None, ""
+    if _published_eval(folder):
+        problems.append(f"{folder / EVAL_FILE}: the figures published with {identity.get('version')}, measured on "
+                        f"its own data; evaluate it on this data first (rn50 evaluate --model-dir {folder})")
+        return None, ""
+    try:
+        live = LiveBaseline(identity, float(evaluation["top1_accuracy"]), float(evaluation["top5_accuracy"]),
+                            int(evaluation["eval_count"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        problems.append(f"{folder / EVAL_FILE}: no usable top1_accuracy, top5_accuracy and eval_count ({exc})")
+        return None, ""
+    return live, ""
+
+
+def _published_eval(folder: Path) -> bool:
+    """Whether folder/eval.json is still the one its manifest lists (a pulled version, not evaluated since)."""
+    try:
+        entry = json.loads(read_regular(folder / MANIFEST))["files"][EVAL_FILE]
+        return sha256_file(folder / EVAL_FILE) == entry["sha256"]
+    except (OSError, ValueError, KeyError, TypeError, NotRegularFile):
+        return False
+
+
 def run_gate(
     model_dir: Path,
     *,
@@ -213,15 +293,16 @@ def run_gate(
     gate_dir: Path | None = None,
     profile: str | None = None,
     champion: dict[str, Any] | None = None,
+    baseline_dir: Path | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
-    champion_tolerance: float = DEFAULT_CHAMPION_TOLERANCE,
     force_publish: bool = False,
     force_reason: str | None = None,
     registry: str | None = None,
 ) -> Decision:
     """Read eval_dir/eval.json (and model_dir/config.json for the profile), decide, always write
     gate_dir/decision.json; both directories default to model_dir (`rn50 gate`; the DAG gives the run
-    workspace's eval/ and gate/).
+    workspace's eval/ and gate/). baseline_dir holds the live baseline (read_live_baseline); None: there
+    is none, and the floor alone decides.
 
     Raises GateFailed after writing the decision when the model must not be published.
     """
@@ -240,6 +321,9 @@ def run_gate(
             top1 = float(value)
         else:
             problems.append(f"{eval_path}: top1_accuracy is {value!r}, expected a percentage")
+    live, no_live = None, "none was given (rn50 gate --baseline DIR)"
+    if baseline_dir is not None:
+        live, no_live = read_live_baseline(Path(baseline_dir), problems)
     baseline = None
     if profile is not None:
         try:
@@ -247,9 +331,10 @@ def run_gate(
         except ValueError as exc:
             problems.append(str(exc))
     decision = decide(
-        top1, baseline, profile=profile, champion=champion, tolerance=tolerance,
-        champion_tolerance=champion_tolerance, force_publish=force_publish, force_reason=force_reason,
-        problems=problems, registry=registry,
+        top1, baseline, profile=profile, champion=champion, live=live, no_live=no_live,
+        top5=(evaluation or {}).get("top5_accuracy"), eval_count=(evaluation or {}).get("eval_count"),
+        tolerance=tolerance, force_publish=force_publish, force_reason=force_reason, problems=problems,
+        registry=registry,
     )
     decision.inputs = {"model_dir": str(model_dir), "eval": evaluation, "amp": amp}
     gate_dir.mkdir(parents=True, exist_ok=True)

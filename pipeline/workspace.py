@@ -91,6 +91,14 @@ class RunWorkspace:
         return self.path / "export"
 
     @property
+    def champion(self) -> Path:  # train (init_from=champion) or evaluate_baseline, whichever comes first: the
+        return self.path / "champion"  # registry's `latest` pulled once for the whole run (pipeline.baseline)
+
+    @property
+    def baseline(self) -> Path:  # evaluate_baseline: eval.json and baseline.json (which model it measured)
+        return self.path / "baseline"
+
+    @property
     def gate(self) -> Path:  # check_accuracy: decision.json
         return self.path / "gate"
 

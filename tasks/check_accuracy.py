@@ -1,6 +1,8 @@
-"""check_accuracy: the gate against the NGC baseline and the published champion; a failure is final.
+"""check_accuracy: the gate against the NGC floor and the live baseline evaluate_baseline measured on the
+same data; a failure is final.
 
-Reads eval/eval.json and model/config.json, writes gate/decision.json (whatever the verdict)."""
+Reads eval/eval.json, baseline/ (eval.json and baseline.json) and model/config.json, writes gate/decision.json
+(whatever the verdict). The registry's `latest` is read only to be recorded in the decision."""
 
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ def run(ws: RunWorkspace, *, profile: str, tolerance: float = DEFAULT_TOLERANCE,
         champion, registry = read_champion(client, bucket, prefix, model)
     try:
         decision = run_gate(ws.model, eval_dir=ws.eval, gate_dir=ws.gate, profile=profile, champion=champion,
-                            tolerance=tolerance, force_publish=force_publish, force_reason=force_reason,
-                            registry=registry)
+                            baseline_dir=ws.baseline, tolerance=tolerance, force_publish=force_publish,
+                            force_reason=force_reason, registry=registry)
     except GateFailed as exc:
         for reason in exc.decision.reasons:
             print(reason)
@@ -32,4 +34,4 @@ def run(ws: RunWorkspace, *, profile: str, tolerance: float = DEFAULT_TOLERANCE,
         print(reason)
     return {"verdict": decision.verdict, "publish": decision.publish, "top1_accuracy": decision.top1_accuracy,
             "decision": str(ws.gate / DECISION_FILE), "champion": asdict(decision)["champion"],
-            "registry": decision.registry}
+            "live_baseline": decision.live_baseline, "registry": decision.registry}

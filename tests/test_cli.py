@@ -112,7 +112,7 @@ def test_defaults_and_choices_come_from_the_library_and_the_settings(monkeypatch
     for name in ("train", "mpijob", "gate"):
         assert _option(commands[name], "--profile").choices == tuple(config.PROFILES), name
     assert _option(commands["gate"], "--tolerance").default == gate.DEFAULT_TOLERANCE
-    assert _option(commands["gate"], "--champion-tolerance").default == gate.DEFAULT_CHAMPION_TOLERANCE
+    assert parser.parse_args(["gate", "--model-dir", "m"]).baseline is None  # no live baseline unless given
     assert parser.parse_args(["gate", "--model-dir", "m"]).bucket is None  # no registry unless asked
 
 

@@ -16,6 +16,7 @@ from pipeline.gate import (
     DEFAULT_TOLERANCE,
     NGC_THROUGHPUT,
     GateFailed,
+    LiveBaseline,
     baseline_for,
     champion_from_manifest,
     decide,
@@ -53,39 +54,64 @@ def test_baseline_rule_at_its_edge(top1, verdict):
     assert any("NGC baseline ngc-90e-amp-a100 76.93 %" in r for r in d.reasons)
 
 
-def test_champion_rule_and_tolerances():
-    champion = {"version": "v0007", "top1_accuracy": 77.5}
-    assert decide(77.2, baseline_for("ngc-90e"), champion=champion).verdict == "pass"  # 77.2 >= 77.5 - 0.3
-    failed = decide(77.19, baseline_for("ngc-90e"), champion=champion)
-    assert failed.verdict == "fail"
-    assert failed.reasons[0].startswith("PASS") and failed.reasons[1].startswith("FAIL")
-    assert "champion v0007 77.50 %" in failed.reasons[1]
-    assert decide(77.19, baseline_for("ngc-90e"), champion=champion, champion_tolerance=1.0).verdict == "pass"
+CHAMPION = {"kind": "champion", "version": "v0007", "uri": "s3://b/models/resnet50/v0007/"}
+LIVE = LiveBaseline(CHAMPION, top1_accuracy=77.5, top5_accuracy=93.6, eval_count=50000)
+
+
+@pytest.mark.parametrize(("top1", "verdict", "sign"), [
+    (78.1, "pass", ">="),  # better than the baseline
+    (77.5, "pass", ">="),  # equal
+    (77.2, "pass", ">="),  # worse, but within the tolerance: 77.2 >= 77.5 - 0.3
+    (77.19, "fail", "<"),  # worse by more than the tolerance
+])
+def test_the_live_baseline_rule(top1, verdict, sign):
+    d = decide(top1, baseline_for("ngc-90e"), live=LIVE, top5=93.0, eval_count=50000)
+    assert (d.verdict, d.thresholds["live_min"]) == (verdict, 77.2)
+    assert d.reasons[0].startswith("PASS: top-1") and "NGC baseline" in d.reasons[0]  # the floor still applies
+    assert d.reasons[1] == (f"{verdict.upper()}: top-1 {top1:.2f} % {sign} 77.20 % (live baseline champion v0007: "
+                            "77.50 % on the same 50000 images - 0.3 pp)")
+    # Both models' figures, record counts and the baseline's identity are in the decision.
+    assert d.candidate == {"top1_accuracy": top1, "top5_accuracy": 93.0, "eval_count": 50000}
+    assert d.live_baseline == {"model": CHAMPION, "top1_accuracy": 77.5, "top5_accuracy": 93.6, "eval_count": 50000}
+    assert decide(77.19, baseline_for("ngc-90e"), live=LIVE, eval_count=50000, tolerance=1.0).verdict == "pass"
+
+
+def test_without_a_live_baseline_the_floor_decides_and_the_champions_recorded_number_does_not():
+    champion = {"version": "v0007", "top1_accuracy": 99.0, "uri": "s3://b/models/resnet50/v0007/"}
+    d = decide(77.0, baseline_for("ngc-90e"), champion=champion, no_live="nothing is published")
+    assert (d.verdict, d.live_baseline, d.thresholds["live_min"], d.champion) == ("pass", None, None, champion)
+    assert d.reasons[1] == ("PASS: no live baseline: nothing is published; champion v0007's recorded 99.00 % was "
+                            "measured on other data and decides nothing")
     assert decide(76.0, baseline_for("ngc-90e"), tolerance=1.0).verdict == "pass"
-    lonely = decide(77.0, baseline_for("ngc-90e"))
-    assert "PASS: no champion: no registry was consulted" in lonely.reasons
+    assert decide(76.0, baseline_for("ngc-90e")).verdict == "fail"  # the floor: 76.93 - 0.3
     with pytest.raises(ValueError, match="tolerance -1 pp: must be between 0 and"):
         decide(77.0, baseline_for("ngc-90e"), tolerance=-1)
+
+
+def test_a_live_baseline_measured_on_other_records_fails_the_gate_naming_both_counts():
+    for count in (49999, None):  # other data, or a candidate's eval.json without a count
+        d = decide(90.0, baseline_for("ngc-90e"), live=LIVE, eval_count=count)
+        assert d.verdict == "fail" and d.thresholds["live_min"] is None
+        assert d.reasons[1] == (f"FAIL: the candidate was evaluated on {count} validation records and the live "
+                                "baseline champion v0007 on 50000: not the same data, no comparison")
 
 
 def test_the_tolerances_are_bounded_and_a_looser_gate_is_a_forced_publish():
     smoke, bound = baseline_for("smoke"), gate.MAX_TOLERANCE
     champion = {"version": "v0001", "top1_accuracy": 95.0}
     assert DEFAULT_TOLERANCE < bound <= 3  # a few points, not a switch that turns the gate off
-    for kwargs in ({"tolerance": bound + 0.01}, {"tolerance": 100.0}, {"champion_tolerance": 55.0},
-                   {"tolerance": float("inf")}):
+    for kwargs in ({"tolerance": bound + 0.01}, {"tolerance": 100.0}, {"tolerance": float("inf")}):
         with pytest.raises(ValueError, match=f"above the {bound:g} pp bound; a looser gate is a forced publish"):
             decide(40.0, smoke, champion=champion, **kwargs)
     for bad in (-0.1, float("nan")):
         with pytest.raises(ValueError, match=f"must be between 0 and {bound:g}"):
             decide(40.0, smoke, tolerance=bad, force_publish=True, force_reason="anything")
     assert decide(60.0 - bound, smoke, tolerance=bound).verdict == "pass"  # the bound itself is allowed
-    forced = decide(40.0, smoke, champion=champion, tolerance=25.0, champion_tolerance=55.0, force_publish=True,
+    forced = decide(40.0, smoke, champion=champion, tolerance=25.0, force_publish=True,
                     force_reason="relabelled validation set")
     # The honest verdict: a gate looser than the bound is a failed gate, published only because it was forced.
     assert (forced.verdict, forced.publish, forced.force_publish) == ("fail", True, True)
     assert f"FAIL: tolerance 25 pp is above the {bound:g} pp bound" in forced.reasons
-    assert f"FAIL: champion_tolerance 55 pp is above the {bound:g} pp bound" in forced.reasons
     assert forced.reasons[-1] == "OVERRIDE: force_publish: relabelled validation set"
 
 
@@ -179,12 +205,41 @@ def test_the_decision_says_where_it_looked_for_a_champion(tmp_path):
     run_gate(model_dir, registry="s3://b/team/resnet50/")
     written = json.loads((model_dir / DECISION_FILE).read_text())
     assert (written["registry"], written["champion"], written["verdict"]) == ("s3://b/team/resnet50/", None, "pass")
-    assert ("PASS: no champion: nothing is published under s3://b/team/resnet50/ (an empty registry location)"
-            in written["reasons"])
+    assert "PASS: no live baseline: none was given (rn50 gate --baseline DIR)" in written["reasons"]
     run_gate(model_dir)
-    written = json.loads((model_dir / DECISION_FILE).read_text())
-    assert written["registry"] is None
-    assert "PASS: no champion: no registry was consulted" in written["reasons"]
+    assert json.loads((model_dir / DECISION_FILE).read_text())["registry"] is None
+
+
+def _baseline_dir(folder: Path, identity: dict | None, evaluation: dict | None) -> Path:
+    folder.mkdir(parents=True)
+    if identity is not None:
+        (folder / "baseline.json").write_text(json.dumps(identity))
+    if evaluation is not None:
+        (folder / "eval.json").write_text(json.dumps(evaluation))
+    return folder
+
+
+def test_run_gate_reads_the_live_baseline_and_refuses_one_it_cannot_read(tmp_path):
+    model_dir = _model_dir(tmp_path, 91.4)  # eval_count 500
+    good = _baseline_dir(tmp_path / "good", CHAMPION, {"top1_accuracy": 91.6, "top5_accuracy": 99.0,
+                                                      "eval_count": 500})
+    written = run_gate(model_dir, baseline_dir=good)
+    assert written.live_baseline["model"] == CHAMPION and written.thresholds["live_min"] == 91.3
+    with pytest.raises(GateFailed, match=r"FAIL: top-1 91\.40 % < 91\.50 % \(live baseline champion v0007"):
+        run_gate(model_dir, baseline_dir=good, tolerance=0.1)
+    none = _baseline_dir(tmp_path / "none", {"kind": "none", "reason": "nothing is published under s3://b/m/"}, None)
+    reasons = run_gate(model_dir, baseline_dir=none).reasons
+    assert "PASS: no live baseline: nothing is published under s3://b/m/" in reasons
+    # A baseline that should be there but is not readable is a failed gate, never a silent pass on the floor.
+    for name, identity, evaluation, reason in (
+        ("gone", None, None, "gone/baseline.json: missing"),
+        ("no-eval", CHAMPION, None, "no-eval/eval.json: missing"),
+        ("bad-eval", CHAMPION, {"top1_accuracy": 91.0}, "bad-eval/eval.json: no usable top1_accuracy"),
+        ("no-kind", {"version": "v0001"}, None, "no-kind/baseline.json: not a baseline record"),
+    ):
+        folder = tmp_path / name if name == "gone" else _baseline_dir(tmp_path / name, identity, evaluation)
+        with pytest.raises(GateFailed, match=reason):
+            run_gate(model_dir, baseline_dir=folder)
 
 
 # -- against a real registry (moto_server over HTTP) ------------------------------------------------
@@ -203,6 +258,8 @@ def _check_accuracy(root: Path, run_id: str, top1: float, client, *, prefix: str
     get_profile("smoke").save(ws.model)
     ws.eval.mkdir()
     (ws.eval / "eval.json").write_text(json.dumps({"top1_accuracy": top1}))
+    ws.baseline.mkdir()  # as evaluate_baseline leaves it when the run has no baseline model
+    (ws.baseline / "baseline.json").write_text(json.dumps({"kind": "none", "reason": "no baseline model"}))
     if passes:
         check_accuracy.run(ws, profile="smoke", client=client, bucket=BUCKET, prefix=prefix)
     else:
@@ -222,15 +279,16 @@ def test_the_champion_comes_from_the_registry_and_an_empty_location_is_recorded(
     root = f"s3://{BUCKET}/models/resnet50/"
     empty = _check_accuracy(tmp_path, "empty", 91.4, client)
     assert (empty["verdict"], empty["registry"], empty["champion"]) == ("pass", root, None)
-    assert f"PASS: no champion: nothing is published under {root} (an empty registry location)" in empty["reasons"]
+    assert "PASS: no live baseline: no baseline model" in empty["reasons"]
 
+    # The champion is recorded; its own number (95.0, measured on whatever data it saw) is no threshold.
     publish_model(make_model_dir(tmp_path / "v1", top1=95.0), client=client, bucket=BUCKET, dvc_prefix=None)
-    worse = _check_accuracy(tmp_path, "worse", 91.4, client, passes=False)
-    assert (worse["champion"]["version"], worse["registry"]) == ("v0001", root)
+    worse = _check_accuracy(tmp_path, "worse", 91.4, client)
+    assert (worse["verdict"], worse["champion"]["version"], worse["registry"]) == ("pass", "v0001", root)
     # latest.json lost (deleted, or a first publish killed before it): the location is not empty, and
     # the champion is still the newest complete version.
     raw.delete_object(Bucket=BUCKET, Key="models/resnet50/latest.json")
-    again = _check_accuracy(tmp_path, "again", 91.4, client, passes=False)
+    again = _check_accuracy(tmp_path, "again", 91.4, client)
     assert again["champion"]["version"] == "v0001"
     # A prefix with nothing under it passes without a champion, and the decision says where it looked.
     elsewhere = _check_accuracy(tmp_path, "elsewhere", 91.4, client, prefix="scratch")
@@ -292,3 +350,27 @@ def test_rn50_list_marks_a_version_published_without_a_champion(registry, s3_env
     lines = listing.stdout.splitlines()
     assert lines[1].split()[0] == "v0001" and lines[1].endswith("pass (no champion)")
     assert lines[2].split()[0] == "v0002" and lines[2].endswith("pass  latest")
+
+
+def test_rn50_gate_takes_a_pulled_version_evaluated_on_this_data_as_its_live_baseline(registry, tmp_path):
+    from publish_support import BUCKET, make_model_dir
+
+    from pipeline.publish.publish import publish_model
+    from pipeline.publish.pull import pull_version
+
+    _, client = registry
+    publish_model(make_model_dir(tmp_path / "v1", top1=95.0), client=client, bucket=BUCKET, dvc_prefix=None)
+    pulled = pull_version(client, BUCKET, tmp_path / "pulled").dest
+    model_dir = _model_dir(tmp_path, 91.4)  # 500 records
+    # As pulled, its eval.json is the one published with it (95.0 on its own data): not a live figure.
+    stale = _gate("--model-dir", str(model_dir), "--baseline", str(pulled))
+    assert stale.returncode == 1
+    assert f"FAIL: {pulled}/eval.json: the figures published with v0001, measured on its own data" in stale.stdout
+    # `rn50 evaluate --model-dir pulled` on this data replaces it: then it is the live baseline.
+    (pulled / "eval.json").write_text(json.dumps({"top1_accuracy": 91.5, "top5_accuracy": 99.0, "eval_count": 500}))
+    live = _gate("--model-dir", str(model_dir), "--baseline", str(pulled))
+    assert live.returncode == 0, live.stdout
+    assert ("PASS: top-1 91.40 % >= 91.20 % (live baseline champion v0001: 91.50 % on the same 500 images - 0.3 pp)"
+            in live.stdout)
+    written = json.loads((model_dir / DECISION_FILE).read_text())["live_baseline"]
+    assert written["model"] == {"kind": "champion", "version": "v0001", "uri": f"s3://{BUCKET}/models/resnet50/v0001/"}

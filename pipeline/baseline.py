@@ -1,0 +1,115 @@
+"""A run's baseline model, measured like the candidate: the gate compares both on the same data.
+
+The baseline is NVIDIA's imported checkpoint when RN50_NGC_CHECKPOINT is set (the cache warm start
+imports it into, pipeline.train.warm_start), else the champion: the registry's `latest`, pulled once per
+run into the run's workspace (`snapshot_champion`), so that a fine-tune from the champion and the
+baseline evaluation see the same version even if `latest` moves during the run. With neither, there is
+no baseline, and the record says why.
+
+A baseline's folder holds eval.json (pipeline.train.evaluate's, the candidate's code) and baseline.json,
+the model's identity: {"kind": "ngc", "source", "sha256"}, {"kind": "champion", "version", "uri"}, or
+{"kind": "none", "reason"}. Nothing here imports TensorFlow until a model is evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline import settings
+from pipeline.files import write_json
+from pipeline.publish.registry import MANIFEST, MODEL, model_prefix
+
+BASELINE_FILE = "baseline.json"
+CONFIG = "config.json"  # pipeline.train.config.CONFIG_FILE, without importing the trainer's modules
+
+
+class BaselineError(RuntimeError):
+    """The baseline exists but cannot be read (S3 down, a tampered version): worth a retry, never a pass."""
+
+
+def registry_uri(bucket: str, prefix: str, model: str = MODEL) -> str:
+    return f"s3://{bucket}/{model_prefix(prefix, model)}"
+
+
+def model_identity(folder: Path) -> dict[str, Any] | None:
+    """Which model a directory holds: a published version (`rn50 pull`'s manifest.json), NVIDIA's imported
+    checkpoint (config.json's imported_from), or None when it says neither."""
+    folder = Path(folder)
+    try:
+        if (folder / MANIFEST).is_file():
+            manifest = json.loads((folder / MANIFEST).read_text())
+            return {"kind": "champion", "version": manifest.get("version"), "uri": manifest.get("uri")}
+        if (folder / CONFIG).is_file():
+            imported = json.loads((folder / CONFIG).read_text()).get("imported_from")
+            if isinstance(imported, dict):
+                return {"kind": "ngc", "source": imported.get("source"), "sha256": imported.get("sha256")}
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def snapshot_champion(dest: Path, client: Any, bucket: str, prefix: str = settings.PREFIX.default,
+                      model: str = MODEL) -> Path | None:
+    """The run's copy of the champion in dest: pulled (verified, atomically) on the first call, reused after.
+
+    None when nothing is published under bucket/prefix. Two tasks may pull at once: the first rename
+    wins and the other uses its copy. Registry and integrity errors raise BaselineError in one line.
+    """
+    from pipeline.publish.pull import pull_version
+    from pipeline.publish.registry import latest_manifest
+
+    dest = Path(dest)
+    if (dest / MANIFEST).is_file():
+        return dest
+    where = registry_uri(bucket, prefix, model)
+    try:
+        latest = latest_manifest(client, bucket, prefix, model)
+        if latest is None:
+            return None
+        pull_version(client, bucket, dest, prefix=prefix, model=model, version=latest["version"])
+    except OSError:
+        if (dest / MANIFEST).is_file():  # another task's pull finished first: the same run's snapshot
+            return dest
+        raise
+    except Exception as exc:  # StoreError, RegistryError, IntegrityError: one line, retried by Airflow
+        raise BaselineError(f"the champion under {where}: {' '.join(str(exc).split())}") from None
+    return dest
+
+
+def find_baseline(champion_dir: Path, *, client: Any, bucket: str, prefix: str, workspace_root: Path,
+                  model: str = MODEL) -> tuple[Path | None, dict[str, Any]]:
+    """(the baseline's model directory, its identity): NGC's import when RN50_NGC_CHECKPOINT is set, else the
+    champion's snapshot in champion_dir; (None, {"kind": "none", "reason"}) when there is neither."""
+    if settings.NGC_CHECKPOINT.get():
+        from pipeline.train.warm_start import InitFrom
+
+        with InitFrom("ngc", workspace_root=workspace_root).model_dir() as (folder, record):
+            return folder, record  # the cache outlives the context: nothing to clean up
+    folder = snapshot_champion(champion_dir, client, bucket, prefix, model)
+    if folder is None:
+        reason = (f"{settings.NGC_CHECKPOINT.name} is not set and nothing is published under "
+                  f"{registry_uri(bucket, prefix, model)}")
+        return None, {"kind": "none", "reason": reason}
+    return folder, model_identity(folder) or {"kind": "champion"}
+
+
+def evaluate_baseline(data_dir: Path, out_dir: Path, champion_dir: Path, *, client: Any, bucket: str, prefix: str,
+                      workspace_root: Path, model: str = MODEL) -> dict[str, Any]:
+    """Evaluate the run's baseline on data_dir into out_dir (eval.json, then baseline.json); the record."""
+    folder, identity = find_baseline(champion_dir, client=client, bucket=bucket, prefix=prefix,
+                                     workspace_root=workspace_root, model=model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {}
+    if folder is not None:
+        from dataclasses import asdict
+
+        from pipeline.train.evaluate import evaluate, write_eval
+
+        measured = evaluate(data_dir, folder)
+        write_eval(measured, out_dir)
+        result = asdict(measured)
+    write_json(out_dir / BASELINE_FILE, identity)  # last: the gate reads a baseline only once it is whole
+    return {"model": identity, **result}
