@@ -24,7 +24,7 @@ from pipeline.train.launch import check_hosts
 from pipeline.train.logs import read_metrics
 from pipeline.train.mpijob import CustomObjects, MPIJobFailed, run_mpijob, train_flags, training_job
 from pipeline.workspace import RunWorkspace
-from tasks.common import final
+from tasks.common import final, s3_client
 
 EXIT_USAGE = 2
 TAIL_WAIT_S = 5  # a rank the launcher left behind may hold its stderr open: its end is not waited for long
@@ -110,9 +110,37 @@ def check_run_gpus(num_gpus: int, launcher: str, reserved: int) -> None:
                                "(and the gpu pool's size) for the deployment"))
 
 
+def init_source(ws: RunWorkspace, init_from: str | None, *, client: Any = None, bucket: str | None = None,
+                prefix: str = settings.PREFIX.default) -> str | None:
+    """What `rn50 train --init-from` gets: init_from, except that `champion` is the run's snapshot of it.
+
+    The run's bucket and prefix (its Params) and the task's S3 client (the Airflow connection) name the
+    registry, not the trainer's own environment; the snapshot, under the run workspace (which the MPIJob's
+    pods share), is the one evaluate_baseline measures too. Nothing published is final; S3 errors retry.
+    """
+    if init_from != "champion":
+        return init_from
+    from pipeline.baseline import BaselineError, registry_uri, snapshot_champion
+
+    bucket = bucket or settings.BUCKET.get()
+    try:
+        folder = snapshot_champion(ws.champion, client or s3_client(), bucket, prefix)
+    except ValueError as exc:  # a prefix that is no key path
+        raise final(exc) from exc
+    except BaselineError as exc:
+        raise RuntimeError(f"init_from=champion: {exc}") from None
+    if folder is None:
+        raise final(ValueError(f"init_from=champion: nothing is published under "
+                               f"{registry_uri(bucket, prefix)}; start from scratch or ngc"))
+    return str(folder)
+
+
 def run(ws: RunWorkspace, *, data_dir: str, profile: str, launcher: str = "local", gpus_per_node: int = 8,
+        client: Any = None, bucket: str | None = None, prefix: str = settings.PREFIX.default,
         **options: Any) -> dict[str, Any]:
     """Train in this machine's processes (launcher=local) or as an MPIJob on Kubernetes."""
+    if "init_from" in options:
+        options["init_from"] = init_source(ws, options["init_from"], client=client, bucket=bucket, prefix=prefix)
     if launcher == "kubernetes":
         return run_on_kubernetes(ws, data_dir=data_dir, profile=profile, gpus_per_node=gpus_per_node, **options)
     if launcher != "local":

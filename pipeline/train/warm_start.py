@@ -1,8 +1,10 @@
 """Warm start (`rn50 train --init-from`): a new run's first weights from another model, not from random.
 
 Sources: `scratch` (random, the default), a model directory (PATH: as training, `rn50 import-ngc` or
-`rn50 pull` writes one), `ngc` (NVIDIA's checkpoint named by RN50_NGC_CHECKPOINT, imported once into a
-cache under the workspace root) or `champion` (the registry's `latest` version, pulled for the run).
+`rn50 pull` writes one; a pulled version is recorded as the champion it is), `ngc` (NVIDIA's checkpoint
+named by RN50_NGC_CHECKPOINT, imported once into a cache under the workspace root) or `champion` (the
+registry's `latest` version, pulled for the run; the DAG instead pulls it once into the run's workspace,
+pipeline.baseline.snapshot_champion, and passes that PATH).
 
 Weights only: the optimizer's state, the step and the epoch start fresh, so the new run follows its own
 schedule. The weights are restored by variable path, as the run's own checkpoints are
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import settings
+from pipeline.baseline import model_identity
 from pipeline.files import sha256_file
 from pipeline.train.checkpoint import CHECKPOINT_DIR
 from pipeline.train.config import CONFIG_FILE
@@ -62,7 +65,10 @@ class InitFrom:
             if not (path / CHECKPOINT_DIR).is_dir():
                 raise WarmStartError(f"--init-from {path}: not a model directory (no {CHECKPOINT_DIR}/); "
                                      f"give one of {', '.join(SOURCES)} or a model directory")
-            yield path, {"kind": "path", "path": str(path.resolve())}
+            # A version `rn50 pull` fetched (the DAG's champion snapshot) says which one: the record names it.
+            pulled = model_identity(path)
+            kind = {"kind": "path"} if pulled is None or pulled["kind"] != "champion" else pulled
+            yield path, {**kind, "path": str(path.resolve())}
 
     def _champion(self, dest: Path) -> tuple[Path, dict[str, Any]]:
         from pipeline.publish.pull import pull_version
