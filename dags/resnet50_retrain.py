@@ -8,8 +8,11 @@ Keeps the ResNet50 v1.5 ImageNet classifier fresh at NVIDIA NGC quality:
 2. **validate_data**: every TFRecord checked; bad data fails the run before any GPU is spent;
 3. **train**: `horovodrun -np num_gpus` on the `gpu` pool / queue, or (launcher `kubernetes`) an MPIJob of
    num_gpus / gpus_per_node workers on the cluster; a retry resumes from the checkpoint;
-4. **evaluate**: top-1 / top-5 over the 50,000 validation images;
-5. **check_accuracy**: the gate against the NGC baseline and the last published model (`decision.json`);
+4. **evaluate**: top-1 / top-5 over the 50,000 validation images; beside it, **evaluate_baseline**: the same
+   for the baseline model (NVIDIA's imported checkpoint when `RN50_NGC_CHECKPOINT` is set, else the published
+   champion, pulled once per run; none when neither exists);
+5. **check_accuracy**: the gate against the NGC floor and the live baseline measured on the same images
+   (`decision.json`);
 6. **publish**: an immutable version `s3://bucket/prefix/resnet50/vNNNN/`, then `latest`; then the run's data
    copy is removed (its reports and model stay).
 
@@ -165,14 +168,17 @@ def resnet50_retrain():
           **TRAIN_SLOT)
     def train(data: dict, **context) -> dict:
         from tasks import train as stage
-        from tasks.common import workspace
+        from tasks.common import s3_client, workspace
 
         p = context["params"]
         stage.check_run_gpus(p["num_gpus"], p["launcher"], TRAIN_GPU_SLOTS)
+        # init_from=champion: the run's snapshot of it, from the run's registry (see evaluate_baseline).
+        client = s3_client(AWS_CONN_ID) if p["init_from"] == "champion" else None
         return stage.run(
             workspace(context["run_id"]), data_dir=data["data_dir"], profile=p["profile"], launcher=p["launcher"],
             gpus_per_node=p["gpus_per_node"], num_gpus=p["num_gpus"], hosts=p["hosts"], epochs=p["epochs"],
             batch_size=p["batch_size"], steps=p["steps"], amp=p["amp"], xla=p["xla"], init_from=p["init_from"],
+            client=client, bucket=p["bucket"], prefix=p["prefix"],
         )
 
     @task(task_id="evaluate", multiple_outputs=False, task_display_name="Evaluate top-1/top-5", **GPU)
@@ -181,6 +187,18 @@ def resnet50_retrain():
         from tasks.common import workspace
 
         return stage.run(workspace(context["run_id"]), data_dir=data["data_dir"])
+
+    # The baseline the gate compares with, measured on the same data by the same code as the candidate; beside
+    # evaluate, on the gpu queue (TensorFlow) with the same pool rule. The champion is pulled once per run into
+    # its workspace, by this task or train (init_from=champion), whichever comes first; both use that copy.
+    @task(task_id="evaluate_baseline", multiple_outputs=False, task_display_name="Evaluate the baseline", **GPU)
+    def evaluate_baseline(data: dict, **context) -> dict:
+        from tasks import evaluate_baseline as stage
+        from tasks.common import s3_client, workspace
+
+        p = context["params"]
+        return stage.run(workspace(context["run_id"]), data_dir=data["data_dir"], client=s3_client(AWS_CONN_ID),
+                         bucket=p["bucket"], prefix=p["prefix"], model=MODEL)
 
     @task(task_id="check_accuracy", multiple_outputs=False, task_display_name="Accuracy gate", **FINAL)
     def check_accuracy(**context) -> dict:
@@ -216,7 +234,9 @@ def resnet50_retrain():
     data = fetch_data()
     trained = train(data)
     decision = check_accuracy()
-    validate_data(data) >> trained >> evaluate(data) >> decision
+    validated = validate_data(data)
+    validated >> trained >> evaluate(data) >> decision
+    validated >> evaluate_baseline(data) >> decision
     publish(decision, trained)
 
 

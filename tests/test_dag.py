@@ -55,11 +55,14 @@ def test_schedule_and_run_policy(dag):
 
 def test_tasks_and_dependencies(dag):
     order = ["fetch_data", "validate_data", "train", "evaluate", "check_accuracy", "publish"]
-    assert sorted(dag.task_ids) == sorted(order)
+    assert sorted(dag.task_ids) == sorted([*order, "evaluate_baseline"])
     for upstream, downstream in itertools.pairwise(order):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
     assert dag.get_task("train").upstream_task_ids == {"fetch_data", "validate_data"}
     assert dag.get_task("publish").upstream_task_ids == {"check_accuracy", "train"}
+    # The baseline is measured beside training, on validated data, and the gate waits for it.
+    assert dag.get_task("evaluate_baseline").upstream_task_ids == {"fetch_data", "validate_data"}
+    assert dag.get_task("check_accuracy").upstream_task_ids == {"evaluate", "evaluate_baseline"}
 
 
 def test_tasks_take_only_the_xcoms_they_use(dag):
@@ -69,7 +72,8 @@ def test_tasks_take_only_the_xcoms_they_use(dag):
     inputs = {t.task_id: sorted(op.task_id for op, _ in XComArg.iter_xcom_references(t.op_args))
               for t in dag.tasks}
     assert inputs == {"fetch_data": [], "validate_data": ["fetch_data"], "train": ["fetch_data"],
-                      "evaluate": ["fetch_data"], "check_accuracy": [], "publish": ["check_accuracy", "train"]}
+                      "evaluate": ["fetch_data"], "evaluate_baseline": ["fetch_data"], "check_accuracy": [],
+                      "publish": ["check_accuracy", "train"]}
 
 
 def test_each_task_pushes_its_summary_once_as_return_value(dag):
@@ -82,7 +86,8 @@ def test_gpu_routing_retries_and_outlet(dag):
     assert (train.pool, train.queue) == ("gpu", "gpu")
     assert train.execution_timeout == timedelta(hours=72)
     assert train.retries == 2 and train.retry_exponential_backoff
-    assert dag.get_task("evaluate").pool == "gpu"
+    for name in ("evaluate", "evaluate_baseline"):  # TensorFlow's tasks: the gpu worker, one slot each
+        assert (dag.get_task(name).pool, dag.get_task(name).queue, dag.get_task(name).pool_slots) == ("gpu", "gpu", 1)
     # Bad data and a failed gate are final: no retry.
     assert dag.get_task("validate_data").retries == 0
     assert dag.get_task("check_accuracy").retries == 0
@@ -285,11 +290,12 @@ def _fetch_data(dag, tmp_path, monkeypatch, sample_dir, **conf):
 def test_evaluate_reserves_one_gpu_and_train_the_deployments(dag_parsed_with):
     four = dag_parsed_with(RN50_NUM_GPUS="4")
     assert (four.get_task("evaluate").pool, four.get_task("evaluate").pool_slots) == ("gpu", 1)
+    assert (four.get_task("evaluate_baseline").pool, four.get_task("evaluate_baseline").pool_slots) == ("gpu", 1)
     assert (four.get_task("train").pool, four.get_task("train").pool_slots) == ("gpu", 4)
     assert four.params["num_gpus"] == 4  # the form's default is what is reserved
     on_k8s = dag_parsed_with(RN50_NUM_GPUS="4", RN50_LAUNCHER="kubernetes")
     assert on_k8s.get_task("train").pool != "gpu" and on_k8s.get_task("train").queue != "gpu"
-    assert on_k8s.get_task("evaluate").pool_slots == 1
+    assert on_k8s.get_task("evaluate").pool_slots == on_k8s.get_task("evaluate_baseline").pool_slots == 1
 
 
 def test_a_run_using_other_gpus_than_it_reserves_fails_in_fetch_data(dag_parsed_with, tmp_path, monkeypatch,

@@ -109,7 +109,8 @@ def test_dag_end_to_end_publishes_a_verified_version(airflow_env, tmp_path):
     os.utime(idle.path, (year_ago, year_ago))
     state, tasks = _dag_test(airflow_env, {"profile": "smoke", "num_gpus": 1})
     assert tasks == dict.fromkeys(
-        ["fetch_data", "validate_data", "train", "evaluate", "check_accuracy", "publish"], "success"
+        ["fetch_data", "validate_data", "train", "evaluate", "evaluate_baseline", "check_accuracy", "publish"],
+        "success"
     )
     assert state == "success"
     assert not idle.path.exists()  # past the retention (30 days)
