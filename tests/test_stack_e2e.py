@@ -4,10 +4,11 @@ scripts/stack.sh up brings up Postgres, Redis, moto_server (S3), the Airflow api
 dag-processor and triggerer, worker A (queue `default`, from .venv-airflow: no TensorFlow) and worker B
 (queue `gpu`, from .venv). A run triggered over the REST API must run every task on the worker its queue
 names, publish v0001 (which `rn50 pull` and `dvc pull` of the registry pointer both fetch intact), and a
-second run with the same data and code must be gated against v0001. `stack.sh down` leaves nothing.
+second run with the same data and code, fine-tuned from the champion (init_from=champion), must be gated
+against v0001 measured in that run on the same data. `stack.sh down` leaves nothing.
 
 The runs are short (a few steps): run 1 is force-published, since a few steps cannot reach the smoke
-floor; run 2 is not, so the gate decides it (it fails on the floor, and names v0001 as the champion).
+floor; run 2 is not, so the gate decides it (on the floor, and against v0001 as its live baseline).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ DAG = "resnet50_retrain"
 BUCKET = "rn50-artifacts"  # compose's default RN50_BUCKET, which the stack keeps
 STEPS = 10
 # Tasks that need TensorFlow, on worker B (queue gpu); the others on worker A (queue default).
-GPU_TASKS = {"train", "evaluate"}
-TASKS = {"fetch_data", "validate_data", "train", "evaluate", "check_accuracy", "publish"}
+GPU_TASKS = {"train", "evaluate", "evaluate_baseline"}
+TASKS = {"fetch_data", "validate_data", "train", "evaluate", "evaluate_baseline", "check_accuracy", "publish"}
 pytestmark = pytest.mark.slow
 
 
@@ -133,10 +134,15 @@ def _xcom(stack: Stack, run_id: str, task_id: str) -> dict:
         "value"]
 
 
-def _decision(stack: Stack, run_id: str) -> dict:
-    """The gate's decision.json in RUN_ID's workspace (gate/, or model/ in the older layout)."""
+def _workspace(stack: Stack, run_id: str) -> Path:
     [workspace] = [p for p in (stack.dir / "runs" / "workspaces").iterdir()
                    if (p / "run.json").is_file() and json.loads((p / "run.json").read_text())["run_id"] == run_id]
+    return workspace
+
+
+def _decision(stack: Stack, run_id: str) -> dict:
+    """The gate's decision.json in RUN_ID's workspace (gate/, or model/ in the older layout)."""
+    workspace = _workspace(stack, run_id)
     path = next(p for p in (workspace / "gate" / "decision.json", workspace / "model" / "decision.json") if p.is_file())
     return json.loads(path.read_text())
 
@@ -175,6 +181,8 @@ def test_a_run_triggered_over_rest_publishes_and_a_second_is_gated_against_it(st
 
     gate = _xcom(stack, run_1, "check_accuracy")
     assert gate["publish"] is True and gate["champion"] is None  # forced, into an empty registry
+    assert gate["live_baseline"] is None  # nothing to measure: no NGC checkpoint, nothing published
+    assert _xcom(stack, run_1, "evaluate_baseline")["model"]["kind"] == "none"
     published = _xcom(stack, run_1, "publish")
     assert published["version"] == "v0001"
     s3 = stack.s3()
@@ -203,18 +211,32 @@ def test_a_run_triggered_over_rest_publishes_and_a_second_is_gated_against_it(st
     out = clone / "models" / pointer["outs"][0]["path"]
     assert file_hashes(out) == files
 
-    # Run 2: same data, same code, not forced: the gate decides, against v0001.
+    # Run 2: same data, same code, fine-tuned from the champion, not forced: the gate decides, against v0001
+    # measured in this run on the same records.
     started = time.monotonic()
-    run_2 = _trigger(stack, {"profile": "smoke", "steps": STEPS})
+    run_2 = _trigger(stack, {"profile": "smoke", "steps": STEPS, "init_from": "champion"})
     state, tasks = _wait(stack, run_2)
     print(f"run 2: {time.monotonic() - started:.0f} s ({state})")
     _assert_on_their_workers(tasks)
     assert {t: tasks[t]["state"] for t in TASKS - {"check_accuracy", "publish"}} == dict.fromkeys(
         TASKS - {"check_accuracy", "publish"}, "success"), stack.logs(run_2)
+    assert tasks["evaluate_baseline"]["hostname"].startswith("worker-gpu.")
+    workspace = _workspace(stack, run_2)
+    # Trained from the run's one snapshot of v0001 (pulled by train or evaluate_baseline, used by both).
+    init = json.loads((workspace / "model" / "config.json").read_text())["init"]
+    snapshot = str((workspace / "champion").resolve())
+    assert (init["kind"], init["version"], init["path"]) == ("champion", "v0001", snapshot)
     decision = _decision(stack, run_2)
     assert decision["champion"]["version"] == "v0001"
     assert decision["registry"] == f"s3://{BUCKET}/models/resnet50/"
-    assert any("champion v0001" in reason for reason in decision["reasons"])
+    live = decision["live_baseline"]
+    assert live["model"] == {"kind": "champion", "version": "v0001", "uri": f"s3://{BUCKET}/models/resnet50/v0001/"}
+    measured = json.loads((workspace / "baseline" / "eval.json").read_text())  # v0001 measured in this run
+    assert {k: live[k] for k in ("top1_accuracy", "top5_accuracy", "eval_count")} == {
+        k: measured[k] for k in ("top1_accuracy", "top5_accuracy", "eval_count")}
+    assert live["eval_count"] == decision["candidate"]["eval_count"]  # the same records as the candidate
+    assert any(f"(live baseline champion v0001: {live['top1_accuracy']:.2f} % on the same {live['eval_count']} images"
+               in reason for reason in decision["reasons"]), decision["reasons"]
     latest = json.loads(s3.get_object(Bucket=BUCKET, Key="models/resnet50/latest.json")["Body"].read())
     if decision["publish"]:
         assert state == "success" and _xcom(stack, run_2, "publish")["version"] == latest["version"] == "v0002"
