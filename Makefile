@@ -69,6 +69,7 @@ bench: setup
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/publish.py
 	$(BIN)/python bench/dag_parse.py
+	$(BIN)/python bench/input.py
 
 clean:
 	rm -rf $(DATA) .pytest_cache .ruff_cache
