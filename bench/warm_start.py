@@ -39,8 +39,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.data.input import count_records
-from pipeline.train.checkpoint import CHECKPOINT_DIR
+# TensorFlow (and every module importing it) only once the arguments parse: --help and a bad option answer at once.
 from pipeline.train.config import CONFIG_FILE, TrainConfig, get_profile
 
 KEEP_ALL = 1_000_000  # keep_checkpoints: every fine-tune checkpoint stays until it is evaluated
@@ -74,6 +73,8 @@ def positive(kind: type) -> Callable[[str], int | float]:
 def checkpoint_view(checkpoint: str, model_dir: Path, views: Path) -> Path:
     """A model directory whose `checkpoint` state file names this one checkpoint (of model_dir), so
     `evaluate` scores exactly it; the checkpoint's files are not copied."""
+    from pipeline.train.checkpoint import CHECKPOINT_DIR
+
     view = views / Path(checkpoint).name
     (view / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_dir / CONFIG_FILE, view / CONFIG_FILE)
@@ -86,6 +87,8 @@ def checkpoint_view(checkpoint: str, model_dir: Path, views: Path) -> Path:
 def kept_checkpoints(model_dir: Path) -> list[str]:
     """Every checkpoint the state file lists, oldest first."""
     import tensorflow as tf
+
+    from pipeline.train.checkpoint import CHECKPOINT_DIR
 
     state = tf.train.get_checkpoint_state(str(model_dir / CHECKPOINT_DIR))
     return list(state.all_model_checkpoint_paths) if state else []
@@ -116,6 +119,9 @@ def main() -> int:
     args = parser.parse_args()
     if not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir}: no such directory (make sample writes data/imagenet)")
+    from pipeline.data.input import count_records
+    from pipeline.train.checkpoint import CHECKPOINT_DIR
+
     if args.champion and not (args.champion / CHECKPOINT_DIR).is_dir():
         parser.error(f"--champion {args.champion}: not a model directory (no {CHECKPOINT_DIR}/)")
     try:
