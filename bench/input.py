@@ -29,6 +29,7 @@ CPU figure is the fairer one. The data is generated into a temporary directory: 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import multiprocessing
 import os
@@ -141,22 +142,30 @@ def compare(pipelines: dict[str, Callable[[Path], Any]], data_dir: Path, *, warm
         proc = ctx.Process(target=worker, args=(build, data_dir, warmup, child), daemon=True)
         proc.start()
         conns[name], procs[name] = parent, proc
+
+    def receive(name: str) -> Any:
+        try:
+            return conns[name].recv()
+        except EOFError:
+            raise SystemExit(f"bench/input.py: the {name} pipeline's process died (its error is above)") from None
+
     try:
-        for name, conn in conns.items():  # all built and warm before the first timed turn
-            conn.recv()
+        for name in conns:  # all built and warm before the first timed turn
+            receive(name)
             os.kill(procs[name].pid, signal.SIGSTOP)
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in conns}
         for _ in range(rounds):
             for name, conn in conns.items():
                 os.kill(procs[name].pid, signal.SIGCONT)
                 conn.send(batches)
-                times[name].append(conn.recv())
+                times[name].append(receive(name))
                 os.kill(procs[name].pid, signal.SIGSTOP)
         return times
     finally:
         for name, conn in conns.items():
-            os.kill(procs[name].pid, signal.SIGCONT)
-            conn.send(None)
+            with contextlib.suppress(OSError):  # the process may be gone already
+                os.kill(procs[name].pid, signal.SIGCONT)
+                conn.send(None)
         for proc in procs.values():
             proc.join(timeout=30)
 
