@@ -10,8 +10,10 @@ The run, all on one rank of this machine (docs/ngc.md has the figures and what t
   (0) step 0     the champion evaluated on the shifted validation split: how much the shift hurt;
   (c) scratch    the smoke recipe from scratch on the shifted data: S steps, top-1 T;
   (d) fine-tune  from the champion's weights (`rn50 train --init-from DIR`'s code path) on the shifted
-                 data: the smoke recipe with the finetune profile's changes scaled to it (a tenth of the
-                 peak LR, 1 warmup epoch, --finetune-epochs epochs), a checkpoint every --eval-every
+                 data: the smoke recipe with the finetune profile's changes scaled to it (the peak LR
+                 times --finetune-lr-scale, by default the profile's tenth, though on the sample only
+                 smoke's own LR catches up with the scratch run: docs/ngc.md; 1 warmup epoch;
+                 --finetune-epochs epochs), a checkpoint every --eval-every
                  steps, all kept. Each is evaluated in step order, exactly as `rn50 evaluate` scores a
                  model directory (pipeline.train.evaluate.evaluate on a directory whose checkpoint state
                  file names that one checkpoint), until one reaches T; then the last one.
