@@ -14,6 +14,7 @@ set -euo pipefail
 
 VENV=$(cd "$1" && pwd)
 CONF=${2:-'{"profile": "smoke", "num_gpus": 1}'}
+FINETUNE_STEPS=60  # run 2: smoke's recipe squeezed into 60 steps (2 epochs of the sample on one rank)
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=$VENV/bin
 export PATH="$BIN:$PATH"
@@ -41,23 +42,46 @@ echo "== Airflow home: $AIRFLOW_HOME (SQLite)"
 "$BIN/airflow" db migrate > runs/airflow-migrate.log 2>&1 || fail "airflow db migrate failed; see runs/airflow-migrate.log"
 "$BIN/airflow" pools set gpu 1 "GPU slots" > /dev/null
 
-echo "== airflow dags test resnet50_retrain with conf $CONF"
-"$BIN/airflow" dags test resnet50_retrain --conf "$CONF" 2>&1 | tee runs/demo-dag.log \
-  | grep --line-buffered -E "^(\[0\]<stdout>:)?(data |running: |step [0-9]|training |resumed |top-1|PASS|FAIL|OVERRIDE|published )|Task failed|failed \(try" \
-  || true
-WORKSPACE=$(ls -td "$RN50_WORKSPACE_ROOT"/manual__* 2>/dev/null | head -1) || true
-[ -n "$WORKSPACE" ] || fail "the run made no workspace in $RN50_WORKSPACE_ROOT; see runs/demo-dag.log"
-echo "== run workspace: $WORKSPACE"
-# The gate's decision: in gate/ (each stage its own folder), or model/ in workspaces of earlier versions.
-DECISION=
-for candidate in "$WORKSPACE/gate/decision.json" "$WORKSPACE/model/decision.json"; do
-  if [ -f "$candidate" ]; then DECISION=$candidate; break; fi
-done
-[ -n "$DECISION" ] || fail "the run did not reach the gate; see runs/demo-dag.log"
-"$BIN/python" -c "import json,sys; d=json.load(open(sys.argv[1])); print('gate:', d['verdict'], *d['reasons'], sep='\n  ')" \
-  "$DECISION"
-VERSION=$("$BIN/rn50" list --bucket "$RN50_BUCKET" | awk '/^v[0-9]+/ {v=$1} END {print v}')
-[ -n "$VERSION" ] || fail "no version was published; see runs/demo-dag.log"
+# One `airflow dags test` run; sets WORKSPACE (the run's new workspace) and prints the gate's decision.
+dag_run() {
+  local conf=$1 log=$2 before
+  before=$(ls -d "$RN50_WORKSPACE_ROOT"/manual__* 2>/dev/null || true)
+  echo "== airflow dags test resnet50_retrain with conf $conf"
+  "$BIN/airflow" dags test resnet50_retrain --conf "$conf" 2>&1 | tee "$log" \
+    | grep --line-buffered -E "^(\[0\]<stdout>:)?(data |running: |step [0-9]|training |resumed |weights from |top-1|PASS|FAIL|OVERRIDE|published |baseline )|Task failed|failed \(try" \
+    || true
+  WORKSPACE=$(comm -13 <(echo "$before") <(ls -d "$RN50_WORKSPACE_ROOT"/manual__* 2>/dev/null || true) | tail -1)
+  [ -n "$WORKSPACE" ] || fail "the run made no workspace in $RN50_WORKSPACE_ROOT; see $log"
+  echo "== run workspace: $WORKSPACE"
+  [ -f "$WORKSPACE/gate/decision.json" ] || fail "the run did not reach the gate; see $log"
+  "$BIN/python" -c "import json,sys; d=json.load(open(sys.argv[1])); print('gate:', d['verdict'], *d['reasons'], sep='\n  ')" \
+    "$WORKSPACE/gate/decision.json"
+}
+
+latest_version() { "$BIN/rn50" list --bucket "$RN50_BUCKET" | awk '/^v[0-9]+/ {v=$1} END {print v}'; }
+passed() { "$BIN/python" -c 'import json,sys; sys.exit(not json.load(open(sys.argv[1]))["publish"])' "$WORKSPACE/gate/decision.json"; }
+
+# Run 1: a model trained from scratch; into an empty registry, so only NVIDIA's floor (for smoke, a
+# sanity floor) gates it.
+dag_run "$CONF" runs/demo-dag.log
+passed || fail "run 1's model did not pass the gate (the reasons above); see runs/demo-dag.log"
+CHAMPION=$(latest_version)
+[ -n "$CHAMPION" ] || fail "run 1 passed the gate but published nothing; see runs/demo-dag.log"
+echo "== run 1 published $CHAMPION"
+# Run 2, as a monthly refresh would: a short fine-tune from the champion, gated against the champion
+# evaluated again in this run, on the same images as the candidate. Either verdict is a result: a pass
+# publishes a new version, a fail keeps the champion as `latest`.
+REFRESH=$("$BIN/python" -c 'import json,sys; c=json.loads(sys.argv[1]); c.update(init_from="champion", steps=int(sys.argv[2])); print(json.dumps(c))' \
+  "$CONF" "$FINETUNE_STEPS")
+dag_run "$REFRESH" runs/demo-refresh.log
+if passed; then
+  VERSION=$(latest_version)
+  [ "$VERSION" != "$CHAMPION" ] || fail "run 2 passed the gate but published nothing; see runs/demo-refresh.log"
+  echo "== run 2 passed the gate and published $VERSION, the new champion"
+else
+  VERSION=$CHAMPION
+  echo "== run 2 did not pass the gate: nothing published, $CHAMPION stays the champion (the gate at work, not an error)"
+fi
 rm -rf runs/demo/pulled
 "$BIN/rn50" pull --bucket "$RN50_BUCKET" --version latest runs/demo/pulled
 echo
