@@ -31,7 +31,10 @@ def decision(verdict: str = "pass", *, force: bool = False, reason: str | None =
         "verdict": verdict, "publish": verdict == "pass" or force, "force_publish": force, "force_reason": reason,
         "profile": "smoke", "top1_accuracy": 95.0, "champion": None,
         "baseline": {"name": "smoke", "top1_accuracy": 60.0, "source": "rn50-pipeline sample", "sanity_check": True},
-        "thresholds": {"tolerance": 0.3, "champion_tolerance": 0.3, "baseline_min": 59.7, "champion_min": None},
+        "thresholds": {"tolerance": 0.3, "baseline_min": 59.7, "live_min": 94.7},
+        "candidate": {"top1_accuracy": 95.0, "top5_accuracy": 99.2, "eval_count": 500},
+        "live_baseline": {"model": {"kind": "champion", "version": "v0001", "uri": f"s3://{BUCKET}/models/resnet50/v0001/"},
+                          "top1_accuracy": 95.0, "top5_accuracy": 99.0, "eval_count": 500},
         "reasons": [f"{'PASS' if verdict == 'pass' else 'FAIL'}: top-1 95.00 % vs 59.70 %"],
         "decided_at": "2026-11-28T12:00:00+00:00",
     }

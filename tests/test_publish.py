@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from publish_support import BUCKET, MIB, SMALL_PARTS, keys, make_model_dir, publish, uploads
+from publish_support import BUCKET, MIB, SMALL_PARTS, decision, keys, make_model_dir, publish, uploads
 from support import sha256
 
 from pipeline.files import NotRegularFile
@@ -70,6 +70,9 @@ def test_layout_and_manifest(registry, tmp_path, monkeypatch):
     assert manifest["created_at"].endswith("+00:00")
     assert manifest["metrics"]["top1_accuracy"] == 95.0
     assert (manifest["verdict"], manifest["force_reason"], manifest["baseline"]["name"]) == ("pass", None, "smoke")
+    # What the gate compared: both models measured on the same records, in the version's own contract.
+    assert manifest["gate"]["candidate"] == decision()["candidate"]
+    assert manifest["gate"]["live_baseline"] == decision()["live_baseline"]
     assert manifest["dataset_version"] == "abc.dir"
     assert manifest["code_version"] and len(manifest["code_version"].split("-")[0]) == 40
     assert manifest["training"]["config"]["profile"] == "smoke"
