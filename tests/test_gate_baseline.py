@@ -30,19 +30,19 @@ PREFIX = "team/models"  # not the default: the run's Params name the registry, n
 def champion_dir(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trained-like smoke model directory (config.json, a real checkpoint) with random weights."""
     import numpy as np
-    from test_warm_start import _config, _save
+    from model_support import save_model_dir, smoke_config
 
     from pipeline.data.input import eval_dataset
     from pipeline.train.model import build_model
 
     labels = sorted({int(label) for _, batch in eval_dataset(sample_dir, batch_size=100, image_size=32)
                      for label in batch.numpy()})
-    model = build_model(_config(), dtype="float32")
+    model = build_model(smoke_config(), dtype="float32")
     bias = np.zeros(model.get_layer("fc").bias.shape, np.float32)
     bias[labels] = 5.0 + 0.5 * np.arange(len(labels))
     model.get_layer("fc").bias.assign(bias)
     model.get_layer("fc").kernel.assign(tf.zeros_like(model.get_layer("fc").kernel))  # random BN stats: huge logits
-    return _save(model, tmp_path_factory.mktemp("champion") / "model", step=7, config=_config())
+    return save_model_dir(model, tmp_path_factory.mktemp("champion") / "model", step=7, config=smoke_config())
 
 
 def _publish(champion_dir: Path, folder: Path, client) -> str:

@@ -15,46 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_support import BIAS, GLOBAL_STEP, KERNEL, PREFIX, STAGES, nvidia_block, nvidia_shapes, write_checkpoint
 from PIL import Image
 
 from pipeline.cli import EXIT_FAILED, EXIT_OK, main
 
 tf = pytest.importorskip("tensorflow")
-
-STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))  # NVIDIA's resnet50: (bottleneck width, blocks)
-BN = ("gamma", "beta", "moving_mean", "moving_variance")
-PREFIX = "nvidia_rn50_tf_amp"
-KERNEL, BIAS = "resnet50/output/dense/kernel", "resnet50/output/dense/bias"
-GLOBAL_STEP = 112_590
-
-
-def _conv(variables: dict, kernel: str, bn: str, shape: list[int]) -> None:
-    variables[kernel] = shape
-    for name in BN:
-        variables[f"{bn}/{name}"] = [shape[-1]]
-
-
-def _block(b: int, layer: int) -> str:
-    return f"resnet50/btlnck_block_{b}_{layer}"
-
-
-def nvidia_shapes() -> dict[str, list[int]]:
-    """NVIDIA's model variables (model/resnet.py build_model, model/blocks/*.py), name -> shape."""
-    v: dict[str, list[int]] = {}
-    _conv(v, "resnet50/conv2d/conv2d/kernel", "resnet50/conv2d/BatchNorm", [7, 7, 3, 64])
-    cin = 64
-    for b, (width, blocks) in enumerate(STAGES):
-        for layer in range(blocks):
-            s = _block(b, layer)
-            if layer == 0:
-                _conv(v, f"{s}/shortcut/conv2d/conv2d/kernel", f"{s}/shortcut/conv2d/BatchNorm", [1, 1, cin, 4 * width])
-            _conv(v, f"{s}/bottleneck_1/conv2d/kernel", f"{s}/bottleneck_1/BatchNorm", [1, 1, cin, width])
-            _conv(v, f"{s}/bottleneck_2/conv2d/kernel", f"{s}/bottleneck_2/BatchNorm", [3, 3, width, width])
-            _conv(v, f"{s}/bottleneck_3/conv2d/kernel", f"{s}/bottleneck_3/BatchNorm", [1, 1, width, 4 * width])
-            cin = 4 * width
-    v[KERNEL], v[BIAS] = [2048, 1001], [1001]
-    return v
-
 
 def nvidia_preprocess(path: Path) -> np.ndarray:
     """utils/image_processing.py's evaluation path, 224 px: float32 [224, 224, 3], normalised."""
@@ -90,7 +56,7 @@ def nvidia_forward(w: dict[str, np.ndarray], images: np.ndarray, *, calibrate: b
     x = tf.nn.max_pool2d(x, 3, 2, "SAME")
     for b, (_, blocks) in enumerate(STAGES):
         for layer in range(blocks):
-            s, stride = _block(b, layer), 2 if layer == 0 and b > 0 else 1
+            s, stride = nvidia_block(b, layer), 2 if layer == 0 and b > 0 else 1
             shortcut = x
             if layer == 0:
                 shortcut = conv_bn(x, f"{s}/shortcut/conv2d/conv2d/kernel", f"{s}/shortcut/conv2d/BatchNorm",
@@ -125,20 +91,6 @@ def _images(folder: Path) -> list[Path]:
     return paths
 
 
-def write_checkpoint(folder: Path, values: dict[str, np.ndarray], *, graph: str | None = None) -> Path:
-    """A TF1 name-based checkpoint as the NGC zip unpacks: state file (naming the training machine's
-    path), .index and .data, optionally a graph.pbtxt."""
-    folder.mkdir(parents=True)
-    names = sorted(values)
-    tf.raw_ops.SaveV2(prefix=str(folder / PREFIX), tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=[tf.constant(values[n]) for n in names])
-    (folder / "checkpoint").write_text(f'model_checkpoint_path: "/results/{PREFIX}"\n'
-                                       f'all_model_checkpoint_paths: "/results/{PREFIX}"\n')
-    if graph is not None:
-        (folder / "graph.pbtxt").write_text(graph)
-    return folder
-
-
 def conv_graph(stride_in_1x1: bool) -> str:
     """A GraphDef with the first blocks' Conv2D ops (NCHW, as NVIDIA's GPU graph), v1 or v1.5 strides."""
     nodes = []
@@ -147,7 +99,7 @@ def conv_graph(stride_in_1x1: bool) -> str:
             strided = b > 0 and (k == 1) == stride_in_1x1
             stride = 2 if strided else 1
             nodes.append(
-                f'node {{ name: "{_block(b, 0)}/bottleneck_{k}/conv2d/Conv2D" op: "Conv2D" '
+                f'node {{ name: "{nvidia_block(b, 0)}/bottleneck_{k}/conv2d/Conv2D" op: "Conv2D" '
                 f'attr {{ key: "data_format" value {{ s: "NCHW" }} }} '
                 f'attr {{ key: "strides" value {{ list {{ i: 1 i: 1 i: {stride} i: {stride} }} }} }} }}')
     return "\n".join(nodes) + "\n"

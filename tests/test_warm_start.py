@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_support import GLOBAL_STEP, KERNEL, nvidia_shapes, save_model_dir, smoke_config, write_checkpoint
 from publish_support import BUCKET, make_model_dir, publish
-from test_ngc_import import GLOBAL_STEP, KERNEL, nvidia_shapes, write_checkpoint
 
 from pipeline.cli import EXIT_USAGE, main
 from pipeline.train.warm_start import InitFrom, WarmStartError, load_weights
@@ -24,23 +24,6 @@ from pipeline.train.warm_start import InitFrom, WarmStartError, load_weights
 tf = pytest.importorskip("tensorflow")
 
 CONFIG = "config.json"
-
-
-def _config(**overrides):
-    from pipeline.train.config import get_profile
-
-    return get_profile("smoke").replace(batch_size=8, checkpoint_every=1, log_every=1, **overrides)
-
-
-def _save(model, folder: Path, *, step: int, config) -> Path:
-    """A model directory as training leaves it: config.json, and a checkpoint at `step` with an optimizer's state."""
-    from pipeline.train.checkpoint import CHECKPOINT_DIR, by_path
-
-    ckpt = tf.train.Checkpoint(model=by_path(model.variables), step=tf.Variable(step, dtype=tf.int64),
-                               optimizer={"sgd/iteration": tf.Variable(step, dtype=tf.int64)})
-    tf.train.CheckpointManager(ckpt, str(folder / CHECKPOINT_DIR), max_to_keep=1, checkpoint_name="ckpt").save(step)
-    config.save(folder)
-    return folder
 
 
 def _weights(folder: Path) -> dict[str, np.ndarray]:
@@ -60,7 +43,7 @@ def _near(weights: dict[str, np.ndarray], source: dict[str, np.ndarray]) -> bool
 def model():
     from pipeline.train.model import build_model
 
-    return build_model(_config(), dtype="float32")
+    return build_model(smoke_config(), dtype="float32")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +55,7 @@ def sources(model, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name in ("a", "b"):
         for variable in model.variables:
             variable.assign(rng.normal(0, 0.05, variable.shape).astype(np.float32))
-        found[name] = _save(model, root / name, step=500, config=_config())
+        found[name] = save_model_dir(model, root / name, step=500, config=smoke_config())
     return found
 
 
@@ -82,7 +65,7 @@ def test_train_from_a_model_directory_starts_fresh_from_its_weights_and_records_
 
     tf.keras.optimizers.SGD()  # as after other runs in this process: the checkpoint's keys must not depend on it
     run = tmp_path / "run"
-    result = train(_config(steps=2), sample_dir, run, init_from=InitFrom(str(sources["a"])))
+    result = train(smoke_config(steps=2), sample_dir, run, init_from=InitFrom(str(sources["a"])))
     assert (result.status, result.step) == ("finished", 2)  # the source's step 500 is not carried over
     reader = tf.train.load_checkpoint(str(run / "checkpoints" / "ckpt-1"))
     assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 1
@@ -101,7 +84,7 @@ def test_train_from_a_model_directory_starts_fresh_from_its_weights_and_records_
     capsys.readouterr()
     # A retry is a new process; in this one Keras would name the second optimizer sgd_1, not the saved sgd.
     tf.keras.backend.clear_session()
-    again = train(_config(steps=2), sample_dir, run, init_from=InitFrom(str(sources["b"])))
+    again = train(smoke_config(steps=2), sample_dir, run, init_from=InitFrom(str(sources["b"])))
     assert (again.status, again.step) == ("finished", 2)
     resumed = _weights(run)
     assert _near(resumed, source) and not _near(resumed, _weights(sources["b"]))
@@ -115,8 +98,8 @@ def test_a_model_that_does_not_fit_is_refused_naming_the_variable(
         capsys: pytest.CaptureFixture) -> None:
     from pipeline.train.model import build_model
 
-    ten = build_model(_config(num_classes=10), dtype="float32")
-    source = _save(ten, tmp_path / "ten", step=3, config=_config(num_classes=10))
+    ten = build_model(smoke_config(num_classes=10), dtype="float32")
+    source = save_model_dir(ten, tmp_path / "ten", step=3, config=smoke_config(num_classes=10))
     with pytest.raises(WarmStartError, match=r"^fc/kernel: shape \[2048, 10\] in .*ckpt-3, this run's model has "
                                              r"\[2048, 1000\]"):
         load_weights(model, source)
