@@ -152,6 +152,23 @@ def test_from_ngc_a_local_checkpoint_is_imported_once_and_verified(
         data.write_bytes(saved)
 
 
+def test_two_tasks_importing_the_ngc_checkpoint_at_once_share_one_import(
+        ngc_standin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder, _ = ngc_standin
+    monkeypatch.setenv("RN50_NGC_CHECKPOINT", str(folder))
+    init = InitFrom("ngc", workspace_root=tmp_path / "workspaces")
+
+    def use() -> tuple[Path, float]:
+        with init.model_dir() as (source, _):
+            return source, (source / CONFIG).stat().st_mtime_ns
+
+    with ThreadPoolExecutor(2) as pool:  # each opens the lock file itself, as two processes would
+        results = [future.result() for future in [pool.submit(use), pool.submit(use)]]
+    assert results[0] == results[1]  # the same import, made once
+
+
 def test_from_ngc_an_s3_uri_is_downloaded_into_the_cache(
         model, ngc_standin, registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     raw, _ = registry

@@ -15,6 +15,7 @@ checkpoint of its own resumes from it and never re-initialises: a retried run co
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -89,16 +90,21 @@ class InitFrom:
                                  "unzipped checkpoint directory (a path or an s3:// URI)")
         cache = Path(self.workspace_root) / NGC_CACHE / hashlib.sha256(source.encode()).hexdigest()[:16]
         imported = cache / "model"
-        if not (imported / CONFIG_FILE).is_file():
-            shutil.rmtree(cache, ignore_errors=True)  # a download or import cut short: start it over
-            cache.mkdir(parents=True)
-            checkpoint = _download(source, cache / "checkpoint") if source.startswith("s3://") else Path(source)
-            from pipeline.model.ngc_import import NgcImportError, import_ngc
+        cache.mkdir(parents=True, exist_ok=True)
+        with open(cache / ".lock", "a") as lock:
+            # Two tasks may import at once (evaluate_baseline, and train or its pods on the shared volume):
+            # one imports, the other waits for it and then uses its import.
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (imported / CONFIG_FILE).is_file():
+                for leftover in (cache / "checkpoint", imported):  # a download or import cut short: start over
+                    shutil.rmtree(leftover, ignore_errors=True)
+                checkpoint = _download(source, cache / "checkpoint") if source.startswith("s3://") else Path(source)
+                from pipeline.model.ngc_import import NgcImportError, import_ngc
 
-            try:
-                import_ngc(checkpoint, imported)
-            except NgcImportError as exc:
-                raise WarmStartError(f"{settings.NGC_CHECKPOINT.name}: {exc}") from None
+                try:
+                    import_ngc(checkpoint, imported)
+                except NgcImportError as exc:
+                    raise WarmStartError(f"{settings.NGC_CHECKPOINT.name}: {exc}") from None
         digests = verify_import(imported)
         return imported, {"kind": "ngc", "source": source, "sha256": digests}
 
