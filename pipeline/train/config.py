@@ -130,7 +130,8 @@ PROFILES: dict[str, TrainConfig] = {
     # Not from a DeepLearningExamples script (NVIDIA publishes no fine-tuning recipe for it); common
     # fine-tuning practice scaled from ngc-90e: a tenth of its peak LR (0.0256 per 256 images; the weights
     # are already near a minimum), 1 warmup epoch instead of 8 (enough to settle BN statistics and the
-    # momentum buffer, which start fresh), 5 epochs. Not yet validated by a measured run (issue 16).
+    # momentum buffer, which start fresh), 5 epochs. Not validated on ImageNet; on the sample (docs/ngc.md,
+    # bench/warm_start.py) a tenth of smoke's LR plateaued below a from-scratch run, smoke's own LR matched it.
     "finetune": TrainConfig(profile="finetune", epochs=5, batch_size=256, base_lr=0.0256, warmup_epochs=1.0),
 }
 
