@@ -114,8 +114,9 @@ REPO = Setting("RN50_REPO", PROJECT_ROOT, "the git repo whose `data.dvc` fetch_d
 DVC_REPO: Setting[Path | None] = Setting("RN50_DVC_REPO", None,
                                          "the registry repo publish commits the DVC pointer to", Path, "(none)")
 NGC_CHECKPOINT: Setting[str | None] = Setting(
-    "RN50_NGC_CHECKPOINT", None, "NVIDIA's unzipped NGC checkpoint (a path or an `s3://` URI): the gate's live baseline "
-    "and what `--init-from ngc` starts from",
+    "RN50_NGC_CHECKPOINT", None,
+    "NVIDIA's unzipped NGC checkpoint (a path or an `s3://` URI): the gate's live baseline and what "
+    "`--init-from ngc` starts from",
     shown="(none)")
 WORKER_NAME: Setting[str | None] = Setting("RN50_WORKER_NAME", None,
                                            "names a Celery worker in task instances' hostname (`make stack`)",
