@@ -152,3 +152,38 @@ def test_a_registry_that_cannot_be_read_is_an_error_not_a_run_without_baseline(
     assert not (ws.baseline / "baseline.json").exists() and not ws.champion.exists()
     with pytest.raises(RuntimeError, match=r"^init_from=champion: the champion under s3://no-such-bucket/"):
         train.init_source(ws, "champion", client=client, bucket="no-such-bucket", prefix=PREFIX)
+
+
+def test_with_nvidias_checkpoint_set_its_import_is_the_baseline_not_the_champion(
+        champion_dir, registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    from model_support import GLOBAL_STEP, nvidia_shapes, write_checkpoint
+
+    from pipeline.data.input import count_records
+    from pipeline.data.sample import SampleSpec, make_sample
+    from tasks import evaluate_baseline
+
+    # NVIDIA's model evaluates at 224 px: a sample with 2 validation images per class keeps that quick.
+    data_dir = tmp_path / "small"
+    make_sample(data_dir, SampleSpec(train_per_class=(2, 2), validation_per_class=2, train_shards=1))
+    rng = np.random.default_rng(3)
+    values = {}
+    for name, shape in nvidia_shapes().items():  # He-scaled kernels, identity BN: finite logits at 224 px
+        if name.endswith("/kernel"):
+            values[name] = (rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[:-1]))).astype(np.float32)
+        else:
+            values[name] = (np.ones if name.endswith(("/gamma", "/moving_variance")) else np.zeros)(shape, np.float32)
+    ckpt = write_checkpoint(tmp_path / "ngc", dict(values, global_step=np.int64(GLOBAL_STEP)))
+    _, client = registry
+    assert _publish(champion_dir, tmp_path / "v1", client) == "v0001"
+    monkeypatch.setenv("RN50_NGC_CHECKPOINT", str(ckpt))
+    ws = RunWorkspace(tmp_path / "ws", "manual__ngc").create()
+    record = evaluate_baseline.run(ws, data_dir=str(data_dir), client=client, bucket=BUCKET, prefix=PREFIX)
+
+    identity = json.loads((ws.baseline / "baseline.json").read_text())
+    assert identity == record["model"] and identity["kind"] == "ngc" and identity["source"] == str(ckpt)
+    assert sorted(identity["sha256"]) == ["nvidia_rn50_tf_amp.data-00000-of-00001", "nvidia_rn50_tf_amp.index"]
+    measured = json.loads((ws.baseline / "eval.json").read_text())
+    assert measured["eval_count"] == count_records(data_dir, "validation") == 20
+    assert not ws.champion.exists()  # NVIDIA's checkpoint is the baseline: the champion is not even pulled
+    assert any((ws.root / "ngc-cache").rglob("config.json"))  # imported once into the workspace root's cache
