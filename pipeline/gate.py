@@ -184,7 +184,7 @@ def decide(
             f"{'PASS' if ok else 'FAIL'}: top-1 {top1:.2f} % {'>=' if ok else '<'} {floor:.2f} % (live baseline "
             f"{live.name}: {live.top1_accuracy:.2f} % on the same {live.eval_count} images - {tolerance:g} pp)"
         )
-    elif top1 is not None:
+    elif top1 is not None and no_live:  # (empty: a baseline was given but unreadable, a problem above)
         note = ""
         if champion is not None:
             note = (f"; champion {champion.get('version')}'s recorded {float(champion['top1_accuracy']):.2f} % "
@@ -248,13 +248,24 @@ def read_live_baseline(folder: Path, problems: list[str]) -> tuple[LiveBaseline 
 
     The model is named by folder/baseline.json (evaluate_baseline writes it; {"kind": "none", "reason"}
     when the run had no baseline model), else by the folder itself (a version `rn50 pull` fetched, a
-    model `rn50 import-ngc` wrote, evaluated there by `rn50 evaluate`). Unreadable files are problems.
+    model `rn50 import-ngc` wrote, or any model directory, evaluated there by `rn50 evaluate`).
+    Unreadable files, and a folder that names no model, are problems.
     """
     folder = Path(folder)
-    identity = model_identity(folder)
-    if identity is None or os.path.lexists(folder / BASELINE_FILE):
+    if not folder.is_dir():
+        problems.append(f"{folder}: missing")
+        return None, ""
+    if os.path.lexists(folder / BASELINE_FILE):  # the DAG's baseline/: evaluate_baseline names what it measured
         identity = _read_json(folder / BASELINE_FILE, problems)
         if identity is None:
+            return None, ""
+    else:
+        identity = model_identity(folder)
+        if identity is None and (folder / "config.json").is_file():  # a model directory training left
+            identity = {"kind": "path", "path": str(folder.resolve())}
+        if identity is None:
+            problems.append(f"{folder}: names no model to compare with: not a model directory (config.json), a "
+                            f"version `rn50 pull` fetched (manifest.json) or the DAG's baseline/ ({BASELINE_FILE})")
             return None, ""
     if not isinstance(identity, dict) or not identity.get("kind"):
         problems.append(f"{folder / BASELINE_FILE}: not a baseline record (no kind)")

@@ -232,14 +232,24 @@ def test_run_gate_reads_the_live_baseline_and_refuses_one_it_cannot_read(tmp_pat
     assert "PASS: no live baseline: nothing is published under s3://b/m/" in reasons
     # A baseline that should be there but is not readable is a failed gate, never a silent pass on the floor.
     for name, identity, evaluation, reason in (
-        ("gone", None, None, "gone/baseline.json: missing"),
+        ("gone", None, None, "gone: missing"),
+        ("no-model", None, {"top1_accuracy": 91.6, "top5_accuracy": 99.0, "eval_count": 500},
+         "no-model: names no model to compare with"),
         ("no-eval", CHAMPION, None, "no-eval/eval.json: missing"),
         ("bad-eval", CHAMPION, {"top1_accuracy": 91.0}, "bad-eval/eval.json: no usable top1_accuracy"),
         ("no-kind", {"version": "v0001"}, None, "no-kind/baseline.json: not a baseline record"),
     ):
         folder = tmp_path / name if name == "gone" else _baseline_dir(tmp_path / name, identity, evaluation)
-        with pytest.raises(GateFailed, match=reason):
+        with pytest.raises(GateFailed, match=reason) as failed:
             run_gate(model_dir, baseline_dir=folder)
+        # and no "PASS: no live baseline" beside it: there is one, it could not be read
+        assert not any("no live baseline" in r for r in failed.value.decision.reasons), failed.value.decision.reasons
+    # A model directory training left, evaluated on this data, is a live baseline too.
+    trained = _baseline_dir(tmp_path / "trained", None, {"top1_accuracy": 91.6, "top5_accuracy": 99.0,
+                                                        "eval_count": 500})
+    (trained / "config.json").write_text((model_dir / "config.json").read_text())
+    assert run_gate(model_dir, baseline_dir=trained).live_baseline["model"] == {"kind": "path",
+                                                                                "path": str(trained.resolve())}
 
 
 # -- against a real registry (moto_server over HTTP) ------------------------------------------------
