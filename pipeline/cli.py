@@ -705,7 +705,8 @@ def add_gate(sub: Subparsers) -> None:
                    help=f"percentage points below the floor and the live baseline ({DEFAULT_TOLERANCE:g}; {bound})")
     p.add_argument("--baseline", type=Path, metavar="DIR",
                    help="the live baseline: DIR/eval.json of another model on the same data (`rn50 evaluate` of a "
-                   "version `rn50 pull` fetched or of `rn50 import-ngc`'s model, or the DAG's baseline/)")
+                   "version `rn50 pull` fetched, of `rn50 import-ngc`'s model or of any model directory, or the DAG's "
+                   "baseline/)")
     p.add_argument("--force-publish", action="store_true", help="publish even if the gate fails (needs a reason)")
     p.add_argument("--force-reason", help="why the failing model is published anyway; recorded in the manifest")
     # Not the registry's --bucket default: without --bucket the gate reads no registry at all.
