@@ -20,9 +20,9 @@ from typing import Any
 from pipeline import settings
 from pipeline.files import write_json
 from pipeline.publish.registry import MANIFEST, MODEL, model_prefix
+from pipeline.train.config import CONFIG_FILE
 
 BASELINE_FILE = "baseline.json"
-CONFIG = "config.json"  # pipeline.train.config.CONFIG_FILE, without importing the trainer's modules
 
 
 class BaselineError(RuntimeError):
@@ -41,8 +41,8 @@ def model_identity(folder: Path) -> dict[str, Any] | None:
         if (folder / MANIFEST).is_file():
             manifest = json.loads((folder / MANIFEST).read_text())
             return {"kind": "champion", "version": manifest.get("version"), "uri": manifest.get("uri")}
-        if (folder / CONFIG).is_file():
-            imported = json.loads((folder / CONFIG).read_text()).get("imported_from")
+        if (folder / CONFIG_FILE).is_file():
+            imported = json.loads((folder / CONFIG_FILE).read_text()).get("imported_from")
             if isinstance(imported, dict):
                 return {"kind": "ngc", "source": imported.get("source"), "sha256": imported.get("sha256")}
     except (OSError, ValueError, AttributeError):

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pipeline.baseline import BASELINE_FILE, MANIFEST, model_identity
 from pipeline.files import NotRegularFile, read_regular, sha256_file, write_atomic
+from pipeline.train.config import CONFIG_FILE
 
 DECISION_FILE = "decision.json"
 EVAL_FILE = "eval.json"
@@ -261,7 +262,7 @@ def read_live_baseline(folder: Path, problems: list[str]) -> tuple[LiveBaseline 
             return None, ""
     else:
         identity = model_identity(folder)
-        if identity is None and (folder / "config.json").is_file():  # a model directory training left
+        if identity is None and (folder / CONFIG_FILE).is_file():  # a model directory training left
             identity = {"kind": "path", "path": str(folder.resolve())}
         if identity is None:
             problems.append(f"{folder}: names no model to compare with: not a model directory (config.json), a "
@@ -322,7 +323,7 @@ def run_gate(
     gate_dir = Path(gate_dir if gate_dir is not None else model_dir)
     problems: list[str] = []
     evaluation = _read_json(eval_path, problems)
-    config = _read_json(model_dir / "config.json", problems if profile is None else [])
+    config = _read_json(model_dir / CONFIG_FILE, problems if profile is None else [])
     profile = profile or (config or {}).get("profile")
     amp = bool((config or {}).get("amp", True))
     top1 = None

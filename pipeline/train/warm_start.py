@@ -80,8 +80,7 @@ class InitFrom:
             result = pull_version(make_client(), self.bucket, dest, prefix=self.prefix, model=MODEL)
         except Exception as exc:  # registry, S3 and integrity errors alike: the run cannot start
             raise WarmStartError(f"--init-from champion: {' '.join(str(exc).split())}") from None
-        uri = f"s3://{self.bucket}/{self.prefix.strip('/')}/{MODEL}/{result.version}/"
-        return dest, {"kind": "champion", "uri": uri, "version": result.version}
+        return dest, {"kind": "champion", "uri": result.manifest["uri"], "version": result.version}
 
     def _ngc(self) -> tuple[Path, dict[str, Any]]:
         source = settings.NGC_CHECKPOINT.get()
