@@ -76,3 +76,44 @@ def save_model_dir(model, folder: Path, *, step: int, config) -> Path:
     tf.train.CheckpointManager(ckpt, str(folder / CHECKPOINT_DIR), max_to_keep=1, checkpoint_name="ckpt").save(step)
     config.save(folder)
     return folder
+
+
+# Three small images a 32-px smoke model is fed by prediction and serving tests: a wide JPEG, a grayscale
+# JPEG (decoded to three channels) and a non-square PNG.
+TEST_IMAGES = (("wide.jpg", (90, 60), "RGB"), ("gray.jpg", (50, 70), "L"), ("tile.png", (64, 48), "RGB"))
+
+
+def predictable_smoke_model(root: Path, *, seed: int) -> dict:
+    """An untrained smoke model directory (config.json, checkpoint 4) whose head gives every class its own
+    probability, and TEST_IMAGES written beside it. An untrained head's logits are huge (BN statistics of
+    0 and 1): its softmax is one-hot with 999 ties, which would make any top-5 order arbitrary; a head
+    scaled to logits of spread 2 on these images has one order.
+
+    Returns {"model_dir", "model" (the restored Keras model), "images" (paths), "batch" (the images
+    through the project's one preprocessing at 32 px)}.
+    """
+    import keras
+    import tensorflow as tf
+    from PIL import Image
+    from support import untrained_checkpoint
+
+    from pipeline.predict import load_image
+    from pipeline.train.checkpoint import CHECKPOINT_DIR, by_path
+    from pipeline.train.config import get_profile
+
+    model_dir = root / "model"
+    model = untrained_checkpoint(model_dir, get_profile("smoke"), step=3)
+    rng = np.random.default_rng(seed)
+    images = []
+    for name, (width, height), mode in TEST_IMAGES:
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(mode).save(root / name)
+        images.append(str(root / name))
+    batch = tf.stack([load_image(p, 32) for p in images])
+    features = keras.Model(model.inputs, model.get_layer("avg_pool").output)(batch)
+    fc = model.get_layer("fc")
+    fc.kernel.assign(fc.kernel * (2.0 / float(tf.math.reduce_std(features @ fc.kernel))))
+    fc.bias.assign(rng.normal(0.0, 1.0, 1000).astype(np.float32))
+    tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=by_path(model.variables), step=tf.Variable(4, dtype=tf.int64)),
+        str(model_dir / CHECKPOINT_DIR), max_to_keep=None, checkpoint_name="ckpt").save(checkpoint_number=4)
+    return {"model_dir": model_dir, "model": model, "images": images, "batch": batch}

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from model_support import predictable_smoke_model
 from publish_support import BUCKET, decision, publish
-from support import untrained_checkpoint
 
 from pipeline.cli import EXIT_FAILED, EXIT_OK, main
 from pipeline.data.labels import load_label_map
@@ -27,35 +26,11 @@ tf = pytest.importorskip("tensorflow")
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    import keras
-
-    from pipeline.predict import load_image
-    from pipeline.train.checkpoint import CHECKPOINT_DIR, by_path
-    from pipeline.train.config import get_profile
-
     root = tmp_path_factory.mktemp("predict")
-    model_dir = root / "model"
-    model = untrained_checkpoint(model_dir, get_profile("smoke"), step=3)
-    rng = np.random.default_rng(3)
-    images = []
-    for name, size, mode in (("wide.jpg", (90, 60), "RGB"), ("gray.jpg", (50, 70), "L"), ("tile.png", (64, 64), "RGB")):
-        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-        Image.fromarray(pixels).convert(mode).save(root / name)
-        images.append(str(root / name))
-    batch = tf.stack([load_image(p, 32) for p in images])
-    # An untrained model's logits are huge (BN statistics of 0 and 1): its softmax is one-hot, with 999
-    # ties at 0. A head scaled to logits of spread 2 gives every class its own probability.
-    features = keras.Model(model.inputs, model.get_layer("avg_pool").output)(batch)
-    fc = model.get_layer("fc")
-    fc.kernel.assign(fc.kernel * (2.0 / float(tf.math.reduce_std(features @ fc.kernel))))
-    fc.bias.assign(rng.normal(0.0, 1.0, 1000).astype(np.float32))
-    manager = tf.train.CheckpointManager(
-        tf.train.Checkpoint(model=by_path(model.variables), step=tf.Variable(4, dtype=tf.int64)),
-        str(model_dir / CHECKPOINT_DIR), max_to_keep=None, checkpoint_name="ckpt")
-    manager.save(checkpoint_number=4)
+    made = predictable_smoke_model(root, seed=3)
     # What predict must compute: the restored model on each image preprocessed at the model's 32 px.
-    expected = tf.nn.softmax(model(batch, training=False)).numpy()
-    return {"root": root, "model_dir": model_dir, "images": images, "expected": expected}
+    expected = tf.nn.softmax(made["model"](made["batch"], training=False)).numpy()
+    return {"root": root, "model_dir": made["model_dir"], "images": made["images"], "expected": expected}
 
 
 def _predict(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:

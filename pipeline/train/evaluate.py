@@ -8,14 +8,16 @@ duplicated pass cannot pass as a result. Accuracies are in percent, like the NGC
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from pipeline.data.input import count_records, eval_dataset, read_batches
 from pipeline.files import write_json
-from pipeline.gate import EVAL_FILE
+from pipeline.gate import EVAL_FILE, eval_summary
 from pipeline.train.checkpoint import restore_model
 from pipeline.train.config import TrainConfig
 from pipeline.train.logs import MetricsLog
@@ -34,6 +36,12 @@ class EvalResult:
     eval_throughput: float
     checkpoint: str
     step: int
+    # Top-1 hits and records per true class index (0-based), for the run report's per-class accuracy.
+    per_class: dict[str, list[int]] = field(default_factory=dict, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The result without its per-class lists: what a task returns as its XCom and a log line shows."""
+        return eval_summary(asdict(self))
 
 
 def evaluate(data_dir: Path, model_dir: Path, *, batch_size: int | None = None) -> EvalResult:
@@ -56,17 +64,26 @@ def evaluate(data_dir: Path, model_dir: Path, *, batch_size: int | None = None) 
         hits = tf.equal(top5, tf.cast(labels, top5.dtype)[:, None])
         mask = tf.range(tf.shape(labels)[0]) < valid
         hits = tf.logical_and(hits, mask[:, None])
-        return tf.reduce_sum(tf.cast(hits[:, 0], tf.int64)), tf.reduce_sum(tf.cast(tf.reduce_any(hits, 1), tf.int64))
+        # Per class in the same pass; padding has mask False, so it adds to no class's count.
+        labels = tf.cast(labels, tf.int32)
+        class_hits = tf.math.unsorted_segment_sum(tf.cast(hits[:, 0], tf.int64), labels, config.num_classes)
+        class_count = tf.math.unsorted_segment_sum(tf.cast(mask, tf.int64), labels, config.num_classes)
+        return (tf.reduce_sum(tf.cast(hits[:, 0], tf.int64)), tf.reduce_sum(tf.cast(tf.reduce_any(hits, 1), tf.int64)),
+                class_hits, class_count)
 
     top1 = top5 = count = 0
+    class_hits = np.zeros(config.num_classes, np.int64)
+    class_count = np.zeros(config.num_classes, np.int64)
     timed_images, started = 0, None
     for images, labels in read_batches(data, data_dir, "validation"):  # a bad record: named, not a traceback
         n = int(labels.shape[0])
         if n < full:  # pad the last batch: one compiled shape, and padding never counts as a hit
             images = tf.pad(images, [[0, full - n], [0, 0], [0, 0], [0, 0]])
             labels = tf.pad(labels, [[0, full - n]])
-        h1, h5 = score(images, labels, tf.constant(n))
+        h1, h5, ch, cc = score(images, labels, tf.constant(n))
         top1, top5, count = top1 + int(h1), top5 + int(h5), count + n
+        class_hits += ch.numpy()
+        class_count += cc.numpy()
         if started is None:  # the first batch compiles: time from the second
             started = time.perf_counter()
         else:
@@ -81,6 +98,7 @@ def evaluate(data_dir: Path, model_dir: Path, *, batch_size: int | None = None) 
         eval_throughput=round(timed_images / seconds, 2) if seconds > 0 else 0.0,
         checkpoint=checkpoint,
         step=step,
+        per_class={"correct": class_hits.tolist(), "count": class_count.tolist()},
     )
 
 
