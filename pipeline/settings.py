@@ -12,6 +12,7 @@ This module imports nothing heavy: the DAG file reads it while it parses.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,24 @@ def _one_of(choices: Iterable[str]) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError("choose true or false")
+
+
+# A code version goes into manifests and log lines as it is: a commit, a tag or a release, nothing else.
+_CODE_VERSION = re.compile(r"[0-9A-Za-z._+-]{1,64}")
+
+
+def _code_version(text: str) -> str:
+    if not _CODE_VERSION.fullmatch(text):
+        raise ValueError("must be 1-64 of the characters 0-9 A-Z a-z . _ + - (e.g. `git rev-parse HEAD`)")
+    return text
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -100,6 +119,8 @@ ALLOWED_HOSTS = Setting("RN50_ALLOWED_HOSTS", (), "hosts other than localhost a 
 TRAIN_TIMEOUT_HOURS = Setting("RN50_TRAIN_TIMEOUT_HOURS", 72.0,
                               "the train task's timeout; on it the trainer saves a checkpoint", _non_negative_float,
                               "72")
+DRIFT_FAIL = Setting("RN50_DRIFT_FAIL", False, "data drift against the champion's data (pipeline/data/drift.py) "
+                     "fails validate_data instead of warning", _flag, "false")
 
 # Where things are.
 BUCKET = Setting("RN50_BUCKET", "rn50-artifacts", "the bucket versions are published to")
@@ -118,6 +139,10 @@ NGC_CHECKPOINT: Setting[str | None] = Setting(
     "NVIDIA's unzipped NGC checkpoint (a path or an `s3://` URI): the gate's live baseline and what "
     "`--init-from ngc` starts from",
     shown="(none)")
+CODE_VERSION: Setting[str | None] = Setting(
+    "RN50_CODE_VERSION", None,
+    "the code version of an installed copy without git (an image: `--build-arg`, docker/); a git checkout's "
+    "own commit wins", _code_version, "(none)")
 WORKER_NAME: Setting[str | None] = Setting("RN50_WORKER_NAME", None,
                                            "names a Celery worker in task instances' hostname (`make stack`)",
                                            shown="(none)")

@@ -16,6 +16,7 @@ this module (for instance while Airflow parses DAG files) stays fast.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SUITE_NAME = "imagenet_facts"
+DATA_ASSET = "facts_table"  # the data asset's name when the dataset's version is not known
+# A GX run name or data asset name becomes a directory of the GX stores: Airflow's run id characters, no '/'.
+NAME_PATTERN = r"[A-Za-z0-9_.~:+-]{1,200}"
 RESULT_JSON_NAME = "gx_validation_result.json"
 # Where a file context rooted at report_dir keeps its default "local_site" Data Docs.
 DATA_DOCS_INDEX = Path("gx", "uncommitted", "data_docs", "local_site", "index.html")
@@ -83,6 +87,8 @@ class GxOutcome:
     results: list[GxRuleResult]
     result_json: Path
     data_docs_index: Path
+    run_name: str | None = None
+    data_asset: str = DATA_ASSET
 
     def failed(self) -> list[GxRuleResult]:
         """The results that failed, in suite order (what a quality gate prints)."""
@@ -97,12 +103,34 @@ def _import_gx() -> Any:
     return great_expectations
 
 
-def build_suite(expected_rows: int | None, *, name: str = SUITE_NAME) -> gx.ExpectationSuite:
+@functools.cache
+def _quantile_expectation() -> type:
+    """GX 1.24's ExpectColumnQuantileValuesToBeBetween with its verdict as a Python bool: the original's is
+    numpy's (np.all), which the file results store cannot serialise (TypeError). Defined on first use, so that
+    GX is imported only then; GX registers it, and the original's Data Docs renderers, under its own name."""
+    gx = _import_gx()
+
+    class ExpectColumnQuantileValuesNearBaseline(gx.expectations.ExpectColumnQuantileValuesToBeBetween):
+        def _validate(self, metrics: dict, runtime_configuration: dict | None = None,
+                      execution_engine: Any = None) -> dict:
+            outcome = super()._validate(metrics, runtime_configuration, execution_engine)
+            details = outcome["result"]["details"]
+            details["success_details"] = [bool(v) for v in details["success_details"]]
+            return {**outcome, "success": bool(outcome["success"])}
+
+    return ExpectColumnQuantileValuesNearBaseline
+
+
+def build_suite(
+    expected_rows: int | None, *, name: str = SUITE_NAME, baseline: dict | None = None
+) -> gx.ExpectationSuite:
     """The Expectation Suite for the facts table.
 
     `expected_rows` is the record count the table must have (e.g. from the dataset manifest); None means the
     count is unknown and only "at least one row" is checked. The suite is returned unsaved: `run_expectations`
     stores it in its context with add_or_update, so a rerun replaces an older suite of the same name.
+    A `baseline` data summary (pipeline.data.drift) adds its image width/height/aspect quantile ranges
+    (rules `drift.image.*`), the drift checks GX states well.
     """
     gx = _import_gx()
     gxe = gx.expectations
@@ -149,6 +177,18 @@ def build_suite(expected_rows: int | None, *, name: str = SUITE_NAME) -> gx.Expe
     add(gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=meta("counts.rows")))
     if expected_rows is not None:
         add(gxe.ExpectTableRowCountToEqual(value=expected_rows, meta=meta("counts.rows")))
+    if baseline is not None:
+        from pipeline.data.drift import DISTRIBUTIONS, quantile_ranges
+
+        for column in DISTRIBUTIONS:
+            if ranges := quantile_ranges(baseline, column):
+                add(_quantile_expectation()(
+                    column=column,
+                    quantile_ranges={"quantiles": [q for q, _, _ in ranges],
+                                     "value_ranges": [[lo, hi] for _, lo, hi in ranges]},
+                    allow_relative_error="nearest",  # as drift.summarize computes them
+                    meta=meta(f"drift.image.{column}"),
+                ))
     return suite
 
 
@@ -227,8 +267,22 @@ def _raise_on_errors(validation: Any) -> None:
         raise RuntimeError("Great Expectations could not evaluate: " + "; ".join(dict.fromkeys(errors)))
 
 
-def run_expectations(facts: pd.DataFrame, report_dir: Path, *, expected_rows: int | None = None) -> GxOutcome:
+def check_name(value: str, what: str) -> str:
+    """`value` if it can name a GX run or data asset; ValueError naming `what` otherwise."""
+    import re
+
+    if not isinstance(value, str) or not re.fullmatch(NAME_PATTERN, value):
+        raise ValueError(f"{what} {value!r}: must match {NAME_PATTERN}")
+    return value
+
+
+def run_expectations(facts: pd.DataFrame, report_dir: Path, *, expected_rows: int | None = None,
+                     run_name: str | None = None, dataset_version: str | None = None,
+                     baseline: dict | None = None) -> GxOutcome:
     """Validate the facts table, write the GX result JSON and Data Docs into report_dir, and summarise.
+
+    The GX run is named `run_name` (e.g. the Airflow run id) and the data asset `dataset_version`, so the
+    Data Docs say which run checked which data; a `baseline` summary adds the drift expectations (build_suite).
 
     The GX project (a file context) lives in report_dir/gx, so the report directory is self-contained: the
     suite, the stored validation results, and the Data Docs site that renders them. Running again on the same
@@ -237,8 +291,12 @@ def run_expectations(facts: pd.DataFrame, report_dir: Path, *, expected_rows: in
     Raises RuntimeError if GX could not evaluate an expectation (after the JSON and Data Docs are written).
     """
     gx = _import_gx()
+    from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    asset = check_name(dataset_version, "dataset version") if dataset_version is not None else DATA_ASSET
+    if run_name is not None:
+        check_name(run_name, "run name")
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     context = gx.get_context(mode="file", project_root_dir=report_dir)
@@ -248,10 +306,10 @@ def run_expectations(facts: pd.DataFrame, report_dir: Path, *, expected_rows: in
 
     batch_definition = (
         context.data_sources.add_or_update_pandas("facts")
-        .add_dataframe_asset("facts_table")
+        .add_dataframe_asset(asset)
         .add_batch_definition_whole_dataframe("whole_table")
     )
-    suite = context.suites.add_or_update(build_suite(expected_rows))
+    suite = context.suites.add_or_update(build_suite(expected_rows, baseline=baseline))
     validation_definition = context.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=SUITE_NAME, data=batch_definition, suite=suite)
     )
@@ -267,8 +325,12 @@ def run_expectations(facts: pd.DataFrame, report_dir: Path, *, expected_rows: in
     # An empty label_synset means "label out of 1..1000"; as a missing value the pair check skips it (see
     # build_suite). assign() leaves the caller's frame alone and, with copy-on-write, copies one column only.
     table = facts.assign(label_synset=facts["label_synset"].mask(facts["label_synset"] == ""))
+    if baseline is not None:  # the drift expectations' third column; a zero height is another rule's business
+        aspect = facts["width"] / facts["height"].where(facts["height"] > 0)
+        table = table.assign(aspect=aspect)
     with _unexpected_index_list_capped():
-        checkpoint_result = checkpoint.run(batch_parameters={"dataframe": table})
+        checkpoint_result = checkpoint.run(batch_parameters={"dataframe": table},
+                                           run_id=RunIdentifier(run_name=run_name) if run_name else None)
     (validation,) = checkpoint_result.run_results.values()
 
     result_json = report_dir / RESULT_JSON_NAME
@@ -296,4 +358,6 @@ def run_expectations(facts: pd.DataFrame, report_dir: Path, *, expected_rows: in
         results=results,
         result_json=result_json,
         data_docs_index=data_docs_index,
+        run_name=run_name,
+        data_asset=asset,
     )

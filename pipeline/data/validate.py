@@ -25,6 +25,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from pipeline.data import drift
+from pipeline.data.jpeg import JpegError, read_jpeg_header
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.rules import MAX_EXAMPLES, RULES, RuleResult, Violation
 from pipeline.data.sample import MANIFEST
@@ -65,6 +67,7 @@ class ValidationReport:
     rules: dict[str, RuleResult] = field(default_factory=lambda: {r: RuleResult(r) for r in RULES})
     gx: dict = field(default_factory=dict)
     report_dir: str | None = None
+    summary: dict = field(default_factory=dict)  # drift.summarize's: published with the model, compared next run
 
     @property
     def ok(self) -> bool:
@@ -298,11 +301,33 @@ def check_duplicates(facts: pd.DataFrame, report: ValidationReport, read: ImageR
         _add_rows(report, "duplicates.within_split", facts[split][repeats], "same image bytes as an earlier record")
 
 
-def _run_gx(facts: pd.DataFrame, report_dir: Path, expected_rows: int | None, report: ValidationReport) -> None:
+def summarize(facts: pd.DataFrame, report: ValidationReport, read: ImageReader,
+              dataset_version: str | None) -> dict:
+    """The facts in a few kilobytes (drift.summarize), with JPEG headers read back for a seeded sample."""
+    shards, offsets, sizes = (facts[c].to_numpy() for c in ("shard", "offset", "size"))
+
+    def header_of(row: int):
+        try:  # well-formed records only are in the table, so this fails only on a file changed since the scan
+            return read_jpeg_header(read(str(shards[row]), int(offsets[row]), int(sizes[row])))
+        except (JpegError, OSError):
+            return None
+
+    duplicates = {rule.split(".", 1)[1]: report.rules[rule].count
+                  for rule in ("duplicates.within_split", "duplicates.cross_split")}
+    return drift.summarize(facts, jpeg=drift.jpeg_fractions(len(facts), header_of), duplicates=duplicates,
+                           dataset_version=dataset_version)
+
+
+def _run_gx(facts: pd.DataFrame, report_dir: Path, expected_rows: int | None, report: ValidationReport, *,
+            run_name: str | None = None, dataset_version: str | None = None, baseline: dict | None = None) -> None:
     from pipeline.data.gx_suite import run_expectations
 
-    outcome = run_expectations(facts, report_dir, expected_rows=expected_rows)
+    outcome = run_expectations(facts, report_dir, expected_rows=expected_rows, run_name=run_name,
+                               dataset_version=dataset_version, baseline=baseline)
+    drift_results = [r for r in outcome.results if r.rule.startswith("drift.")]
     for result in outcome.results:
+        if result.rule.startswith("drift."):  # validate_data's comparison judges drift; these show it in the Data Docs
+            continue
         rule = report.rules[result.rule]
         rule.source = "great_expectations"
         if not result.success:
@@ -311,10 +336,15 @@ def _run_gx(facts: pd.DataFrame, report_dir: Path, expected_rows: int | None, re
                 rule.add(Violation(result.rule, shard, index, result.expectation), count=0)
             rule.count += max(result.unexpected_count, 1)
     report.gx = {
-        "success": outcome.success,
+        "success": all(r.success for r in outcome.results if not r.rule.startswith("drift.")),
         "validation_result": str(outcome.result_json),
         "data_docs": str(outcome.data_docs_index),
+        "run_name": outcome.run_name,
+        "data_asset": outcome.data_asset,
     }
+    if drift_results:
+        report.gx["drift"] = [{"rule": r.rule, "expectation": r.expectation, "success": r.success}
+                              for r in drift_results]
 
 
 # --- all of it ----------------------------------------------------------------------------------
@@ -329,8 +359,16 @@ def validate_dataset(
     report_dir: str | Path | None = None,
     dali_index_dir: str | Path | None = None,
     raise_on_failure: bool = False,
+    run_name: str | None = None,
+    dataset_version: str | None = None,
+    baseline_summary: dict | None = None,
 ) -> ValidationReport:
-    """Check every record in `data_dir`; write report.json, the GX result and Data Docs to `report_dir`.
+    """Check every record in `data_dir`; write report.json, summary.json (drift.summarize), the GX result and
+    Data Docs to `report_dir`.
+
+    The GX run is named `run_name` and its data asset `dataset_version` (when given). A `baseline_summary`
+    (another dataset's summary.json, e.g. the champion's) adds its image-size quantile expectations
+    (drift.quantile_ranges) to the GX run, so the Data Docs show the size drift too.
 
     Raises ValueError for unusable arguments (no such directory, unreadable manifest), and
     DataValidationError when `raise_on_failure` and a rule fails.
@@ -365,7 +403,11 @@ def validate_dataset(
         progress.close()
     facts = _facts_frame(parts)
     check_counts(facts, expect, expected, report)
-    check_duplicates(facts, report, lambda shard, offset, size: read_image(data_dir / shard, offset, size))
+    def read(shard: str, offset: int, size: int) -> bytes:
+        return read_image(data_dir / shard, offset, size)
+
+    check_duplicates(facts, report, read)
+    report.summary = summarize(facts, report, read, dataset_version)
 
     expected_rows = sum(s["records"] for s in expected.values()) if expected else (
         sum(IMAGENET_RECORDS.values()) if expect == "imagenet" else None
@@ -373,10 +415,12 @@ def validate_dataset(
     with tempfile.TemporaryDirectory(prefix="rn50-validate-") as scratch:
         out = Path(report_dir) if report_dir is not None else Path(scratch)
         out.mkdir(parents=True, exist_ok=True)
-        _run_gx(facts, out, expected_rows, report)
+        _run_gx(facts, out, expected_rows, report, run_name=run_name, dataset_version=dataset_version,
+                baseline=baseline_summary)
         report.seconds = time.monotonic() - started
         if report_dir is not None:
             report.report_dir = str(out)
+            write_json(out / drift.SUMMARY_NAME, report.summary)
             write_json(out / "report.json", report.to_json())  # published with the model: never through a link
         else:
             report.gx = {"success": report.gx["success"]}
