@@ -26,6 +26,14 @@ from pipeline.train.config import CONFIG_FILE
 
 DECISION_FILE = "decision.json"
 EVAL_FILE = "eval.json"
+PER_CLASS = "per_class"  # eval.json's per-class counts (2 x 1000 numbers): for the run report only
+
+
+def eval_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """eval.json without its per-class lists: what a decision, a manifest or a task's XCom carries."""
+    return {k: v for k, v in evaluation.items() if k != PER_CLASS}
+
+
 DEFAULT_TOLERANCE = 0.3  # percentage points below the floor, and below the live baseline, that still pass
 # The loosest the tolerance may be. NGC's own figures for one recipe differ by 0.1 pp and reruns by a few
 # tenths, so 2 pp is already generous; a looser gate is no gate, and must say so: it is a failed gate that
@@ -348,7 +356,8 @@ def run_gate(
         tolerance=tolerance, force_publish=force_publish, force_reason=force_reason, problems=problems,
         registry=registry,
     )
-    decision.inputs = {"model_dir": str(model_dir), "eval": evaluation, "amp": amp}
+    decision.inputs = {"model_dir": str(model_dir), "eval": evaluation and eval_summary(evaluation),
+                       "amp": amp}
     gate_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(gate_dir / DECISION_FILE, decision.to_json())  # replaces a planted link, never writes through it
     if not decision.publish:

@@ -103,6 +103,10 @@ class RunWorkspace:
         return self.path / "gate"
 
     @property
+    def report(self) -> Path:  # report: index.html, its PNGs and the GX Data Docs (data_docs/), for people
+        return self.path / "report"
+
+    @property
     def cache(self) -> Path:  # the DVC cache every run under this root copies from
         return Path(self.root).resolve() / CACHE
 

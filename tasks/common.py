@@ -1,8 +1,11 @@
-"""What every task adapter shares: the run workspace, final failures, skips and the S3 client."""
+"""What every task adapter shares: the run workspace, final failures, skips, the S3 client and stage timing."""
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,22 @@ def workspace_root() -> Path:
 
 def workspace(run_id: str, root: str | Path | None = None) -> RunWorkspace:
     return RunWorkspace(Path(root) if root else workspace_root(), run_id).create()
+
+
+@contextmanager
+def timed(ws: RunWorkspace, stage: str, gpus: int = 0) -> Iterator[RunWorkspace]:
+    """Record the stage's wall time and GPUs in the run's cost (pipeline.cost), whether it succeeds or fails:
+    a failed attempt kept its GPUs busy too."""
+    from pipeline.cost import record_stage
+
+    started, clock = time.time(), time.perf_counter()
+    try:
+        yield ws
+    finally:
+        try:
+            record_stage(ws.path, stage, time.perf_counter() - clock, gpus, started=started)
+        except OSError as exc:  # a full disk costs the report its figure, never the stage its result
+            print(f"warning: the cost of {stage} was not recorded: {exc}")
 
 
 def final(exc: BaseException) -> BaseException:

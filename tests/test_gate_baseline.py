@@ -90,6 +90,13 @@ def test_the_champion_is_measured_on_this_runs_data_and_train_starts_from_the_sa
     assert measured["eval_count"] == count_records(sample_dir, "validation") == record["eval_count"]
     direct = evaluate(sample_dir, champion_dir)
     assert (measured["top1_accuracy"], measured["top5_accuracy"]) == (direct.top1_accuracy, direct.top5_accuracy)
+    # Per-class top-1 counts from the same pass (the report's): each record under its own class, once, and the
+    # hits add up to top-1. The sample's validation split holds 50 images of each of its ten classes.
+    counts, hits = direct.per_class["count"], direct.per_class["correct"]
+    assert len(counts) == len(hits) == 1000 and measured["per_class"] == direct.per_class
+    assert {i: n for i, n in enumerate(counts) if n} == dict.fromkeys(range(0, 1000, 100), 50)
+    assert all(0 <= h <= n for h, n in zip(hits, counts, strict=True))
+    assert round(100.0 * sum(hits) / direct.eval_count, 4) == direct.top1_accuracy
 
     # A newer version published meanwhile changes nothing for this run: train gets the same snapshot.
     assert _publish(champion_dir, tmp_path / "v2", client) == "v0002"

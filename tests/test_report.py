@@ -1,0 +1,219 @@
+"""The run report (pipeline.report, the report task, `rn50 report`) and the run's cost (pipeline.cost).
+
+No training: the stages' files are written in their real formats (tests/report_support.py). The page's
+rendering in a browser is tests/test_report_render.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from publish_support import BUCKET, make_run_outputs, s3
+from report_support import SECOND, WORST, registry_manifests, write_stages
+from support import rn50
+
+from pipeline.cost import read_cost, record_stage
+from pipeline.data.labels import load_label_map
+from pipeline.report import build_report
+from pipeline.workspace import RunWorkspace
+
+SECTIONS = ["summary", "training", "accuracy", "per-class", "validation", "drift", "gate", "cost"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+class Page(HTMLParser):
+    """What a reader of index.html sees: sections (by id, with their text), images and links."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.sections: dict[str, str] = {}
+        self.images: list[str] = []
+        self.links: list[str] = []
+        self.external: list[str] = []
+        self._section: str | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "section":
+            self._section = a["id"]
+            self.sections[self._section] = ""
+        elif tag == "img":
+            self.images.append(a["src"])
+        elif tag == "a":
+            self.links.append(a["href"])
+        if tag in ("script", "link") or any(str(v).startswith(("http:", "https:", "//")) for v in a.values()):
+            self.external.append(f"{tag} {a}")
+
+    def handle_data(self, data: str) -> None:
+        if self._section:
+            self.sections[self._section] += data
+
+
+def _page(index: Path) -> Page:
+    return Page(index.read_text())
+
+
+def _run(tmp_path: Path) -> RunWorkspace:
+    ws = RunWorkspace(tmp_path / "ws", "manual__report").create()
+    write_stages(ws.model, ws.eval, ws.gate, ws.validation)
+    return ws
+
+
+def test_the_report_shows_curves_accuracy_classes_data_gate_and_cost(tmp_path):
+    ws = _run(tmp_path)
+    record_stage(ws.path, "train", 7200.0, 8)
+    record_stage(ws.path, "evaluate", 360.0, 1)
+    index = build_report(ws.report, model_dir=ws.model, eval_dir=ws.eval, gate_dir=ws.gate,
+                         validation_dir=ws.validation, cost=read_cost(ws.path), registry=registry_manifests())
+    assert index == ws.report / "index.html"
+    page = _page(index)
+    assert list(page.sections) == SECTIONS and page.external == []  # offline: no script, no remote resource
+    assert page.images == ["training.png", "accuracy.png", "per_class.png"]
+    for name in page.images:  # beside index.html, relative, real PNGs
+        assert (ws.report / name).read_bytes().startswith(PNG), name
+    assert "not available" not in index.read_text()
+
+    labels = load_label_map()
+    text = page.sections
+    # The worst classes come first, named by synset and human name (label = class index + 1).
+    worst = text["per-class"]
+    assert worst.index(labels.synset(WORST + 1)) < worst.index(labels.synset(SECOND + 1))
+    assert labels.name(WORST + 1) in worst and "10.0 %" in worst
+    # This run against the live baseline, the floor and the registry's last versions.
+    for label in ("this run", "live baseline: champion v0001", "floor: smoke", "v0003 (2026-03-01)", "73.00 %"):
+        assert label in text["accuracy"], label
+    # Validation: the counts, the failing rule with its first example, the Data Docs copied and linked.
+    assert "1510" in text["validation"] and "image.size" in text["validation"]
+    assert "validation-00000-of-00002 record 17: 12x9 px" in text["validation"]
+    assert "10" in text["validation"]  # classes: the ten the validation split holds
+    assert page.links == ["data_docs/index.html"] and (ws.report / "data_docs" / "static" / "style.css").is_file()
+    assert "warn" in text["drift"] and "class n01530575 moved by 25 %" in text["drift"]
+    assert "PASS: top-1 against the live baseline" in text["gate"] and "pass" in text["gate"]
+    assert "16.0000" in text["cost"] and "0.1000" in text["cost"]  # GPU-hours: 2 h x 8 GPUs; 6 min x 1 GPU
+
+
+def test_missing_or_broken_inputs_say_not_available_and_why(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    page = _page(build_report(tmp_path / "out", model_dir=empty))
+    assert list(page.sections) == SECTIONS and page.images == [] and page.links == []
+    for section in SECTIONS[1:]:
+        assert "not available" in page.sections[section], section
+    assert f"{empty / 'eval.json'} does not exist" in page.sections["accuracy"]
+    assert "no registry was given" in page.sections["accuracy"]
+
+    # A metrics.jsonl cut short and an eval.json that is not JSON: the page says which file, and the rest stays.
+    ws = _run(tmp_path)
+    with (ws.model / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 31, "loss"\n')
+    (ws.eval / "eval.json").write_text("{not json")
+    page = _page(build_report(ws.report, model_dir=ws.model, eval_dir=ws.eval, gate_dir=ws.gate,
+                              validation_dir=ws.validation, registry=[]))
+    assert page.images == ["training.png", "accuracy.png"]  # the 30 good lines, and the baselines without this run
+    assert f"{ws.model / 'metrics.jsonl'} line {31} is not JSON" in page.sections["training"]
+    assert f"{ws.eval / 'eval.json'} is not readable JSON" in page.sections["per-class"]
+    assert "nothing is published yet" in page.sections["accuracy"]
+    assert "no stage recorded its time" in page.sections["cost"]
+
+    # A drift comparison that could not be made says why (pipeline.data.drift's not_checked).
+    report = json.loads((ws.validation / "report.json").read_text())
+    report["drift"] = {"status": "not_checked", "baseline": None, "checks": [], "reason": "no champion is published"}
+    (ws.validation / "report.json").write_text(json.dumps(report))
+    page = _page(build_report(ws.report, model_dir=ws.model, validation_dir=ws.validation))
+    assert "Status: not_checked: no champion is published" in page.sections["drift"]
+
+
+def test_cost_per_stage_and_gpu_hours(tmp_path):
+    from tasks.common import timed
+
+    ws = RunWorkspace(tmp_path, "manual__cost").create()
+    assert read_cost(ws.path) is None
+    record_stage(ws.path, "train", 1800.0, 4, started=1000.0)
+    record_stage(ws.path, "train", 1800.0, 4)  # a retry: its hours add to the first attempt's
+    record_stage(ws.path, "evaluate_baseline", 36.0, 1)
+    with pytest.raises(RuntimeError), timed(ws, "evaluate", 1):  # a failed attempt still cost its time
+        time.sleep(0.05)
+        raise RuntimeError("boom")
+    with timed(ws, "report"):
+        pass
+    cost = read_cost(ws.path)
+    assert cost["stages"]["train"] == {"seconds": 3600.0, "gpus": 4, "gpu_hours": 4.0, "attempts": 2}
+    assert list(cost["stages"]) == ["train", "evaluate_baseline", "evaluate", "report"]  # the order they started
+    assert cost["stages"]["evaluate"]["seconds"] >= 0.05 and cost["stages"]["report"]["gpus"] == 0
+    assert cost["gpu_hours"]["training"] == 4.0
+    assert cost["gpu_hours"]["evaluation"] == pytest.approx(0.01 + cost["stages"]["evaluate"]["seconds"] / 3600,
+                                                             abs=1e-4)
+    assert cost["gpu_hours"]["total"] == pytest.approx(cost["gpu_hours"]["training"] + cost["gpu_hours"]["evaluation"])
+    assert cost["wall_seconds"] == pytest.approx(time.time() - 1000.0, abs=5)  # first start to last finish
+    with pytest.raises(ValueError, match=r"stage '\.\./x'"):
+        record_stage(ws.path, "../x", 1.0, 0)
+
+
+def test_report_task_and_publish_put_the_report_and_cost_in_the_version(s3_env, tmp_path, capsys):
+    from tasks import publish, report
+
+    client = s3(s3_env["AWS_ENDPOINT_URL"])
+    client.create_bucket(Bucket=BUCKET)
+    versions = []
+    for n in (1, 2):
+        ws = make_run_outputs(RunWorkspace(tmp_path / "ws", f"manual__{n}").create(), top1=80.0 + n)
+        write_stages(ws.model / "unused", ws.eval / "unused", ws.gate / "unused", ws.validation)
+        record_stage(ws.path, "train", 3600.0, 2)
+        summary = report.run(ws, client=client, bucket=BUCKET, prefix="models")
+        assert summary == {"report": str(ws.report / "index.html")}
+        versions.append(publish.run(ws, client=client, bucket=BUCKET, prefix="models"))
+    page = _page(ws.report / "index.html")
+    assert "v0001" in page.sections["accuracy"] and "81.00 %" in page.sections["accuracy"]  # the registry's last
+
+    uri = f"s3://{BUCKET}/models/resnet50/v0002/report/index.html"
+    assert versions[1]["report_uri"] == uri and f"run report: {uri}" in capsys.readouterr().out
+    manifest = json.loads(client.get_object(Bucket=BUCKET, Key="models/resnet50/v0002/manifest.json")["Body"].read())
+    assert {"report/index.html", "report/training.png", "report/accuracy.png",
+            "report/data_docs/index.html", "report/data_docs/static/style.css"} <= set(manifest["files"])
+    assert manifest["cost"]["stages"]["train"]["gpu_hours"] == 2.0
+    assert "per_class" not in manifest["metrics"]  # the lists stay in eval.json and the report
+
+    # A registry that cannot be read leaves that part "not available"; the report is still made.
+    summary = report.run(ws, client=client, bucket="no-such-bucket", prefix="models")
+    page = _page(Path(summary["report"]))
+    assert "s3://no-such-bucket/models/resnet50/ could not be read" in page.sections["accuracy"]
+
+
+def test_publish_without_a_dag_run_records_no_cost(s3_env, tmp_path):
+    from publish_support import make_model_dir, publish
+
+    client = s3(s3_env["AWS_ENDPOINT_URL"])
+    client.create_bucket(Bucket=BUCKET)
+    result = publish(make_model_dir(tmp_path / "m"), client)
+    assert result.manifest["cost"] is None
+
+
+def test_cli_report_for_a_pulled_version_and_bad_directories(tmp_path):
+    help_text = rn50("report", "--help")
+    assert help_text.returncode == 0 and "--model-dir" in help_text.stdout and "--out" in help_text.stdout
+
+    version = tmp_path / "v0001"  # as `rn50 pull` leaves a version: every stage's file at its root
+    write_stages(version, version, version, version, data_docs=False)
+    (version / "manifest.json").write_text(json.dumps({"cost": {"stages": {"train": {
+        "seconds": 60.0, "gpus": 8, "gpu_hours": 0.1333, "attempts": 1}}, "gpu_hours": {
+        "training": 0.1333, "evaluation": 0.0, "total": 0.1333}, "wall_seconds": 99.0}}))
+    made = rn50("report", "--model-dir", str(version))
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip() == str(version / "report" / "index.html")
+    page = _page(version / "report" / "index.html")
+    assert "0.1333" in page.sections["cost"] and "1510" in page.sections["validation"]
+    assert len(page.images) == 3
+
+    for bad, why in ((tmp_path / "nope", "no such model directory"),):
+        result = rn50("report", "--model-dir", str(bad))
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr.strip() == f"rn50 report: error: {bad}: {why}"
+    (tmp_path / "file").write_text("")
+    result = rn50("report", "--model-dir", str(version), "--out", str(tmp_path / "file"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"rn50 report: error: {tmp_path / 'file'}: cannot write the report")
