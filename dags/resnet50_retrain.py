@@ -5,16 +5,20 @@ Keeps the ResNet50 v1.5 ImageNet classifier fresh at NVIDIA NGC quality:
 
 1. **fetch_data**: `dvc pull` of `data.dvc` at `data_rev` into this run's workspace (or use `data_dir`), after
    removing the workspaces idle for `RN50_RETENTION_DAYS` days;
-2. **validate_data**: every TFRecord checked; bad data fails the run before any GPU is spent;
+2. **validate_data**: every TFRecord checked; bad data fails the run before any GPU is spent; beside it,
+   **check_changes**: when the data, code and resolved training config equal the champion's lineage, the run
+   stops here (every later task skipped, the reason in its log) unless `force_retrain` is set;
 3. **train**: `horovodrun -np num_gpus` on the `gpu` pool / queue, or (launcher `kubernetes`) an MPIJob of
    num_gpus / gpus_per_node workers on the cluster; a retry resumes from the checkpoint;
 4. **evaluate**: top-1 / top-5 over the 50,000 validation images; beside it, **evaluate_baseline**: the same
    for the baseline model (NVIDIA's imported checkpoint when `RN50_NGC_CHECKPOINT` is set, else the published
    champion, pulled once per run; none when neither exists);
 5. **check_accuracy**: the gate against the NGC floor and the live baseline measured on the same images
-   (`decision.json`);
-6. **publish**: an immutable version `s3://bucket/prefix/resnet50/vNNNN/`, then `latest`; then the run's data
-   copy is removed (its reports and model stay).
+   (`decision.json`); then **report**: the run report (curves, accuracy against the baselines and the last
+   versions, per-class accuracy, the data validation, the gate's reasons, the cost), on the default queue;
+6. **publish**: an immutable version `s3://bucket/prefix/resnet50/vNNNN/` with the report as `report/` (its
+   `s3://` URI in the log and in the Asset event), then `latest`; then the run's data copy is removed (its
+   reports and model stay).
 
 A scheduled run uses the defaults below (the production recipe `ngc-90e`; a deployment changes them with
 the `RN50_*` environment variables). Trigger with a form to override them for one run. Data-validation
@@ -26,7 +30,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, Param, TriggerRule, dag, task
 
 from pipeline import settings
 from pipeline.gate import DEFAULT_TOLERANCE, MAX_TOLERANCE
@@ -107,6 +111,9 @@ TRAIN_SLOT = {**GPU, "pool_slots": TRAIN_GPU_SLOTS} if TRAIN_GPU_SLOTS else {}
                            description="scratch (random), ngc (NVIDIA's checkpoint, RN50_NGC_CHECKPOINT), champion "
                            "(the latest published version) or a model directory on the gpu worker. Weights only; "
                            "the finetune profile is the short recipe for a good start.", section=TRAINING),
+        "force_retrain": Param(False, type="boolean", title="Force retrain",
+                               description="Train even when the data, code and resolved training config equal the "
+                               "champion's lineage (check_changes skips the run otherwise).", section=TRAINING),
         "gate_tolerance": Param(DEFAULT_TOLERANCE, type="number", minimum=0, maximum=MAX_TOLERANCE,
                                 title="Gate tolerance (pp)",
                                 description="Percentage points of top-1 below the baseline that still pass, at most "
@@ -147,46 +154,64 @@ def resnet50_retrain():
     @task(task_id="fetch_data", multiple_outputs=False, task_display_name="Fetch data (dvc pull)")
     def fetch_data(**context) -> dict:
         from tasks import fetch_data as stage
-        from tasks.common import workspace
+        from tasks.common import timed, workspace
         from tasks.train import check_run_gpus, check_run_hosts
 
         params = context["params"]
         # A host the deployment does not allow, or GPUs other than train reserves, fail the run before any work.
         check_run_hosts(params["hosts"])
         check_run_gpus(params["num_gpus"], params["launcher"], TRAIN_GPU_SLOTS)
-        return stage.run(workspace(context["run_id"]), data_rev=params["data_rev"], data_dir=params["data_dir"],
-                         retention_days=RETENTION_DAYS)
+        with timed(workspace(context["run_id"]), "fetch_data") as ws:
+            return stage.run(ws, data_rev=params["data_rev"], data_dir=params["data_dir"],
+                             retention_days=RETENTION_DAYS)
 
     @task(task_id="validate_data", multiple_outputs=False, task_display_name="Validate data", **FINAL)
     def validate_data(data: dict, **context) -> dict:
         from tasks import validate_data as stage
-        from tasks.common import workspace
+        from tasks.common import s3_client, timed, workspace
 
-        return stage.run(workspace(context["run_id"]), data_dir=data["data_dir"], profile=context["params"]["profile"])
+        p = context["params"]
+        with timed(workspace(context["run_id"]), "validate_data") as ws:
+            # The champion's data summary, from the run's registry: what this data is compared with.
+            return stage.run(ws, data_dir=data["data_dir"], profile=p["profile"], client=s3_client(AWS_CONN_ID),
+                             bucket=p["bucket"], prefix=p["prefix"], model=MODEL)
+
+    # Nothing to train when the data, code and recipe equal the champion's: a short-circuit (not a failure)
+    # skips every task after it, and its log and XCom say why. validate_data is not after it: it still runs.
+    @task.short_circuit(task_id="check_changes", multiple_outputs=False, task_display_name="Skip if nothing changed")
+    def check_changes(**context) -> dict | bool:
+        from tasks import check_changes as stage
+        from tasks.common import s3_client, workspace
+
+        return stage.run(workspace(context["run_id"]), params=context["params"], client=s3_client(AWS_CONN_ID),
+                         model=MODEL, ti=context["ti"])
 
     @task(task_id="train", multiple_outputs=False, task_display_name="Train (Horovod)", execution_timeout=TRAIN_TIMEOUT,
           **TRAIN_SLOT)
     def train(data: dict, **context) -> dict:
         from tasks import train as stage
-        from tasks.common import s3_client, workspace
+        from tasks.common import s3_client, timed, workspace
 
         p = context["params"]
         stage.check_run_gpus(p["num_gpus"], p["launcher"], TRAIN_GPU_SLOTS)
         # init_from=champion: the run's snapshot of it, from the run's registry (see evaluate_baseline).
         client = s3_client(AWS_CONN_ID) if p["init_from"] == "champion" else None
-        return stage.run(
-            workspace(context["run_id"]), data_dir=data["data_dir"], profile=p["profile"], launcher=p["launcher"],
-            gpus_per_node=p["gpus_per_node"], num_gpus=p["num_gpus"], hosts=p["hosts"], epochs=p["epochs"],
-            batch_size=p["batch_size"], steps=p["steps"], amp=p["amp"], xla=p["xla"], init_from=p["init_from"],
-            client=client, bucket=p["bucket"], prefix=p["prefix"],
-        )
+        # num_gpus on either launcher: a Kubernetes MPIJob holds as many GPUs as horovodrun's ranks would.
+        with timed(workspace(context["run_id"]), "train", p["num_gpus"]) as ws:
+            return stage.run(
+                ws, data_dir=data["data_dir"], profile=p["profile"], launcher=p["launcher"],
+                gpus_per_node=p["gpus_per_node"], num_gpus=p["num_gpus"], hosts=p["hosts"], epochs=p["epochs"],
+                batch_size=p["batch_size"], steps=p["steps"], amp=p["amp"], xla=p["xla"], init_from=p["init_from"],
+                client=client, bucket=p["bucket"], prefix=p["prefix"],
+            )
 
     @task(task_id="evaluate", multiple_outputs=False, task_display_name="Evaluate top-1/top-5", **GPU)
     def evaluate(data: dict, **context) -> dict:
         from tasks import evaluate as stage
-        from tasks.common import workspace
+        from tasks.common import timed, workspace
 
-        return stage.run(workspace(context["run_id"]), data_dir=data["data_dir"])
+        with timed(workspace(context["run_id"]), "evaluate", 1) as ws:
+            return stage.run(ws, data_dir=data["data_dir"])
 
     # The baseline the gate compares with, measured on the same data by the same code as the candidate; beside
     # evaluate, on the gpu queue (TensorFlow) with the same pool rule. The champion is pulled once per run into
@@ -194,23 +219,38 @@ def resnet50_retrain():
     @task(task_id="evaluate_baseline", multiple_outputs=False, task_display_name="Evaluate the baseline", **GPU)
     def evaluate_baseline(data: dict, **context) -> dict:
         from tasks import evaluate_baseline as stage
-        from tasks.common import s3_client, workspace
+        from tasks.common import s3_client, timed, workspace
 
         p = context["params"]
-        return stage.run(workspace(context["run_id"]), data_dir=data["data_dir"], client=s3_client(AWS_CONN_ID),
-                         bucket=p["bucket"], prefix=p["prefix"], model=MODEL)
+        with timed(workspace(context["run_id"]), "evaluate_baseline", 1) as ws:
+            return stage.run(ws, data_dir=data["data_dir"], client=s3_client(AWS_CONN_ID), bucket=p["bucket"],
+                             prefix=p["prefix"], model=MODEL)
 
     @task(task_id="check_accuracy", multiple_outputs=False, task_display_name="Accuracy gate", **FINAL)
     def check_accuracy(**context) -> dict:
         from tasks import check_accuracy as stage
-        from tasks.common import s3_client, workspace
+        from tasks.common import s3_client, timed, workspace
 
         p = context["params"]
-        return stage.run(
-            workspace(context["run_id"]), profile=p["profile"], tolerance=p["gate_tolerance"],
-            force_publish=p["force_publish"], force_reason=p["force_reason"], client=s3_client(AWS_CONN_ID),
-            bucket=p["bucket"], prefix=p["prefix"], model=MODEL,
-        )
+        with timed(workspace(context["run_id"]), "check_accuracy") as ws:
+            return stage.run(
+                ws, profile=p["profile"], tolerance=p["gate_tolerance"], force_publish=p["force_publish"],
+                force_reason=p["force_reason"], client=s3_client(AWS_CONN_ID), bucket=p["bucket"], prefix=p["prefix"],
+                model=MODEL,
+            )
+
+    # The run report for people (curves, accuracy against the baselines and the registry, per-class, data, gate,
+    # cost) on the default queue: matplotlib, no TensorFlow. publish uploads it as the version's report/. It runs
+    # whatever the gate said (all_done): a failed gate's report, in the run's workspace, is where its reasons are
+    # read beside the curves. A short-circuit (check_changes) skips it all the same.
+    @task(task_id="report", multiple_outputs=False, task_display_name="Run report", trigger_rule=TriggerRule.ALL_DONE)
+    def report(**context) -> dict:
+        from tasks import report as stage
+        from tasks.common import s3_client, timed, workspace
+
+        p = context["params"]
+        with timed(workspace(context["run_id"]), "report") as ws:
+            return stage.run(ws, client=s3_client(AWS_CONN_ID), bucket=p["bucket"], prefix=p["prefix"], model=MODEL)
 
     @task(task_id="publish", multiple_outputs=False, task_display_name="Publish to S3", outlets=[RESNET50_MODEL])
     def publish(decision: dict, training: dict, **context) -> dict:
@@ -235,9 +275,11 @@ def resnet50_retrain():
     trained = train(data)
     decision = check_accuracy()
     validated = validate_data(data)
+    baseline = evaluate_baseline(data)
+    data >> check_changes() >> [trained, baseline]  # skipping these skips everything after them too
     validated >> trained >> evaluate(data) >> decision
-    validated >> evaluate_baseline(data) >> decision
-    publish(decision, trained)
+    validated >> baseline >> decision
+    decision >> report() >> publish(decision, trained)
 
 
 resnet50_retrain()

@@ -31,3 +31,8 @@ ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/rn50/dags \
     RN50_WORKSPACE_ROOT=/opt/rn50/runs/workspaces \
     DVC_NO_ANALYTICS=1 \
     GX_ANALYTICS_ENABLED=false
+# The commit the image is built from (docker/compose.yaml passes it: see docs/deployment.md): the image has
+# no .git, so this is the code version manifests record and check_changes compares. Unset, it is unknown:
+# manifests say null and every run trains. Declared last: its value invalidates no layer above.
+ARG RN50_CODE_VERSION=
+ENV RN50_CODE_VERSION=${RN50_CODE_VERSION}

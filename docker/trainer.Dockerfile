@@ -80,5 +80,10 @@ ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/rn50/dags \
     DVC_NO_ANALYTICS=1 \
     GX_ANALYTICS_ENABLED=false \
     TF_CPP_MIN_LOG_LEVEL=2
+# The commit the image is built from (docker/compose.yaml passes it: see docs/deployment.md): the image has
+# no .git, so this is the code version manifests record and check_changes compares. Unset, it is unknown:
+# manifests say null and every run trains. Declared last: its value invalidates no layer above.
+ARG RN50_CODE_VERSION=
+ENV RN50_CODE_VERSION=${RN50_CODE_VERSION}
 ENTRYPOINT ["rn50"]
 CMD ["--help"]

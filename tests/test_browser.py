@@ -30,7 +30,8 @@ pytestmark = pytest.mark.slow
 
 SCRIPT = REPO / "scripts" / "airflow.sh"  # what `make airflow` runs
 DAG_ID = "resnet50_retrain"
-TASKS = ("fetch_data", "validate_data", "train", "evaluate", "evaluate_baseline", "check_accuracy", "publish")
+TASKS = ("fetch_data", "validate_data", "check_changes", "train", "evaluate", "evaluate_baseline", "check_accuracy",
+         "report", "publish")
 BUCKET = "rn50-artifacts"  # scripts/local_s3.sh's default, which the form's Bucket defaults to as well
 CHROMIUM = shutil.which("chromium")
 # Playwright adds --headless itself. No sandbox: the tests may run as root (CI containers), where

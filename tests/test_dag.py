@@ -54,14 +54,21 @@ def test_schedule_and_run_policy(dag):
 
 
 def test_tasks_and_dependencies(dag):
-    order = ["fetch_data", "validate_data", "train", "evaluate", "check_accuracy", "publish"]
-    assert sorted(dag.task_ids) == sorted([*order, "evaluate_baseline"])
+    order = ["fetch_data", "validate_data", "train", "evaluate", "check_accuracy", "report", "publish"]
+    assert sorted(dag.task_ids) == sorted([*order, "evaluate_baseline", "check_changes"])
     for upstream, downstream in itertools.pairwise(order):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
-    assert dag.get_task("train").upstream_task_ids == {"fetch_data", "validate_data"}
-    assert dag.get_task("publish").upstream_task_ids == {"check_accuracy", "train"}
+    assert dag.get_task("train").upstream_task_ids == {"fetch_data", "validate_data", "check_changes"}
+    # check_changes may skip the run before any GPU is spent; validate_data runs beside it either way.
+    assert dag.get_task("check_changes").upstream_task_ids == {"fetch_data"}
+    assert dag.get_task("publish").upstream_task_ids == {"check_accuracy", "report", "train"}
+    # The report waits for the gate, on the default queue (matplotlib, no TensorFlow) and no GPU pool.
+    report = dag.get_task("report")
+    assert report.upstream_task_ids == {"check_accuracy"}
+    assert report.trigger_rule == "all_done"  # a failed gate's run has its report too (not published)
+    assert (report.queue, report.pool) == ("default", "default_pool")
     # The baseline is measured beside training, on validated data, and the gate waits for it.
-    assert dag.get_task("evaluate_baseline").upstream_task_ids == {"fetch_data", "validate_data"}
+    assert dag.get_task("evaluate_baseline").upstream_task_ids == {"fetch_data", "validate_data", "check_changes"}
     assert dag.get_task("check_accuracy").upstream_task_ids == {"evaluate", "evaluate_baseline"}
 
 
@@ -71,9 +78,9 @@ def test_tasks_take_only_the_xcoms_they_use(dag):
 
     inputs = {t.task_id: sorted(op.task_id for op, _ in XComArg.iter_xcom_references(t.op_args))
               for t in dag.tasks}
-    assert inputs == {"fetch_data": [], "validate_data": ["fetch_data"], "train": ["fetch_data"],
+    assert inputs == {"fetch_data": [], "validate_data": ["fetch_data"], "check_changes": [], "train": ["fetch_data"],
                       "evaluate": ["fetch_data"], "evaluate_baseline": ["fetch_data"], "check_accuracy": [],
-                      "publish": ["check_accuracy", "train"]}
+                      "report": [], "publish": ["check_accuracy", "train"]}
 
 
 def test_each_task_pushes_its_summary_once_as_return_value(dag):
@@ -104,7 +111,7 @@ def test_params_have_titles_descriptions_and_schemas(dag):
     params = dag.params
     expected = {"profile", "data_rev", "data_dir", "epochs", "steps", "batch_size", "num_gpus", "hosts", "amp",
                 "xla", "launcher", "gpus_per_node", "gate_tolerance", "force_publish", "force_reason", "publish",
-                "bucket", "prefix", "init_from"}
+                "bucket", "prefix", "init_from", "force_retrain"}
     assert set(params.keys()) == expected
     for name in expected:
         param = params.get_param(name)
@@ -114,6 +121,7 @@ def test_params_have_titles_descriptions_and_schemas(dag):
     assert params.get_param("profile").schema["enum"] == ["ngc-90e", "ngc-250e", "smoke", "finetune"] == list(PROFILES)
     assert params.get_param("launcher").schema["enum"] == ["local", "kubernetes"]
     assert params["publish"] is True and params["force_publish"] is False
+    assert params["force_retrain"] is False  # an unchanged run is skipped unless the trigger forces it
     assert params["launcher"] == "local" and params["gpus_per_node"] == 8
 
 
@@ -125,7 +133,7 @@ def test_the_trigger_form_groups_its_params(dag):
         sections.setdefault(dag.params.get_param(name).schema.get("section"), []).append(name)
     assert list(sections.items()) == [
         (None, ["profile", "data_rev", "data_dir"]),
-        ("Training overrides", ["epochs", "steps", "batch_size", "amp", "xla", "init_from"]),
+        ("Training overrides", ["epochs", "steps", "batch_size", "amp", "xla", "init_from", "force_retrain"]),
         ("Gate", ["gate_tolerance", "force_publish", "force_reason"]),
         ("Where to publish", ["publish", "bucket", "prefix"]),
         ("GPUs and hosts", ["num_gpus", "launcher", "gpus_per_node", "hosts"]),

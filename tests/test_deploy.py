@@ -420,6 +420,46 @@ def test_the_images_hold_what_each_role_needs():
     assert "docker/rn50-worker.sh /usr/local/bin/rn50-worker" in trainer
 
 
+def test_the_images_know_the_commit_they_are_built_from(compose):
+    # The images install the code without .git: its version comes in as a build arg, kept in the final
+    # stage's environment, where code_version reads RN50_CODE_VERSION.
+    for path in DOCKERFILES:
+        final = path.read_text().rsplit("\nFROM ", 1)[-1]
+        assert "\nARG RN50_CODE_VERSION=\n" in final, f"{path.name}: no build arg in the final stage"
+        assert "\nENV RN50_CODE_VERSION=${RN50_CODE_VERSION}\n" in final, f"{path.name}: the build arg is not kept"
+    built = set()
+    for name, service in compose["services"].items():
+        if "build" in service:
+            built.add(service["build"]["dockerfile"])
+            assert service["build"].get("args") == {"RN50_CODE_VERSION": "${RN50_CODE_VERSION:-}"}, name
+        # Set when the container starts, even to "", it would replace the image's own value.
+        assert "RN50_CODE_VERSION" not in (service.get("environment") or {}), name
+    assert built == {f"docker/{path.name}" for path in DOCKERFILES}
+
+
+def test_the_documented_build_passes_the_checkout_s_code_version(tmp_path):
+    # The build command of docs/deployment.md, run with a stand-in `docker` that records what compose would
+    # get: the version code_version reports for this checkout, "-dirty" included.
+    from pipeline.publish.manifest import code_version
+
+    doc = (REPO / "docs" / "deployment.md").read_text()
+    [command] = [line for line in doc.splitlines() if line.startswith("RN50_CODE_VERSION=")]
+    assert command.endswith(" docker compose -f docker/compose.yaml build")
+    value = command.removesuffix(" docker compose -f docker/compose.yaml build")
+    assert f"--build-arg {value} ." in doc  # the trainer image built for Kubernetes
+    assert f"#   {value} \\\n#     docker compose -f docker/compose.yaml build" in (DOCKER / "compose.yaml").read_text()
+    bin_dir, seen = tmp_path / "bin", tmp_path / "seen"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text('#!/bin/sh\nprintf %s "$RN50_CODE_VERSION" > "$SEEN"\n')
+    (bin_dir / "docker").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SEEN": str(seen), "HOME": str(tmp_path),
+           "GIT_OPTIONAL_LOCKS": "0"}  # others work in this checkout: take no index lock
+    before = code_version(REPO)
+    subprocess.run(["bash", "-c", command], cwd=REPO, env=env, check=True, timeout=60)
+    assert seen.read_text() in {before, code_version(REPO)}  # someone may commit in between
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", seen.read_text())
+
+
 def test_what_the_dockerfiles_copy_exists_and_is_not_ignored():
     ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")]

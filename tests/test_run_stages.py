@@ -13,7 +13,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from publish_support import BUCKET, s3  # noqa: E402
+from publish_support import BUCKET, SAVED_MODEL_FILES, s3  # noqa: E402
 from support import untrained_checkpoint  # noqa: E402
 
 from pipeline.train.config import get_profile  # noqa: E402
@@ -52,7 +52,8 @@ def test_each_stage_writes_only_its_own_folder_and_publish_only_uploads(s3_env, 
     summary = evaluate.run(ws, data_dir=str(sample_dir))
     evaluated = _files(ws.path)
     assert _changed(start, evaluated) == {"eval", "export"}
-    assert set(_files(ws.export)) == {"model.keras"} and not list(ws.export.glob(".*"))  # no scratch left
+    assert set(_files(ws.export)) == {"model.keras", "labels.txt", *SAVED_MODEL_FILES}
+    assert not list(ws.export.glob(".*"))  # no scratch left
     assert {"eval.json", "metrics.jsonl"} <= set(_files(ws.eval))
     [line] = (ws.eval / "metrics.jsonl").read_text().splitlines()  # this try's line only
     assert json.loads(line)["eval_throughput"] == summary["eval_throughput"] and summary["eval_count"] == 500
@@ -78,12 +79,13 @@ def test_each_stage_writes_only_its_own_folder_and_publish_only_uploads(s3_env, 
     # and one metrics.jsonl: training's lines, then evaluate's.
     assert set(published) == {"config.json", "metrics.jsonl", "eval.json", "decision.json", "model.keras",
                               "report.json", "checkpoints/checkpoint", "checkpoints/ckpt-1.index",
-                              "checkpoints/ckpt-1.data-00000-of-00001"}
+                              "checkpoints/ckpt-1.data-00000-of-00001", "labels.txt", *SAVED_MODEL_FILES}
     metrics = (ws.model / "metrics.jsonl").read_bytes() + (ws.eval / "metrics.jsonl").read_bytes()
     assert metrics.startswith(TRAINING_LINE.encode())
     assert published["metrics.jsonl"] == hashlib.sha256(metrics).hexdigest()
     for name, path in (("eval.json", ws.eval / "eval.json"), ("decision.json", ws.gate / "decision.json"),
                        ("model.keras", export), ("config.json", ws.model / "config.json"),
                        ("checkpoints/ckpt-1.index", ws.model / "checkpoints/ckpt-1.index"),
-                       ("report.json", ws.validation / "report.json")):
+                       ("report.json", ws.validation / "report.json"), ("labels.txt", ws.export / "labels.txt"),
+                       *((name, ws.export / name) for name in SAVED_MODEL_FILES)):
         assert published[name] == hashlib.sha256(path.read_bytes()).hexdigest(), name

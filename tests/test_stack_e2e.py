@@ -38,7 +38,8 @@ BUCKET = "rn50-artifacts"  # compose's default RN50_BUCKET, which the stack keep
 STEPS = 10
 # Tasks that need TensorFlow, on worker B (queue gpu); the others on worker A (queue default).
 GPU_TASKS = {"train", "evaluate", "evaluate_baseline"}
-TASKS = {"fetch_data", "validate_data", "train", "evaluate", "evaluate_baseline", "check_accuracy", "publish"}
+TASKS = {"fetch_data", "validate_data", "check_changes", "train", "evaluate", "evaluate_baseline", "check_accuracy",
+         "report", "publish"}
 pytestmark = pytest.mark.slow
 
 
@@ -185,6 +186,8 @@ def test_a_run_triggered_over_rest_publishes_and_a_second_is_gated_against_it(st
     assert _xcom(stack, run_1, "evaluate_baseline")["model"]["kind"] == "none"
     published = _xcom(stack, run_1, "publish")
     assert published["version"] == "v0001"
+    # The run report, made on worker A (no TensorFlow): its URI in publish's summary (the Asset event's extra).
+    assert published["report_uri"] == f"s3://{BUCKET}/models/resnet50/v0001/report/index.html"
     s3 = stack.s3()
     latest = json.loads(s3.get_object(Bucket=BUCKET, Key="models/resnet50/latest.json")["Body"].read())
     assert latest["version"] == "v0001"
@@ -218,8 +221,9 @@ def test_a_run_triggered_over_rest_publishes_and_a_second_is_gated_against_it(st
     state, tasks = _wait(stack, run_2)
     print(f"run 2: {time.monotonic() - started:.0f} s ({state})")
     _assert_on_their_workers(tasks)
-    assert {t: tasks[t]["state"] for t in TASKS - {"check_accuracy", "publish"}} == dict.fromkeys(
-        TASKS - {"check_accuracy", "publish"}, "success"), stack.logs(run_2)
+    after_gate = {"check_accuracy", "report", "publish"}  # the report is made after the gate's verdict
+    assert {t: tasks[t]["state"] for t in TASKS - after_gate} == dict.fromkeys(
+        TASKS - after_gate, "success"), stack.logs(run_2)
     assert tasks["evaluate_baseline"]["hostname"].startswith("worker-gpu.")
     workspace = _workspace(stack, run_2)
     # Trained from the run's one snapshot of v0001 (pulled by train or evaluate_baseline, used by both).
@@ -242,7 +246,8 @@ def test_a_run_triggered_over_rest_publishes_and_a_second_is_gated_against_it(st
         assert state == "success" and _xcom(stack, run_2, "publish")["version"] == latest["version"] == "v0002"
     else:
         assert state == "failed", stack.logs(run_2)
-        assert (tasks["check_accuracy"]["state"], tasks["publish"]["state"]) == ("failed", "upstream_failed")
+        assert (tasks["check_accuracy"]["state"], tasks["report"]["state"], tasks["publish"]["state"]) == (
+            "failed", "success", "upstream_failed")  # the failed gate's report stays in the workspace
         assert latest["version"] == "v0001"
         assert "models/resnet50/v0002/manifest.json" not in [
             o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="models/resnet50/v0002/").get("Contents", [])]

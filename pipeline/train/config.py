@@ -141,3 +141,9 @@ def get_profile(name: str) -> TrainConfig:
         return PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+
+
+def resolve(profile: str, **overrides: Any) -> TrainConfig:
+    """The recipe `rn50 train` trains with and saves as config.json: the profile with a run's overrides
+    (None: the profile's value). The DAG's check_changes compares it with the champion's before training."""
+    return get_profile(profile).replace(**overrides)

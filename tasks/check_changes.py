@@ -1,0 +1,69 @@
+"""check_changes: skip training when the run's data, code and resolved recipe equal the champion's lineage.
+
+On the default queue (no TensorFlow): it reads the dataset version fetch_data recorded, the code
+version of this checkout and the champion's manifest, the same sources publish records a version's
+lineage from (pipeline.publish.publish.resolve_lineage), and compares them (pipeline.lineage). Unless
+the trigger sets force_retrain, an unchanged run short-circuits: the DAG skips training, evaluation, the
+gate and publishing, and this task's log and XCom say why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline import settings
+from pipeline.fetch import DATA_DVC
+from pipeline.publish.registry import MODEL
+from pipeline.workspace import RunWorkspace
+from tasks.common import final
+
+# The DAG's Params that override the profile's TrainConfig fields: what the train task passes to `rn50 train`.
+OVERRIDES = ("epochs", "steps", "batch_size", "amp", "xla")
+
+
+def run(ws: RunWorkspace, *, params: Mapping[str, Any], client: Any, model: str = MODEL,
+        ti: Any = None) -> dict[str, Any] | bool:
+    """The comparison's summary when the run trains; False (the short-circuit) when it skips.
+
+    A skipping short-circuit pushes no return value (Airflow skips the downstream tasks first), so the
+    summary is pushed to `ti`'s XCom here, where the UI shows it.
+    """
+    from pipeline.lineage import RunLineage, check_changes
+    from pipeline.publish.manifest import PROJECT_ROOT, read_json
+    from pipeline.publish.publish import resolve_lineage
+    from pipeline.publish.registry import latest_manifest
+    from pipeline.train.config import resolve
+
+    try:
+        config = resolve(params["profile"], **{k: params[k] for k in OVERRIDES}).to_dict()
+    except ValueError as exc:
+        raise final(exc) from exc
+    try:
+        data = read_json(ws.data_record)
+    except FileNotFoundError:
+        data = {}
+    # As publish resolves them: fetch_data's record, else the run's data.dvc; this checkout's git commit,
+    # else (an image, no .git) RN50_CODE_VERSION.
+    try:
+        known = resolve_lineage({"dataset_version": data.get("dataset_version")}, code_repo=PROJECT_ROOT,
+                                data_dvc=ws.checkout / DATA_DVC)
+    except settings.SettingError as exc:  # a malformed RN50_CODE_VERSION: a retry would not fix it
+        raise final(exc) from exc
+    run_lineage = RunLineage(
+        dataset_version=known["dataset_version"], code_version=known["code_version"], config=config,
+        init_from=params["init_from"], num_gpus=params["num_gpus"], ngc_checkpoint=settings.NGC_CHECKPOINT.get(),
+    )
+    try:
+        champion = latest_manifest(client, params["bucket"], params["prefix"], model)
+    except ValueError as exc:  # a prefix that is no key path
+        raise final(exc) from exc
+    check = check_changes(run_lineage, champion, force_retrain=bool(params.get("force_retrain")))
+    print(check.reason, flush=True)
+    summary = {**check.to_dict(), "dataset_version": run_lineage.dataset_version,
+               "code_version": run_lineage.code_version}
+    if check.train:
+        return summary
+    if ti is not None:
+        ti.xcom_push(key="return_value", value=summary)
+    return False

@@ -1,0 +1,269 @@
+"""No retraining when nothing changed: the comparison of a run's lineage with the champion's (pipeline.lineage),
+and the DAG's check_changes short-circuit run against a champion published to the S3 server."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from pipeline.lineage import RunLineage, check_changes, differences
+from pipeline.train.config import get_profile
+
+MD5 = "3f2a9c1e5d7b40a8b1c2d3e4f5a6b7c8"
+SHA = "0123456789abcdef0123456789abcdef01234567"
+SMOKE = get_profile("smoke").to_dict()
+
+
+def champion(**overrides) -> dict:
+    manifest = {"version": "v0003", "dataset_version": MD5, "code_version": SHA,
+                "training": {"config": dict(SMOKE), "num_gpus": 1, "hosts": "localhost"}}
+    return {**manifest, **overrides}
+
+
+def lineage(**overrides) -> RunLineage:
+    return RunLineage(**{"dataset_version": MD5, "code_version": SHA, "config": SMOKE, **overrides})
+
+
+def test_an_unchanged_run_skips_and_says_why():
+    check = check_changes(lineage(), champion())
+    assert (check.train, check.champion, check.differences) == (False, "v0003", [])
+    assert check.reason == (f"nothing changed since v0003: dataset {MD5}, code {SHA}, config equal; skipping "
+                            "training (force_retrain to train anyway)")
+
+
+def test_force_retrain_trains_an_unchanged_run():
+    check = check_changes(lineage(), champion(), force_retrain=True)
+    assert check.train and check.reason.endswith("; training anyway (force_retrain)")
+
+
+def test_no_champion_trains():
+    assert check_changes(lineage(), None) == check_changes(lineage(), None, force_retrain=True)
+    assert check_changes(lineage(), None).train
+
+
+@pytest.mark.parametrize(("run", "manifest", "difference"), [
+    (lineage(dataset_version="9" * 32), champion(), f"dataset: {MD5} -> {'9' * 32}"),
+    (lineage(code_version="f" * 40), champion(), f"code: {SHA} -> {'f' * 40}"),
+    (lineage(config={**SMOKE, "epochs": 21}), champion(), "config.epochs: 20 -> 21"),
+    (lineage(config={**SMOKE, "amp": True}), champion(), "config.amp: False -> True"),
+    # A champion trained by code whose recipe had a field this one lacks (or the reverse) is not this recipe.
+    (lineage(), champion(training={"config": {**SMOKE, "dropout": 0.1}, "num_gpus": 1}),
+     "config.dropout: 0.1 -> '<absent>'"),
+    (lineage(num_gpus=2), champion(), "num_gpus: 1 -> 2"),
+    (lineage(), champion(training={"config": {**SMOKE, "init": {"kind": "ngc", "source": "/ngc"}}, "num_gpus": 1}),
+     "init: ngc -> scratch"),
+    (lineage(init_from="ngc", ngc_checkpoint="/ngc/v2"),
+     champion(training={"config": {**SMOKE, "init": {"kind": "ngc", "source": "/ngc/v1"}}, "num_gpus": 1}),
+     "init: ngc -> ngc (/ngc/v2)"),
+    # Fine-tuning from the champion starts from the champion itself: never the champion's own start.
+    (lineage(init_from="champion"), champion(),
+     "init: init_from=champion starts from weights that are not the champion's own start"),
+])
+def test_any_one_difference_trains_and_is_named(run, manifest, difference):
+    check = check_changes(run, manifest, force_retrain=False)
+    assert check.train and check.differences == [difference]
+    assert check.reason == f"training: differs from the champion v0003 in {difference}"
+
+
+def test_the_same_ngc_checkpoint_is_the_same_start():
+    manifest = champion(training={"config": {**SMOKE, "init": {"kind": "ngc", "source": "/ngc"}}, "num_gpus": 1})
+    assert differences(lineage(init_from="ngc", ngc_checkpoint="/ngc"), manifest) == []
+
+
+@pytest.mark.parametrize(("ours", "theirs", "difference"), [
+    ({"dataset_version": None}, {}, "dataset: this run's is unknown"),
+    ({}, {"dataset_version": None}, "dataset: the champion's is unknown"),
+    ({"dataset_version": "unversioned:ab12"}, {"dataset_version": "unversioned:ab12"},
+     "dataset: this run's is a data directory's listing (paths and sizes), not a content version"),
+    ({"code_version": None}, {"code_version": None},
+     "code: this run's is unknown (no git checkout and no RN50_CODE_VERSION)"),
+    ({"code_version": SHA + "-dirty"}, {"code_version": SHA + "-dirty"},
+     f"code: this run's is {SHA}-dirty: uncommitted changes"),
+    ({}, {"code_version": SHA + "-dirty"}, f"code: the champion's is {SHA}-dirty: uncommitted changes"),
+])
+def test_unknown_versions_never_count_as_equal(ours, theirs, difference):
+    check = check_changes(lineage(**ours), champion(**theirs))
+    assert check.train and check.differences == [difference]
+
+
+def test_a_manifest_without_training_facts_differs_in_each():
+    found = differences(lineage(), {"version": "v0001", "dataset_version": MD5, "code_version": SHA})
+    assert "num_gpus: None -> 1" in found and "config.epochs: '<absent>' -> 20" in found
+
+
+# ---- the DAG's check_changes task ----------------------------------------------------------------------------
+
+
+class _TaskInstance:
+    """What the short-circuit uses of its task instance: the map index and XCom pushes."""
+
+    map_index = -1
+
+    def __init__(self) -> None:
+        self.xcom: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.xcom[key] = json.loads(json.dumps(value))  # what Airflow stores: JSON
+
+
+@pytest.fixture
+def published(registry, tmp_path, monkeypatch):
+    """A champion v0001 published to the S3 server with the smoke recipe on the run's dataset and code, and
+    a run workspace whose fetch_data recorded that dataset. The checkout's code version is fixed at SHA: the
+    working copy may be dirty, which never counts as equal."""
+    from publish_support import BUCKET, make_run_outputs
+
+    import pipeline.publish.publish
+    from pipeline.files import write_json
+    from pipeline.workspace import RunWorkspace
+
+    monkeypatch.setattr(pipeline.publish.publish, "code_version", lambda repo: SHA)
+    monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path / "runs"))
+    monkeypatch.delenv("RN50_NGC_CHECKPOINT", raising=False)
+    _, client = registry
+    first = make_run_outputs(RunWorkspace(tmp_path / "runs", "manual__first").create())
+    pipeline.publish.publish.publish_model(
+        first.model, eval_dir=first.eval, gate_dir=first.gate, export_dir=first.export, client=client, bucket=BUCKET,
+        dvc_prefix=None, lineage={"dataset_version": MD5, "num_gpus": 1, "hosts": "localhost"})
+    ws = RunWorkspace(tmp_path / "runs", "scheduled__2027-01-01").create()
+    write_json(ws.data_record, {"source": "dvc", "dataset_version": MD5})
+    return BUCKET
+
+
+def _run_check(dag, bucket, **conf):
+    """check_changes's operator as the worker runs it: (what it returned, or the tasks it skipped; its XCom)."""
+    from airflow.sdk.exceptions import DownstreamTasksSkipped
+
+    task = dag.get_task("check_changes").prepare_for_execution()  # the copy the task runner executes
+    params = copy.deepcopy(dag.params)
+    params.update({"profile": "smoke", "num_gpus": 1, "bucket": bucket, "prefix": "models", **conf})
+    ti = _TaskInstance()
+    context = {"params": params.validate(), "run_id": "scheduled__2027-01-01", "ti": ti, "task": task,
+               "dag_run": None, "outlet_events": {}}
+    try:
+        return task.execute(context), ti.xcom
+    except DownstreamTasksSkipped as skipped:
+        return sorted(skipped.tasks), ti.xcom
+
+
+def test_a_run_equal_to_the_champion_skips_every_task_after_check_changes(dag, published, capsys):
+    after = sorted(set(dag.task_ids) - {"fetch_data", "validate_data", "check_changes"})
+    assert {"train", "evaluate", "evaluate_baseline", "check_accuracy", "publish"} <= set(after)
+    skipped, xcom = _run_check(dag, published)
+    assert skipped == after
+    reason = (f"nothing changed since v0001: dataset {MD5}, code {SHA}, config equal; skipping training "
+              "(force_retrain to train anyway)")
+    assert reason in capsys.readouterr().out  # the task's log
+    assert xcom["return_value"] == {"train": False, "reason": reason, "champion": "v0001", "differences": [],
+                                    "dataset_version": MD5, "code_version": SHA}
+
+
+def test_force_retrain_or_another_param_trains(dag, published, capsys):
+    forced, xcom = _run_check(dag, published, force_retrain=True)
+    assert forced["train"] is True and forced["reason"].endswith("training anyway (force_retrain)")
+    changed, _ = _run_check(dag, published, steps=30)
+    assert changed["train"] is True and changed["differences"] == ["config.steps: None -> 30"]
+    assert "training: differs from the champion v0001 in config.steps: None -> 30" in capsys.readouterr().out
+    assert xcom == {}  # a run that trains pushes its summary as the return value, as every task does
+
+
+def test_a_run_without_a_champion_trains(dag, registry, tmp_path, monkeypatch):
+    from publish_support import BUCKET
+
+    monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path / "runs"))
+    result, _ = _run_check(dag, BUCKET)
+    assert result["train"] is True and result["reason"] == "no champion published yet; training"
+
+
+def test_every_param_that_overrides_the_recipe_is_compared(dag):
+    # A new Param that train passes on to the recipe must reach the comparison too, or a run that changes only it
+    # would be skipped as unchanged.
+    from pipeline.train.config import TrainConfig
+    from tasks.check_changes import OVERRIDES
+
+    fields = set(TrainConfig.__dataclass_fields__)
+    assert {name for name in dag.params if name in fields} == {"profile", *OVERRIDES}
+    task = dag.get_task("check_changes")
+    assert task.ignore_downstream_trigger_rules is True and task.queue == "default"
+
+
+# ---- the code version of an installed copy without git (an image: RN50_CODE_VERSION, docker/) -------------
+
+
+@pytest.fixture
+def no_git(tmp_path, monkeypatch):
+    """A code directory outside any git checkout, as an image's site-packages is."""
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # git looks no higher than tmp_path
+    installed = tmp_path / "site-packages"
+    installed.mkdir()
+    return installed
+
+
+def test_without_git_the_code_version_is_rn50_code_version(no_git, monkeypatch):
+    from pipeline.publish.manifest import code_version
+
+    monkeypatch.delenv("RN50_CODE_VERSION", raising=False)
+    assert code_version(no_git) is None
+    for value in (SHA, SHA + "-dirty", "v1.2.3+build_4", "a" * 64):
+        monkeypatch.setenv("RN50_CODE_VERSION", value)
+        assert code_version(no_git) == value
+
+
+def test_a_git_checkout_s_own_commit_wins_over_rn50_code_version(tmp_path, monkeypatch):
+    import subprocess
+
+    from pipeline.publish.manifest import code_version
+
+    repo = tmp_path / "code"
+    repo.mkdir()
+    (repo / "a.py").write_text("x = 1\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "a.py"], ["commit", "-qm", "a"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    monkeypatch.setenv("RN50_CODE_VERSION", SHA)  # stale in a developer's shell
+    assert code_version(repo) == head
+    (repo / "a.py").write_text("x = 2\n")
+    assert code_version(repo) == head + "-dirty"  # never the clean commit the variable claims
+
+
+@pytest.mark.parametrize("value", ["v1 2", "a" * 65, "$(id)", "abc;rm", "v1\nforged: line", "caf\u00e9", "a/b"])
+def test_a_malformed_rn50_code_version_is_refused_in_one_line_naming_it(no_git, monkeypatch, value):
+    # It goes into manifests and log lines as it is.
+    from pipeline.publish.manifest import PROJECT_ROOT, code_version
+    from pipeline.settings import SettingError
+
+    monkeypatch.setenv("RN50_CODE_VERSION", value)
+    with pytest.raises(SettingError) as refused:
+        code_version(no_git)
+    message = str(refused.value)
+    assert message.startswith(f"RN50_CODE_VERSION={value!r}: must be 1-64 of") and "\n" not in message
+    with pytest.raises(SettingError):
+        code_version(PROJECT_ROOT)  # beside git too, where it is not used: it is wrong wherever it is set
+
+
+def test_a_worker_without_a_checkout_compares_rn50_code_version(dag, published, no_git, monkeypatch):
+    """check_changes in an image: the real code_version on a code directory without .git."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    import pipeline.publish.manifest
+    import pipeline.publish.publish
+
+    monkeypatch.setattr(pipeline.publish.publish, "code_version", pipeline.publish.manifest.code_version)
+    monkeypatch.setattr(pipeline.publish.manifest, "PROJECT_ROOT", no_git)
+    monkeypatch.setenv("RN50_CODE_VERSION", SHA)  # the image built from the champion's commit
+    skipped, xcom = _run_check(dag, published)
+    assert "train" in skipped and xcom["return_value"]["train"] is False
+    assert xcom["return_value"]["code_version"] == SHA
+    monkeypatch.setenv("RN50_CODE_VERSION", "f" * 40)  # an image of another commit
+    trained, _ = _run_check(dag, published)
+    assert trained["train"] is True and trained["differences"] == [f"code: {SHA} -> {'f' * 40}"]
+    monkeypatch.delenv("RN50_CODE_VERSION")  # an image built without it: unknown, so it trains
+    trained, _ = _run_check(dag, published)
+    assert trained["train"] is True and trained["code_version"] is None
+    assert trained["differences"] == ["code: this run's is unknown (no git checkout and no RN50_CODE_VERSION)"]
+    monkeypatch.setenv("RN50_CODE_VERSION", "v1; rm -rf /")
+    with pytest.raises(AirflowFailException, match=r"^RN50_CODE_VERSION='v1; rm -rf /': must be 1-64 of"):
+        _run_check(dag, published)  # failed for good: a retry would read the same value
