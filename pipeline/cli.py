@@ -75,9 +75,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     ours = logging.getLogger("pipeline")
     ours.addHandler(handler)
     ours.setLevel(logging.INFO)
+    import json
+
+    from pipeline.data.drift import check_summary
     from pipeline.data.validate import validate_dataset
 
     try:
+        baseline = None
+        if args.baseline_summary is not None:
+            try:
+                baseline = json.loads(args.baseline_summary.read_text())
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{args.baseline_summary}: {exc}") from None
+            check_summary(baseline, str(args.baseline_summary))
         report = validate_dataset(
             args.data_dir,
             expect=args.expect,
@@ -85,6 +95,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             workers=args.workers,
             report_dir=args.report_dir,
             dali_index_dir=args.dali_index_dir,
+            run_name=args.run_name,
+            dataset_version=args.dataset_version,
+            baseline_summary=baseline,
         )
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from exc
@@ -106,10 +119,10 @@ TRAIN_OVERRIDES = ("epochs", "batch_size", "image_size", "amp", "xla", "steps", 
 
 
 def _train_config(args: argparse.Namespace):
-    from pipeline.train.config import get_profile
+    from pipeline.train.config import resolve
 
     try:
-        return get_profile(args.profile).replace(**{k: getattr(args, k) for k in TRAIN_OVERRIDES})
+        return resolve(args.profile, **{k: getattr(args, k) for k in TRAIN_OVERRIDES})
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
 
@@ -357,11 +370,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if args.export:
         _quiet_tensorflow()
         try:
-            from pipeline.train.export import export_keras
+            from pipeline.train.export import export_serving
 
-            export_keras(args.model_dir)
+            export_serving(args.model_dir)
         except ImportError as exc:
-            raise UsageError(f"cannot export model.keras ({exc}); --no-export publishes without it") from exc
+            raise UsageError(f"cannot export model.keras and saved_model/ ({exc}); --no-export publishes without "
+                             "them") from exc
         except (FileNotFoundError, ValueError) as exc:
             raise UsageError(str(exc)) from exc
     facts = (("hosts", args.hosts), ("num_gpus", args.num_gpus))
@@ -392,32 +406,55 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _short_dataset(value: object) -> str:
+    """A dataset version in 12 columns: a DVC md5's first 12 digits (as a short git sha), dir:<fingerprint>."""
+    from pipeline.fetch import UNVERSIONED
+
+    text = "-" if value is None else str(value)
+    return ("dir:" + text.removeprefix(UNVERSIONED) if text.startswith(UNVERSIONED) else text)[:12]
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     _publish_logging()
-    from pipeline.publish.registry import RegistryError, list_versions, read_latest
+    from pipeline.publish.registry import RegistryError, list_versions, model_prefix, read_latest, version_summary
     from pipeline.publish.store import Store, StoreError, make_client
 
     try:
         store = Store(make_client(), args.bucket)
         manifests = list_versions(store, args.bucket, args.prefix, args.model)
         latest = (read_latest(store, args.prefix, args.model)[0] or {}).get("version")
+        base = f"s3://{args.bucket}/{model_prefix(args.prefix, args.model)}"
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     except (StoreError, RegistryError) as exc:
         return _registry_failure("list", exc)
-    if not manifests:
-        print(f"no published versions under s3://{args.bucket}/{args.prefix.strip('/')}/{args.model}/")
+    versions = [version_summary(m, latest) for m in manifests]
+    if args.json:
+        import json
+
+        print(json.dumps(versions, indent=2))
         return EXIT_OK
-    print(f"{'VERSION':<8}  {'CREATED (UTC)':<19}  {'TOP-1':>8}  {'DATASET':<36}  VERDICT")
-    for m in manifests:
-        top1 = (m.get("metrics") or {}).get("top1_accuracy")
-        marks = [mark for mark, on in (("forced", m.get("force_publish")),
-                                       ("no champion", not (m.get("gate") or {}).get("champion"))) if on]
-        verdict = str(m.get("verdict")) + (f" ({', '.join(marks)})" if marks else "")
-        created = str(m.get("created_at", ""))[:19].replace("T", " ")
-        accuracy = f"{top1:.2f} %" if isinstance(top1, int | float) else "-"
-        print(f"{m.get('version'):<8}  {created:<19}  {accuracy:>8}  {m.get('dataset_version') or '-'!s:<36}  "
-              f"{verdict}{'  latest' if m.get('version') == latest else ''}")
+    if not versions:
+        print(f"no published versions under {base}")
+        return EXIT_OK
+
+    def percent(value: object) -> str:
+        return f"{value:.2f}" if isinstance(value, int | float) and not isinstance(value, bool) else "-"
+
+    # Within 120 columns: the date without its time (--json has it), and the report's URI under the registry's,
+    # which the last line names once.
+    rows = [("VERSION", "DATE (UTC)", "TOP-1 %", "TOP-5 %", "BASELINE PASSED", "GATE", "DATASET", "REPORT")]
+    for v in versions:
+        report = v["report"].removeprefix(base) if v["report"] else "-"
+        rows.append((str(v["version"]), str(v["created_at"] or "")[:10], percent(v["top1_accuracy"]),
+                     percent(v["top5_accuracy"]), v["baseline"] or "-", f"{v['verdict']}{' forced' * v['forced']}",
+                     _short_dataset(v["dataset_version"]), report + ("  latest" if v["latest"] else "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        # The figures right-aligned; the last column (no width: nothing follows it) as it is.
+        cells = [c.rjust(w) if i in (2, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))]
+        print("  ".join([*cells, row[-1]]))
+    print(f"REPORT is under {base}")
     return EXIT_OK
 
 
@@ -456,6 +493,20 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(r.error for r in removals) else EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import REPORT_DIR, build_report
+
+    if not args.model_dir.is_dir():
+        raise UsageError(f"{args.model_dir}: no such model directory")
+    out = args.out or args.model_dir / REPORT_DIR
+    try:
+        index = build_report(out, model_dir=args.model_dir, title=f"ResNet50 v1.5 report: {args.model_dir}")
+    except OSError as exc:  # OUT is a file, read-only, or the disk is full
+        raise UsageError(f"{out}: cannot write the report ({exc.strerror or exc})") from exc
+    print(index)
+    return EXIT_OK
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     try:
         values = settings.resolved()
@@ -481,6 +532,15 @@ def _positive_days(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0 days, not {text}")
     return value
+
+
+def _gx_name(text: str) -> str:
+    from pipeline.data.gx_suite import check_name
+
+    try:
+        return check_name(text, "name")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -602,6 +662,12 @@ def add_validate(sub: Subparsers) -> None:
     p.add_argument("--workers", type=_positive_int, default=1, help="processes reading shards in parallel")
     p.add_argument("--report-dir", type=Path, help="write report.json, the GX result and Data Docs here")
     p.add_argument("--dali-index-dir", type=Path, help="write one DALI tfrecord2idx index file per shard here")
+    p.add_argument("--run-name", type=_gx_name, help="name the Great Expectations run (e.g. the Airflow run id)")
+    p.add_argument("--dataset-version", type=_gx_name,
+                   help="the data's version (summary.json records it; the GX data asset is named after it)")
+    p.add_argument("--baseline-summary", type=Path, metavar="FILE",
+                   help="another dataset's summary.json (e.g. the champion's data_summary.json): the Data Docs "
+                   "then show its image-size quantile expectations")
     p.set_defaults(func=cmd_validate)
 
 
@@ -732,8 +798,8 @@ def add_publish(sub: Subparsers) -> None:
                    help="registry repo for models/MODEL.dvc, committed and tagged MODEL@vNNNN when it is a git repo "
                    f"(default {_setting_default(settings.DVC_REPO)})")
     p.add_argument("--export", action=argparse.BooleanOptionalAction, default=True,
-                   help="write model.keras from the latest checkpoint first (default: yes; needs TensorFlow); "
-                   "with --no-export, one older than the checkpoint is refused")
+                   help="write model.keras, saved_model/ and labels.txt from the latest checkpoint first (default: "
+                   "yes; needs TensorFlow); with --no-export, an export older than the checkpoint is refused")
     p.add_argument("--hosts", help="training hosts, recorded in the manifest")
     p.add_argument("--num-gpus", type=_positive_int, help="GPUs the model trained on, recorded in the manifest")
     p.add_argument("--data-dir", type=Path, help="the data the model trained on, when data.dvc does not pin it: "
@@ -744,10 +810,14 @@ def add_publish(sub: Subparsers) -> None:
 def add_list(sub: Subparsers) -> None:
     p = sub.add_parser(
         "list", parents=[_registry_flags()],
-        help="list the published versions with top-1, date and dataset version",
-        description="One line per complete version (one with a manifest), oldest first; the one latest.json "
-        "names is marked `latest`. Versions still being uploaded are not shown.",
+        help="list the published versions: top-1/top-5, baseline passed, gate, dataset, date, report",
+        description="One line per complete version (one with a manifest), oldest first: top-1 and top-5 (%), the "
+        "live baseline its gate measured it against (champion vNNNN, ngc, or none: the floor alone), the gate's "
+        "verdict and whether publishing was forced, the dataset version (12 characters), and its run report "
+        "(report/index.html) when the version holds one. The one latest.json names is marked `latest`. Versions "
+        "still being uploaded are not shown.",
     )
+    p.add_argument("--json", action="store_true", help="print the versions as a JSON array (full URIs and versions)")
     p.set_defaults(func=cmd_list)
 
 
@@ -779,6 +849,20 @@ def add_gc(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_gc)
 
 
+def add_report(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "report",
+        help="make the run report (index.html and its figures) for a model directory or a pulled version",
+        description="Write OUT/index.html and its PNGs from what MODEL_DIR holds (a trained model directory, or a "
+        "version `rn50 pull` fetched): metrics.jsonl, eval.json, decision.json, report.json (the data "
+        "validation) and the manifest's cost. Whatever is missing shows as not available. Prints the index.html "
+        "path; no TensorFlow needed.",
+    )
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="where to write it (default: MODEL_DIR/report)")
+    p.set_defaults(func=cmd_report)
+
+
 def add_settings(sub: Subparsers) -> None:
     p = sub.add_parser(
         "settings",
@@ -790,7 +874,7 @@ def add_settings(sub: Subparsers) -> None:
 
 
 SUBCOMMANDS = (add_make_sample, add_describe, add_validate, add_train, add_mpijob, add_evaluate, add_import_ngc,
-               add_predict, add_gate, add_publish, add_list, add_pull, add_gc, add_settings)
+               add_predict, add_gate, add_publish, add_list, add_pull, add_report, add_gc, add_settings)
 
 
 def build_parser() -> argparse.ArgumentParser:

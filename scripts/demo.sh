@@ -48,7 +48,7 @@ dag_run() {
   before=$(ls -d "$RN50_WORKSPACE_ROOT"/manual__* 2>/dev/null || true)
   echo "== airflow dags test resnet50_retrain with conf $conf"
   "$BIN/airflow" dags test resnet50_retrain --conf "$conf" 2>&1 | tee "$log" \
-    | grep --line-buffered -E "^(\[0\]<stdout>:)?(data |running: |step [0-9]|training |resumed |weights from |top-1|PASS|FAIL|OVERRIDE|published |baseline )|Task failed|failed \(try" \
+    | grep --line-buffered -E "^(\[0\]<stdout>:)?(data |running: |step [0-9]|training |resumed |weights from |top-1|PASS|FAIL|OVERRIDE|published |run report: |baseline )|Task failed|failed \(try" \
     || true
   WORKSPACE=$(comm -13 <(echo "$before") <(ls -d "$RN50_WORKSPACE_ROOT"/manual__* 2>/dev/null || true) | tail -1)
   [ -n "$WORKSPACE" ] || fail "the run made no workspace in $RN50_WORKSPACE_ROOT; see $log"
@@ -81,6 +81,7 @@ if passed; then
 else
   VERSION=$CHAMPION
   echo "== run 2 did not pass the gate: nothing published, $CHAMPION stays the champion (the gate at work, not an error)"
+  echo "   its run report, with the gate's reasons: $(realpath -m "$WORKSPACE/report/index.html")"
 fi
 rm -rf runs/demo/pulled
 "$BIN/rn50" pull --bucket "$RN50_BUCKET" --version latest runs/demo/pulled
@@ -128,5 +129,10 @@ cat <<EOT
 The S3 server stops now (its objects were in memory); \`make airflow\` keeps one running and prints the
 same commands for it.
 EOT
+# Last: the run report the version carries (report/index.html: figures beside it, works offline), and how to open it.
+REPORT=$(realpath -m runs/demo/pulled/report/index.html)
+[ -f "$REPORT" ] || fail "runs/demo/pulled holds no report/index.html: the report task made none"
+echo "== the run report of $VERSION (s3://$RN50_BUCKET/models/resnet50/$VERSION/report/index.html): $REPORT"
+echo "   open it: xdg-open $(printf %q "$REPORT")   or: python3 -m webbrowser $(printf %q "file://$REPORT")"
 exit
 }

@@ -64,19 +64,35 @@ def make_model_dir(path: Path, *, data_bytes: int = 64 * 1024, seed: int = 0, to
     return path
 
 
+SAVED_MODEL_FILES = ("saved_model/saved_model.pb", "saved_model/fingerprint.pb",
+                     "saved_model/variables/variables.index", "saved_model/variables/variables.data-00000-of-00001")
 EVAL_LINE = json.dumps({"step": 39, "top1_accuracy": 95.0, "top5_accuracy": 99.2, "eval_throughput": 812.5}) + "\n"
 
 
-def make_run_outputs(ws: Any, **kwargs: Any) -> Any:
+def make_run_outputs(ws: Any, *, saved_model: bool = True, **kwargs: Any) -> Any:
     """A run workspace as its stages leave it: make_model_dir's files, each in the folder of the stage that
-    writes it (train's model/, evaluate's eval/ with its metrics.jsonl line and export/, the gate's gate/)."""
+    writes it (train's model/, evaluate's eval/ with its metrics.jsonl line and export/, the gate's gate/),
+    and (saved_model) evaluate's saved_model/ and labels.txt, random bytes in a SavedModel's file layout."""
     make_model_dir(ws.model, **kwargs)
     for folder, name in ((ws.eval, "eval.json"), (ws.gate, "decision.json"), (ws.export, "model.keras")):
         folder.mkdir(exist_ok=True)
         if (ws.model / name).exists():
             os.replace(ws.model / name, folder / name)  # keeps the export's time: newer than the checkpoint
     (ws.eval / "metrics.jsonl").write_text(EVAL_LINE)
+    if saved_model:
+        add_saved_model(ws.export)
     return ws
+
+
+def add_saved_model(folder: Path) -> Path:
+    """The export's saved_model/ (random bytes in a SavedModel's file layout) and labels.txt, in folder
+    and newer than its checkpoint."""
+    rng = __import__("random").Random(1)
+    for name in SAVED_MODEL_FILES:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(rng.randbytes(2000))
+    (folder / "labels.txt").write_text("0\tn01440764\ttench, Tinca tinca\n")
+    return folder
 
 
 def s3(endpoint: str) -> Any:

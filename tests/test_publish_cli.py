@@ -10,7 +10,7 @@ import subprocess
 
 import boto3
 import pytest
-from publish_support import BUCKET, make_model_dir, registry_repo, reset
+from publish_support import BUCKET, SAVED_MODEL_FILES, add_saved_model, make_model_dir, registry_repo, reset
 from support import REPO, rn50, sha256
 
 from pipeline.publish.manifest import dataset_version
@@ -46,28 +46,31 @@ def test_cli_round_trip_and_no_credentials_anywhere(env, tmp_path):
         return result
 
     repo = registry_repo(tmp_path / "registry", env, f"s3://{BUCKET}/dvc")
-    model_dir = make_model_dir(tmp_path / "model")
+    model_dir = add_saved_model(make_model_dir(tmp_path / "model"))
     report = tmp_path / "report.json"
     report.write_text('{"ok": true}\n')
     common = ("--model-dir", str(model_dir), "--bucket", BUCKET)
-    # With the .keras export (the model.keras there is newer than the checkpoint, so it is kept).
+    # With the export (the model.keras and saved_model/ there are newer than the checkpoint, so they are kept).
     first = cli("publish", *common, "--validation-report", str(report), "--dvc-repo", str(repo),
                 "--num-gpus", "2", "--hosts", "localhost:2")
     uri = f"s3://{BUCKET}/models/resnet50/v0001/"
     assert first.stdout == uri + "\n"
     assert "latest -> v0001" in first.stderr and "tag resnet50@v0001" in first.stderr
     again = cli("publish", *common, "--no-export", "--validation-report", str(report), "--dvc-repo", str(repo))
-    assert again.stdout == uri + "\n" and "0 files sent, 9 already there" in again.stderr
+    assert again.stdout == uri + "\n" and f"0 files sent, {10 + len(SAVED_MODEL_FILES)} already there" in again.stderr
 
     listing = cli("list", "--bucket", BUCKET).stdout.splitlines()
-    assert listing[0].split()[:2] == ["VERSION", "CREATED"]
-    assert listing[1].split()[0] == "v0001" and "95.00 %" in listing[1]
-    assert listing[1].endswith("pass (no champion)  latest")  # its gate had no registry to compare with
-    assert dataset_version(REPO / "data.dvc") in listing[1]
+    assert listing[0].split()[:2] == ["VERSION", "DATE"]
+    # Its gate measured it against a live baseline (publish_support's decision: champion v0001); no report.
+    assert listing[1].split()[0] == "v0001" and listing[1].split()[2:4] == ["95.00", "99.20"]
+    assert listing[1].split()[4:] == ["champion", "v0001", "pass", dataset_version(REPO / "data.dvc")[:12], "-",
+                                      "latest"]
 
     pulled = tmp_path / "pulled"
     assert "every sha256 verified" in cli("pull", "--bucket", BUCKET, str(pulled)).stdout
     assert sha256(pulled / "model.keras") == sha256(model_dir / "model.keras")
+    for name in (*SAVED_MODEL_FILES, "labels.txt"):  # nested names come back where they were
+        assert sha256(pulled / name) == sha256(model_dir / name), name
     assert sha256(pulled / "report.json") == sha256(report)
 
     # Failures: each one line, exit 1 (a check that ran and failed) or 2 (bad usage).

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline import settings
 from pipeline.files import read_regular
 from pipeline.publish.hashing import FileDigest
 
@@ -36,7 +37,15 @@ def dataset_version(data_dvc: Path) -> str | None:
 
 
 def code_version(repo: Path) -> str | None:
-    """`git rev-parse HEAD`, with "-dirty" when tracked files differ from it; None outside git."""
+    """`git rev-parse HEAD`, with "-dirty" when tracked files differ from it; outside git, RN50_CODE_VERSION.
+
+    None when neither says. Git wins where there is a checkout: it is the code that runs, uncommitted
+    edits included ("-dirty"), which a variable cannot know of, so a stale RN50_CODE_VERSION in a
+    developer's shell never makes a modified checkout look like a clean commit (check_changes would skip
+    on it). An image installs the code without .git: there the commit it was built from, passed in at
+    build time (docker/), is the only witness.
+    """
+    declared = settings.CODE_VERSION.get()  # read first: a malformed value is refused even beside git
 
     def git(*args: str) -> subprocess.CompletedProcess:
         # --no-optional-locks: a status must not take the index lock of a checkout others work in.
@@ -46,10 +55,10 @@ def code_version(repo: Path) -> str | None:
     try:
         head = git("rev-parse", "--verify", "HEAD")
         if head.returncode != 0:
-            return None
+            return declared
         dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        return None
+        return declared
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
@@ -85,8 +94,10 @@ def build_manifest(
     lineage: dict[str, Any],
     dvc: dict[str, Any] | None,
     supersedes: str | None = None,
+    cost: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest as a JSON-able dict. `lineage` holds what the caller knows (already resolved)."""
+    """The manifest as a JSON-able dict. `lineage` holds what the caller knows (already resolved); `cost` is
+    the run's wall time per stage and GPU-hours (pipeline.cost), None when no DAG run recorded them."""
     known = {"dataset_version", "code_version", "dag_id", "run_id", "hosts", "num_gpus"}
     airflow = {k: lineage.get(k) for k in ("dag_id", "run_id")}
     return {
@@ -113,6 +124,7 @@ def build_manifest(
         "training": {"config": config, "hosts": lineage.get("hosts"), "num_gpus": lineage.get("num_gpus")},
         "airflow": airflow if any(airflow.values()) else None,
         "dvc": dvc,
+        "cost": cost,
         "lineage": {k: v for k, v in lineage.items() if k not in known} or None,
     }
 

@@ -383,3 +383,48 @@ def advance_latest(store: Store, prefix: str, model: str, version: str, manifest
         except PreconditionFailed:
             continue
     raise RegistryError(f"{store.uri(key)}: still changing after {MAX_SWAP_TRIES} compare-and-swap tries")
+
+
+def baseline_passed(gate: Any) -> str | None:
+    """The live baseline the gate measured the version against, as `rn50 list` names it: "champion v0003",
+    "ngc", "path", or "none (floor only)" when there was none (the floor alone decided); None when the
+    manifest predates the gate recording it."""
+    if not isinstance(gate, dict) or "live_baseline" not in gate:
+        return None
+    live = gate["live_baseline"]
+    if live is None:
+        return "none (floor only)"
+    model = live.get("model") if isinstance(live, dict) else None
+    kind = model.get("kind") if isinstance(model, dict) else None
+    if kind == "champion":
+        return f"champion {model.get('version')}"
+    return str(kind) if kind else "unknown"
+
+
+def report_uri(manifest: dict[str, Any]) -> str | None:
+    """The version's run report, s3://.../vNNNN/report/index.html; None when its files hold none."""
+    from pipeline.report import INDEX, REPORT_DIR  # light: no matplotlib until a report is drawn
+
+    uri, files, name = manifest.get("uri"), manifest.get("files"), f"{REPORT_DIR}/{INDEX}"
+    if not isinstance(uri, str) or not isinstance(files, dict) or name not in files:
+        return None
+    return f"{uri.rstrip('/')}/{name}"
+
+
+def version_summary(manifest: dict[str, Any], latest: str | None = None) -> dict[str, Any]:
+    """What `rn50 list` shows of a version (its --json line): figures, the baseline it passed, whether it was
+    forced, its data, date, and its report's URI (None when the version holds no report)."""
+    metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
+    return {
+        "version": manifest.get("version"),
+        "created_at": manifest.get("created_at"),
+        "top1_accuracy": metrics.get("top1_accuracy"),
+        "top5_accuracy": metrics.get("top5_accuracy"),
+        "verdict": manifest.get("verdict"),
+        "forced": bool(manifest.get("force_publish")),
+        "baseline": baseline_passed(manifest.get("gate")),
+        "dataset_version": manifest.get("dataset_version"),
+        "report": report_uri(manifest),
+        "uri": manifest.get("uri"),
+        "latest": manifest.get("version") == latest,
+    }
