@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from support import BIN, REPO, free_port
 
+import pipeline  # noqa: F401  (conftest loads before the test modules: TensorFlow gets its CPU kernels set)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
