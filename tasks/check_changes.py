@@ -16,7 +16,7 @@ from pipeline import settings
 from pipeline.fetch import DATA_DVC
 from pipeline.publish.registry import MODEL
 from pipeline.workspace import RunWorkspace
-from tasks.common import final
+from tasks.common import data_record, final
 
 # The DAG's Params that override the profile's TrainConfig fields: what the train task passes to `rn50 train`.
 OVERRIDES = ("epochs", "steps", "batch_size", "amp", "xla")
@@ -30,7 +30,7 @@ def run(ws: RunWorkspace, *, params: Mapping[str, Any], client: Any, model: str 
     summary is pushed to `ti`'s XCom here, where the UI shows it.
     """
     from pipeline.lineage import RunLineage, check_changes
-    from pipeline.publish.manifest import PROJECT_ROOT, read_json
+    from pipeline.publish.manifest import PROJECT_ROOT
     from pipeline.publish.publish import resolve_lineage
     from pipeline.publish.registry import latest_manifest
     from pipeline.train.config import resolve
@@ -39,10 +39,7 @@ def run(ws: RunWorkspace, *, params: Mapping[str, Any], client: Any, model: str 
         config = resolve(params["profile"], **{k: params[k] for k in OVERRIDES}).to_dict()
     except ValueError as exc:
         raise final(exc) from exc
-    try:
-        data = read_json(ws.data_record)
-    except FileNotFoundError:
-        data = {}
+    data = data_record(ws) or {}
     # As publish resolves them: fetch_data's record, else the run's data.dvc; this checkout's git commit,
     # else (an image, no .git) RN50_CODE_VERSION.
     try:

@@ -20,6 +20,17 @@ def workspace(run_id: str, root: str | Path | None = None) -> RunWorkspace:
     return RunWorkspace(Path(root) if root else workspace_root(), run_id).create()
 
 
+def data_record(ws: RunWorkspace) -> dict[str, Any] | None:
+    """What fetch_data recorded of the run's data (data.json: its dataset version and where it was); None
+    when fetch_data did not run. A planted link is refused: what it says goes into the manifest."""
+    from pipeline.publish.manifest import read_json
+
+    try:
+        return read_json(ws.data_record)
+    except FileNotFoundError:
+        return None
+
+
 @contextmanager
 def timed(ws: RunWorkspace, stage: str, gpus: int = 0) -> Iterator[RunWorkspace]:
     """Record the stage's wall time and GPUs in the run's cost (pipeline.cost), whether it succeeds or fails:

@@ -16,6 +16,7 @@ from pipeline.data import drift
 from pipeline.fetch import DATA_DVC, FetchError, remove_data
 from pipeline.publish.registry import MODEL
 from pipeline.workspace import RunWorkspace
+from tasks.common import data_record
 
 
 def report_files(ws: RunWorkspace) -> dict[str, Path]:
@@ -32,7 +33,6 @@ def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = settings.PR
         run_id: str | None = None, lineage: dict[str, Any] | None = None,
         dvc_repo: Path | None = None) -> dict[str, Any]:
     from pipeline.cost import read_cost
-    from pipeline.publish.manifest import read_json
     from pipeline.publish.publish import publish_model
     from pipeline.publish.registry import report_uri
 
@@ -41,11 +41,7 @@ def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = settings.PR
     summary = ws.validation / drift.SUMMARY_NAME
     # The dataset fetch_data recorded, else the data.dvc this run pulled: never the code checkout's
     # data.dvc, which a data_dir run (or a data_rev other than the code's) did not train on.
-    try:
-        data = read_json(ws.data_record)  # refuses a planted link: what it reads goes into the manifest
-    except FileNotFoundError:
-        data = None
-    if data:
+    if data := data_record(ws):
         lineage = {"dataset_version": data.get("dataset_version"), "dataset": data, **(lineage or {})}
     result = publish_model(
         ws.model, eval_dir=ws.eval, gate_dir=ws.gate, export_dir=ws.export, client=client, bucket=bucket,

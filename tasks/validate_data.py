@@ -25,18 +25,10 @@ from pipeline.files import write_json
 from pipeline.publish.registry import MODEL
 from pipeline.train.config import get_profile
 from pipeline.workspace import RunWorkspace, safe_name
-from tasks.common import final
+from tasks.common import data_record, final
 
 EXIT_INVALID, EXIT_USAGE = 1, 2
 BASELINE_NAME = "champion_summary.json"  # in the validation folder: the copy the comparison read
-
-
-def _dataset_version(ws: RunWorkspace) -> str | None:
-    """What fetch_data recorded (data.json), if it ran."""
-    try:
-        return json.loads(ws.data_record.read_text()).get("dataset_version")
-    except FileNotFoundError:
-        return None
 
 
 def run(ws: RunWorkspace, *, data_dir: str, profile: str, workers: int | None = None, client: Any = None,
@@ -57,7 +49,7 @@ def run(ws: RunWorkspace, *, data_dir: str, profile: str, workers: int | None = 
     run_name = ws.run_id if re.fullmatch(NAME_PATTERN, ws.run_id) else safe_name(ws.run_id)
     cmd = [sys.executable, "-m", "pipeline", "validate", str(data_dir), "--expect", expect, "--decode", "header",
            "--workers", str(workers), "--report-dir", str(ws.validation), "--run-name", run_name]
-    if dataset_version := _dataset_version(ws):
+    if dataset_version := (data_record(ws) or {}).get("dataset_version"):
         cmd += ["--dataset-version", dataset_version]
     if baseline is not None:
         ws.validation.mkdir(parents=True, exist_ok=True)
