@@ -85,7 +85,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if args.baseline_summary is not None:
             try:
                 baseline = json.loads(args.baseline_summary.read_text())
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
                 raise ValueError(f"{args.baseline_summary}: {exc}") from None
             check_summary(baseline, str(args.baseline_summary))
         report = validate_dataset(

@@ -121,6 +121,48 @@ def test_a_summary_that_is_not_one_is_refused_naming_it():
     assert drift.check_summary(summary(), "x") == summary()
 
 
+def _nested(depth: int) -> list:
+    node: list = []
+    for _ in range(depth):
+        node = [node]
+    return node
+
+
+# Summaries check_summary used to accept (or crash on itself) whose comparison, or the drift.json it is
+# written to, then raised: validate_data failed on every run until the champion changed.
+HOSTILE = [
+    ("a label of superscript two", {"classes__train__\u00b2": 100}, "classes"),  # "²".isdigit(), int("²") raises
+    ("an Arabic-Indic digit label", {"classes__train__\u0661": 100}, "classes"),  # int() reads it as label 1
+    ("a label of 5000 digits", {"classes__train__" + "9" * 5000: 100}, "classes"),  # past int()'s digit limit
+    ("a class with no records", {"classes__train__1": 0}, "classes"),  # its share is 0: the change divides by it
+    ("a quantile past float", {"image__width__quantiles__0.5": 10**400}, "image.width.quantiles"),
+    ("a duplicate count past float", {"duplicates__within_split": 10**400}, "duplicates"),
+    ("a sample count past float", {"jpeg__sampled": 10**400}, "jpeg"),
+    ("a dataset version nested 100,000 deep", {"dataset_version": _nested(100_000)}, "nested deeper than"),
+]
+
+
+@pytest.mark.parametrize(("changes", "field"), [(c, f) for _, c, f in HOSTILE], ids=[n for n, _, _ in HOSTILE])
+def test_a_summary_compare_cannot_read_is_refused_with_a_reason(changes, field):
+    hostile = summary(**changes)
+    with pytest.raises(drift.SummaryError, match=rf"^champion: {re.escape(field)}"):
+        drift.check_summary(hostile, "champion")
+
+
+def test_every_summary_check_summary_accepts_compares_and_writes(tmp_path: Path):
+    from pipeline.files import write_json
+
+    # What the checks allow at their edges: empty splits, no JPEG read, zero quantiles, no duplicates.
+    edges = [summary(classes={"train": {}}), summary(jpeg__sampled=0), summary(classes={}),
+             summary(image__width__quantiles={str(q): 0.0 for q in drift.QUANTILES}),
+             summary(image__height__quantiles={str(q): None for q in drift.QUANTILES}),
+             summary(duplicates={}), summary(dataset_version=_nested(8))]
+    for one in edges:
+        for other in (*edges, summary()):
+            comparison = drift.compare(drift.check_summary(one, "a"), drift.check_summary(other, "b"))
+            write_json(tmp_path / drift.DRIFT_NAME, comparison)
+
+
 # --- the real sample ----------------------------------------------------------------------------
 
 
@@ -176,6 +218,12 @@ def test_bad_names_or_baseline_summary_are_one_line_usage_errors(sample_dir: Pat
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"rn50 validate: error: {tmp_path / 'absent.json'}: [Errno 2] No such file "
                                         f"or directory: '{tmp_path / 'absent.json'}'"]
+    for name, text, why in (("nested.json", "[" * 100_000 + "]" * 100_000, "maximum recursion depth exceeded"),
+                            ("digit.json", json.dumps(summary(**{"classes__train__\u00b2": 1})), "classes: split")):
+        (tmp_path / name).write_text(text)
+        done = rn50("validate", str(sample_dir), "--baseline-summary", str(tmp_path / name))
+        assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+        assert done.stderr.startswith(f"rn50 validate: error: {tmp_path / name}: ") and why in done.stderr
 
 
 def test_gx_states_the_size_drift_as_compare_does(validated, sample_dir: Path, tmp_path: Path):
@@ -264,6 +312,33 @@ def test_a_tampered_champion_summary_is_refused(registry, validated, tmp_path: P
     raw.put_object(Bucket=BUCKET, Key=key, Body=b'{"format": 1}')
     with pytest.raises(drift.SummaryError, match=rf"^s3://{BUCKET}/{key}: sha256 differs"):
         drift.champion_summary(client, BUCKET, "models", "resnet50")
+
+
+def test_a_champion_summary_nested_past_the_parser_is_refused_naming_it(registry, tmp_path: Path):
+    _, client = registry
+    path = tmp_path / "nested.json"
+    path.write_text('{"format": 1, "classes": ' + "[" * 100_000 + "]" * 100_000 + "}")  # 200 kB: under the cap
+    version = publish(make_model_dir(tmp_path / "champion"), client, extra_files={drift.PUBLISHED_NAME: path}).version
+    key = f"models/resnet50/{version}/{drift.PUBLISHED_NAME}"
+    with pytest.raises(drift.SummaryError, match=rf"^s3://{BUCKET}/{key}: not valid JSON"):
+        drift.champion_summary(client, BUCKET, "models", "resnet50")
+
+
+def test_a_champion_summary_compare_cannot_read_means_drift_not_made(registry, sample_dir: Path, tmp_path: Path,
+                                                                      monkeypatch, capsys):
+    _, client = registry
+    hostile = summary(**{"classes__train__\u00b2": 100})  # "²": isdigit() said a label, int() raised in compare
+    version = publish_champion(tmp_path, client, hostile)
+    monkeypatch.setenv("RN50_DRIFT_FAIL", "true")  # a comparison not made fails nothing, whatever drift would
+    ws = workspace(tmp_path / "ws")
+    assert run_validate_data(ws, sample_dir, client)["drift"] == "not_checked"
+    comparison = json.loads((ws.validation / drift.DRIFT_NAME).read_text())
+    key = f"models/resnet50/{version}/{drift.PUBLISHED_NAME}"
+    assert comparison == {"status": "not_checked", "baseline": None, "checks": [], "reason": (
+        f"s3://{BUCKET}/{key}: classes: split 'train' label '\u00b2' is not a class label; not a data summary: "
+        "drift not checked")}
+    assert json.loads((ws.validation / "report.json").read_text())["drift"] == comparison
+    assert comparison["reason"] in capsys.readouterr().out
 
 
 def test_shifted_data_warns_against_the_champion_and_fails_with_rn50_drift_fail(

@@ -18,6 +18,7 @@ Imports nothing heavy: the default-queue adapter reads and compares summaries wi
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,13 @@ FRACTION_SIGMAS = 3.0  # ... and by more than this many standard errors of the t
 DUPLICATE_SHIFT = 0.001  # duplicates' share of the records grows by more than this (absolute)
 
 STATUSES = ("ok", "warn", "fail", "not_checked")
+
+# What check_summary lets through to compare. A class label as summarize writes it: ASCII digits, no leading
+# zero, short enough for int() (which refuses more than 4300 digits).
+LABEL_PATTERN = r"0|[1-9][0-9]{0,8}"
+MAX_COUNT = 2**53  # records or headers: exact as a float, so sums and shares stay finite
+MAX_NUMBER = 1e300  # a quantile: times 1 +- QUANTILE_SHIFT still a float
+MAX_DEPTH = 16  # a summary's lists and objects nest 4 deep; json.dumps recurses on each level
 
 
 class SummaryError(ValueError):
@@ -124,27 +132,49 @@ def jpeg_fractions(count: int, header_of: Callable[[int], Any]) -> dict[str, Any
     return {"sampled": read, "of": count, **fractions}
 
 
+def _depth(value: Any) -> int:
+    """How deeply value's lists and objects nest, counted without recursion (a walk that recursed would raise
+    RecursionError on the very documents this measures)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+            todo += [(child, depth + 1) for child in (node.values() if isinstance(node, dict) else node)]
+    return deepest
+
+
 def check_summary(value: Any, where: str) -> dict[str, Any]:
-    """`value` if it is a summary `compare` can read; SummaryError naming `where` otherwise."""
+    """`value` if it is a summary `compare` can read, and its comparison can be written as JSON; SummaryError
+    naming `where` and the field otherwise."""
     def bad(why: str) -> SummaryError:
         return SummaryError(f"{where}: {why}; not a data summary")
 
+    if _depth(value) > MAX_DEPTH:  # summarize's own nest 4 deep; dumping a deeper one may raise RecursionError
+        raise bad(f"nested deeper than {MAX_DEPTH} levels")
     if not isinstance(value, dict):
         raise bad("not a JSON object")
     if value.get("format") != FORMAT:
         raise bad(f"format {value.get('format')!r}, expected {FORMAT}")
-    def count(n: Any) -> bool:
-        return isinstance(n, int) and not isinstance(n, bool) and n >= 0
+    def count(n: Any) -> bool:  # a float holds it exactly, so every share and sum compare makes is finite
+        return isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_COUNT
 
-    def number(n: Any) -> bool:
-        return n is None or (isinstance(n, int | float) and not isinstance(n, bool) and math.isfinite(n))
+    def number(n: Any) -> bool:  # an int past float's range would raise OverflowError in the comparison
+        return n is None or (isinstance(n, int | float) and not isinstance(n, bool) and abs(n) <= MAX_NUMBER)
 
     classes = value.get("classes")
-    if not isinstance(classes, dict) or not all(
-        isinstance(per, dict) and all(label.isdigit() and count(n) for label, n in per.items())
-        for per in classes.values()
-    ):
+    if not isinstance(classes, dict) or not all(isinstance(per, dict) for per in classes.values()):
         raise bad("classes: not {split: {label: count}}")
+    for split, per in classes.items():
+        for label, n in per.items():
+            # ASCII digits as summarize writes them: str.isdigit() also takes "²", which int() refuses
+            if not (isinstance(label, str) and re.fullmatch(LABEL_PATTERN, label)):
+                raise bad(f"classes: split {str(split)[:40]!r} label {str(label)[:20]!r} is not a class label")
+            if not count(n) or n == 0:  # summarize lists classes with records only; a share of 0 divides by it
+                raise bad(f"classes: split {str(split)[:40]!r} label {label} has {str(n)[:20]} records, "
+                          f"not 1 to {MAX_COUNT}")
     image = value.get("image") if isinstance(value.get("image"), dict) else {}
     for name in DISTRIBUTIONS:
         quantiles = image.get(name, {}).get("quantiles") if isinstance(image.get(name), dict) else None
@@ -275,10 +305,9 @@ def champion_summary(
     differ from its manifest's sha256, raises SummaryError naming the object.
     """
     import hashlib
-    import json
 
     from pipeline.publish.registry import latest_manifest, version_prefix
-    from pipeline.publish.store import MAX_JSON_BYTES, Store
+    from pipeline.publish.store import MAX_JSON_BYTES, InvalidObject, Store, parse_json
 
     store = Store(client, bucket)
     manifest = latest_manifest(client, bucket, prefix, model)
@@ -293,7 +322,7 @@ def champion_summary(
     if hashlib.sha256(body).hexdigest() != entry["sha256"]:
         raise SummaryError(f"{store.uri(key)}: sha256 differs from the one its manifest records; refusing it")
     try:
-        value = json.loads(body)
-    except ValueError as exc:
-        raise SummaryError(f"{store.uri(key)}: not JSON ({exc})") from None
+        value = parse_json(body, store.uri(key))
+    except InvalidObject as exc:  # RecursionError too: a body nested deeper than the parser goes
+        raise SummaryError(str(exc)) from None
     return check_summary(value, store.uri(key)), version, ""
