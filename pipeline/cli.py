@@ -728,8 +728,9 @@ def add_import_ngc(sub: Subparsers) -> None:
         description="Map every variable of NVIDIA's TF1 checkpoint (DeepLearningExamples' ConvNets resnet50) onto "
         "our ResNet50 v1.5 and write MODEL_DIR (config.json with the source's path, sha256s and global_step, "
         "checkpoints/), which evaluate, predict, gate and publish take like a trained one. Output 1000, the "
-        "Momentum slots and global_step are left out. Exit 2, naming the variable, on a missing, extra or "
-        "misshapen variable, a v1 graph, or a file that is not a checkpoint.",
+        f"Momentum slots and global_step are left out. Exit {EXIT_FAILED}, in one line naming the file or variable, "
+        "on a missing, extra, misshapen or unreadable variable, a global_step that is no step, a v1 graph, a file "
+        "that is not a checkpoint, or a MODEL_DIR that is not empty.",
     )
     p.add_argument("ckpt", metavar="CKPT", type=Path,
                    help="the unpacked NGC checkpoint directory (with its `checkpoint` file) or a checkpoint prefix")

@@ -106,6 +106,15 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
     return path
 
 
+def staging_dir(parent: Path, prefix: str) -> Path:
+    """A new empty directory in parent, named prefix and 16 random hex digits, made as a plain mkdir makes
+    one: mode 0o777 less the umask. A directory built in place of another and renamed over it keeps its
+    mode, and tempfile.mkdtemp's 0o700 is not the mode the trainer's model directories get."""
+    path = Path(parent) / f"{prefix}{secrets.token_hex(8)}"
+    os.mkdir(path, 0o777)  # fails on any name that exists, a planted symlink included
+    return path
+
+
 def write_json(path: Path, value: Any) -> Path:
     return write_atomic(path, json.dumps(value, indent=2) + "\n")
 

@@ -267,3 +267,78 @@ def test_an_existing_model_directory_is_not_overwritten(standin: dict, capsys: p
     assert main(["import-ngc", str(standin["ckpt"]), str(standin["model_dir"])]) == EXIT_FAILED
     assert "not an empty directory" in capsys.readouterr().err
     assert (standin["model_dir"] / "config.json").is_file()
+
+
+@pytest.mark.parametrize(("case", "step"), [("vector", np.array([1, 2], np.int64)), ("string", np.array(b"112590")),
+                                            ("float", np.float32(3.5)), ("negative", np.int64(-1))])
+def test_a_global_step_that_is_not_a_step_is_refused(standin: dict, capsys: pytest.CaptureFixture, case: str,
+                                                     step: np.ndarray) -> None:
+    ckpt = write_checkpoint(standin["root"] / f"step_{case}", dict(standin["saved"], global_step=step))
+    _refused(capsys, ckpt, standin["root"] / f"out_step_{case}", "global_step", str(ckpt / PREFIX))
+
+
+def _copy_checkpoint(standin: dict, folder: Path) -> Path:
+    import shutil
+
+    shutil.copytree(standin["ckpt"], folder)
+    return folder
+
+
+def test_a_truncated_data_file_is_refused_naming_it_and_the_variable(standin: dict,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    ckpt = _copy_checkpoint(standin, standin["root"] / "truncated")
+    data = ckpt / f"{PREFIX}.data-00000-of-00001"
+    with data.open("r+b") as f:
+        f.truncate(data.stat().st_size // 2)
+    _refused(capsys, ckpt, standin["root"] / "out_truncated", str(data), "resnet50/")
+
+
+def test_the_state_file_names_a_checkpoint_beside_it_never_one_elsewhere(standin: dict, capsys: pytest.CaptureFixture,
+                                                                        tmp_path: Path) -> None:
+    # A directory holding only a state file that names another directory's checkpoint by its absolute path
+    # imported that one: the files beside the state file are the checkpoint, or there is none.
+    only_state = tmp_path / "only_state"
+    only_state.mkdir()
+    (only_state / "checkpoint").write_text(f'model_checkpoint_path: "{standin["ckpt"] / PREFIX}"\n')
+    _refused(capsys, only_state, tmp_path / "out", f"{only_state / PREFIX}.index", "missing")
+
+
+@pytest.mark.parametrize(("case", "graph"), [
+    ("empty", ""),
+    ("stem only", 'node { name: "resnet50/conv2d/conv2d/Conv2D" op: "Conv2D" }\n'),
+    # The first stage's blocks are unstrided in v1 and v1.5 alike: they tell nothing.
+    ("first stage only", "".join(line + "\n" for line in conv_graph(stride_in_1x1=True).splitlines()
+                                 if "btlnck_block_0_0" in line)),
+])
+def test_a_graph_without_the_strided_bottleneck_convolutions_is_not_reported_as_checked(
+    standin: dict, case: str, graph: str
+) -> None:
+    from pipeline.model.ngc_import import check_strides
+
+    ckpt = _copy_checkpoint(standin, standin["root"] / f"graph_{case.replace(' ', '_')}")
+    (ckpt / "graph.pbtxt").write_text(graph)
+    said = check_strides(str(ckpt / PREFIX))
+    assert said != "graph.pbtxt" and "not checked" in said and "graph.pbtxt" in said, said
+    assert check_strides(str(standin["ckpt"] / PREFIX)) == "graph.pbtxt"  # NVIDIA's strides: checked
+
+
+def test_the_help_gives_the_exit_code_a_refusal_has(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["import-ngc", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"Exit {EXIT_FAILED}," in text and "Exit 2" not in text, text
+
+
+def test_the_imported_directory_has_the_mode_a_trained_one_gets(standin: dict, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        trained = tmp_path / "trained"
+        trained.mkdir()  # as pipeline.train.loop.train makes its model directory
+        assert main(["import-ngc", str(standin["ckpt"]), str(tmp_path / "imported")]) == EXIT_OK
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "imported").stat().st_mode)
+    assert mode == stat.S_IMODE(trained.stat().st_mode) == 0o750, oct(mode)

@@ -40,7 +40,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -50,7 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.data.labels import NUM_CLASSES
-from pipeline.files import sha256_file, write_json
+from pipeline.files import sha256_file, staging_dir, write_json
 from pipeline.train.checkpoint import CHECKPOINT_DIR, by_path
 from pipeline.train.config import CONFIG_FILE, get_profile
 
@@ -127,11 +126,13 @@ def resolve_checkpoint(ckpt: Path) -> str:
             raise NgcImportError(f"{ckpt / 'checkpoint'}: not a checkpoint state file ({_first_line(exc)})") from None
         if state is None or not state.model_checkpoint_path:
             raise NgcImportError(f"{ckpt / 'checkpoint'}: names no model_checkpoint_path")
-        prefix = Path(state.model_checkpoint_path)
-        if not Path(f"{prefix}.index").is_file():
-            # NVIDIA's state file names the path on the training machine: the files are beside it here.
-            prefix = ckpt / prefix.name
-        return str(prefix)
+        # NVIDIA's state file names the path on the training machine. The checkpoint is the files beside
+        # the state file, never what its path names elsewhere on this machine (another directory's import).
+        name = Path(state.model_checkpoint_path).name
+        if name in ("", ".", ".."):
+            raise NgcImportError(f"{ckpt / 'checkpoint'}: model_checkpoint_path {state.model_checkpoint_path!r} "
+                                 "names no checkpoint prefix")
+        return str(ckpt / name)
     if ckpt.suffix == ".index":
         ckpt = ckpt.with_suffix("")
     return str(ckpt)
@@ -151,17 +152,27 @@ def _read(prefix: str) -> tf.train.CheckpointReader:
         raise NgcImportError(f"{prefix}: not a TensorFlow checkpoint ({_first_line(exc)})") from None
 
 
+# The convolutions v1 and v1.5 stride differently: bottleneck_1 and bottleneck_2 of the first block of
+# stages 1-3 (stage 0's first block is unstrided in both).
+_DECISIVE = frozenset((b, k) for b in ("1", "2", "3") for k in ("1", "2"))
+_NOT_CHECKED = "the weights alone cannot tell v1 from v1.5"
+
+
 def check_strides(prefix: str) -> str:
-    """Refuse a v1 graph; return the graph file checked, or why none could be (see the module docstring)."""
+    """Refuse a v1 graph; return the graph file checked, or why none could be (see the module docstring).
+    A graph counts as checked only when it holds every convolution whose stride tells v1 from v1.5."""
     candidates = [Path(f"{prefix}.meta"), Path(prefix).parent / "graph.pbtxt"]
+    lacking = []
     for path in candidates:
         if not path.is_file():
             continue
         graph = _graph_def(path)
+        seen = set()
         for node in graph.node:
             match = re.search(r"(btlnck_block_(\d+)_0)/bottleneck_([12])/conv2d/Conv2D$", node.name)
             if node.op != "Conv2D" or not match:
                 continue
+            seen.add((match[2], match[3]))
             strides = list(node.attr["strides"].list.i)
             nchw = node.attr["data_format"].s == b"NCHW"
             spatial = max(strides[2:4] if nchw else strides[1:3], default=1)
@@ -172,8 +183,14 @@ def check_strides(prefix: str) -> str:
                 raise NgcImportError(
                     f"{variable}: stride {spatial} in {path.name}'s graph: a ResNet50 v1 checkpoint "
                     "(v1.5 strides the 3x3 bottleneck_2, not the 1x1 bottleneck_1)")
-        return path.name
-    return "no .meta or graph.pbtxt beside the checkpoint: the weights alone cannot tell v1 from v1.5"
+        if _DECISIVE.issubset(seen):
+            return path.name
+        lacking.append(path.name)
+    if lacking:
+        verb = "lacks" if len(lacking) == 1 else "lack"
+        return (f"not checked: {' and '.join(lacking)} {verb} the bottleneck_1/bottleneck_2 Conv2D ops of "
+                f"btlnck_block_1_0 to btlnck_block_3_0, whose strides differ: {_NOT_CHECKED}")
+    return f"not checked: no .meta or graph.pbtxt beside the checkpoint: {_NOT_CHECKED}"
 
 
 def _graph_def(path: Path) -> Any:
@@ -217,15 +234,31 @@ def read_weights(prefix: str) -> tuple[dict[str, np.ndarray], str, int | None]:
             raise NgcImportError(f"{name}: shape {shape} in {prefix}, expected {want}")
         if dtypes[name] != tf.float32:
             raise NgcImportError(f"{name}: {dtypes[name].name} in {prefix}, expected float32")
+    if "global_step" in shapes and (shapes["global_step"] != [] or not dtypes["global_step"].is_integer):
+        raise NgcImportError(f"global_step: a {dtypes['global_step'].name} of shape {shapes['global_step']} in "
+                             f"{prefix}, expected an integer scalar")
     for name, variable in expected.items():  # read only once every name and shape is right
-        value = reader.get_tensor(name)
+        value = _tensor(reader, prefix, name)
         if name == HEAD_KERNEL:
             value = value.reshape(-1, NGC_CLASSES)[:, :NUM_CLASSES]
         elif name == HEAD_BIAS:
             value = value[:NUM_CLASSES]
         weights[variable.path] = value
-    step = int(reader.get_tensor("global_step")) if "global_step" in shapes else None
+    step = int(_tensor(reader, prefix, "global_step")) if "global_step" in shapes else None
+    if step is not None and step < 0:
+        raise NgcImportError(f"global_step: {step} in {prefix}, expected a step count (0 or more)")
     return weights, head, step
+
+
+def _tensor(reader: tf.train.CheckpointReader, prefix: str, name: str) -> np.ndarray:
+    """One variable's value; a .data file that is cut short, corrupted or missing is refused naming both."""
+    try:
+        return reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError) as exc:  # a short read is IndexError, a bad CRC DataLoss
+        data = sorted(str(p) for p in Path(prefix).parent.glob(f"{Path(prefix).name}.data-*"))
+        where = data[0] if len(data) == 1 else f"{prefix}.data-*"
+        raise NgcImportError(f"{name}: cannot be read from {where}, truncated or corrupted "
+                             f"({_first_line(exc)})") from None
 
 
 def import_ngc(ckpt: Path, model_dir: Path) -> ImportResult:
@@ -253,8 +286,8 @@ def import_ngc(ckpt: Path, model_dir: Path) -> ImportResult:
         }
     }
     model_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Built in a private directory beside it, then renamed: never a half-written model directory.
-    staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.partial-", dir=model_dir.parent))
+    # Built in a staging directory beside it, then renamed: never a half-written model directory.
+    staging = staging_dir(model_dir.parent, f".{model_dir.name}.partial-")
     try:
         # The keys a trained model directory's checkpoints use (pipeline.train.checkpoint.TrainState).
         checkpoint = tf.train.Checkpoint(
