@@ -64,14 +64,14 @@ start() {  # NAME COMMAND...: output to logs/NAME.log
   disown $!   # watched through /proc, not as a job: no "Killed" report from bash when the stop kills it
 }
 
-# The pids of every process it started: the recorded sessions (a session outlives its leader; a reused
-# pid is another process), their descendants (task processes start process groups, Horovod's ranks
-# sessions, of their own), and whatever carries the marker.
+# The pids of every process it started: the recorded sessions (processes.sh's rule; this script watches
+# them, so a session outlives its leader), their descendants (task processes start process groups,
+# Horovod's ranks sessions, of their own), and whatever carries the marker.
 members() {
   local sessions=() i
   for i in "${!PIDS[@]}"; do
-    start_time "${PIDS[i]}"
-    [ -n "$START" ] && [ "$START" != "${STARTS[i]}" ] || sessions+=("${PIDS[i]}")
+    recorded_session "${PIDS[i]}" "${STARTS[i]}" "$BOOT_ID" watched
+    [ -z "$SESSION" ] || sessions+=("$SESSION")
   done
   {
     in_sessions "${sessions[@]}"

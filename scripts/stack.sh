@@ -11,6 +11,8 @@
 #   run     up, then stay in the foreground until Ctrl-C or SIGTERM, which stop it all   (make stack)
 #   down    stop everything the stack started, its tasks' processes too: SIGTERM, then SIGKILL after
 #           RN50_STACK_GRACE_S (15) seconds; within 30 s in all               (make stack-down)
+#           A pid file that names no process the stack started (of another boot, its pid another
+#           process's now, or its process exited unwatched) is stale: said so, and nothing signalled by it.
 #   status  which processes run, and the health checks
 #   exec    COMMAND with the stack's environment and Airflow, e.g. `scripts/stack.sh exec airflow dags list`
 #
@@ -44,11 +46,14 @@ umask 077   # secrets, logs, the database: this user's only
 die() { echo "stack: $*" >&2; exit 1; }
 
 # ---- the stack's processes ----
-# Each is started in a session of its own, and recorded as "pid start-time" (a pid alone may be reused).
-# Its processes are that session's, their descendants (horovodrun's ranks start sessions of their own),
-# and whatever carries the stack's marker in its environment (an orphan whose parent died first).
-# The environment alone would not do: Redis, Postgres and Celery rewrite /proc/PID/environ with their
-# process titles.
+# Each is started in a session of its own, and recorded in run/NAME.pid as "pid start-time boot-id"
+# (scripts/processes.sh: which records still name the stack's sessions). Its processes are that
+# session's, their descendants (horovodrun's ranks start sessions of their own), and whatever carries
+# the stack's marker in its environment (an orphan whose parent died first). The environment alone
+# would not do: Redis, Postgres and Celery rewrite /proc/PID/environ with their process titles.
+# The names this process started, and so watches (`run`; `up` until it is up): when one of them exits,
+# this process stops the rest at once, and the processes left in its session are still the stack's.
+declare -A WATCHED=()
 
 # start NAME [VAR=value...] COMMAND...: NAME in a session of its own, in a clean environment of the
 # given variables and the stack's marker; output appended to logs/NAME.log.
@@ -57,26 +62,32 @@ start() {
   setsid env -i PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 HOME="$HOME" RN50_STACK_MEMBER="$STACK" \
     "$@" >> "$LOGS/$name.log" 2>&1 < /dev/null &
   start_time $!
-  echo "$! $START" > "$RUN/$name.pid"
+  echo "$! ${START:-gone} $BOOT_ID" > "$RUN/$name.pid"   # gone: it exited already
+  WATCHED[$name]=1
+}
+
+# recorded NAME: recorded_session for run/NAME.pid (1 if there is none).
+recorded() {
+  local pid start boot
+  { read -r pid start boot < "$RUN/$1.pid"; } 2>/dev/null || return 1
+  recorded_session "$pid" "$start" "$boot" ${WATCHED[$1]:+watched}
 }
 
 # pid NAME: NAME's pid, if it still runs (and is the process the stack started, not a reuse of its pid).
 pid() {
-  local pid start
-  { read -r pid start < "$RUN/$1.pid"; } 2>/dev/null || return 1
-  start_time "$pid"
-  [ -n "$pid" ] && [ "$START" = "$start" ] && echo "$pid"
+  local pid start boot
+  { read -r pid start boot < "$RUN/$1.pid"; } 2>/dev/null || return 1
+  recorded_session "$pid" "$start" "$boot"
+  [ -n "$SESSION" ] && echo "$SESSION"
 }
 
 # members [NAME...]: the pids of the stack's processes (of those NAMEs; by default of all).
 members() {
-  local names=("$@") sessions=() name pid start
+  local names=("$@") sessions=() name
   [ $# -gt 0 ] || names=("${AIRFLOW_PROCESSES[@]}" "${SERVICES[@]}")
   for name in "${names[@]}"; do
-    { read -r pid start < "$RUN/$name.pid"; } 2>/dev/null || continue
-    # A session outlives its leader; but a pid that now names another process names another session.
-    start_time "$pid"
-    [ -n "$START" ] && [ "$START" != "$start" ] || sessions+=("$pid")
+    recorded "$name" || continue
+    [ -z "$SESSION" ] || sessions+=("$SESSION")
   done
   {
     in_sessions "${sessions[@]}"
@@ -104,8 +115,11 @@ signal_all() {
 
 down() {
   trap '' INT TERM   # a second Ctrl-C must not leave half of it running
-  local p
+  local p name
   [ ! -d "$RUN" ] || touch "$RUN/stopping"   # tells `run` that its processes are going on purpose
+  for name in "${AIRFLOW_PROCESSES[@]}" "${SERVICES[@]}"; do
+    if recorded "$name" && [ -n "$STALE" ]; then echo "stack: $RUN/$name.pid is stale ($STALE): not signalled" >&2; fi
+  done
   # Airflow first, while the database and the broker are there for its last writes. SIGTERM to the
   # tasks too (training saves a checkpoint), or Celery's warm shutdown waits for them; a scheduler has
   # been seen ignoring SIGTERM for 40 s: SIGKILL after the grace period.

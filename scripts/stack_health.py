@@ -24,10 +24,11 @@ PARTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 
 
 def exited(pid_dir: Path) -> list[str]:
-    """The stack's processes that no longer run (each NAME.pid holds "pid start-time", as in /proc)."""
+    """The stack's processes that no longer run (each NAME.pid holds "pid start-time boot-id", as in /proc;
+    this start wrote them, so in this boot)."""
     gone = []
     for pid_file in sorted(pid_dir.glob("*.pid")):
-        pid, start = pid_file.read_text().split()
+        pid, start, _boot = pid_file.read_text().split()
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except FileNotFoundError:

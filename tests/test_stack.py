@@ -8,12 +8,15 @@ bash sourcing scripts/stack.env as stack.sh does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -165,3 +168,138 @@ def test_stack_sh_edited_while_it_runs_finishes_the_command_it_started(tmp_path)
                             env={"PATH": f"{fake}:{os.environ['PATH']}", "RN50_STACK_DIR": str(tmp_path / "stack")})
     assert "edited" in script.read_text()  # the edit did happen during the run
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+# ---- `stack.sh down` stops what the stack started, and nothing else ----
+
+def _sourceable_stack(tmp_path: Path) -> Path:
+    """stack.sh without its last line (`main "$@"`): its functions, to run one at a time as stack.sh does."""
+    (tmp_path / "scripts").mkdir(exist_ok=True)
+    body, last = (REPO / "scripts" / "stack.sh").read_text().rstrip("\n").rsplit("\n", 1)
+    assert last == 'main "$@"; exit'
+    (tmp_path / "scripts" / "stack.sh").write_text(body + "\n")
+    shutil.copy(REPO / "scripts" / "processes.sh", tmp_path / "scripts")
+    return tmp_path / "scripts" / "stack.sh"
+
+
+def _stack_sh(tmp_path: Path, *args: str, script: str | None = None) -> subprocess.CompletedProcess:
+    """`stack.sh ARGS` (or SCRIPT run with stack.sh's functions) on the stack directory tmp_path/stack."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RN50_STACK_DIR": str(tmp_path / "stack"),
+           "RN50_STACK_GRACE_S": "2"}
+    command = (["bash", "-c", f'. "$0"\n{script}', str(_sourceable_stack(tmp_path))] if script
+               else [str(REPO / "scripts" / "stack.sh"), *args])
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(") ")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _start_time(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(") ")[2].split()[19]
+
+
+def _wait_until_gone(pids: list[int], seconds: float = 10) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (alive := [p for p in pids if _running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _orphaned_session() -> tuple[int, int]:
+    """Another program's session whose leader has exited, as a daemon leaves it: (its id, which is the
+    exited leader's pid, free for a pid file to name; the pid of the process left in it)."""
+    leader = subprocess.Popen(["sh", "-c", "sleep 300 < /dev/null > /dev/null 2>&1 & echo $!"],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    left = int(leader.communicate(timeout=30)[0])
+    assert os.getsid(left) == leader.pid and not _running(leader.pid)
+    return leader.pid, left
+
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+OTHER_BOOT = "00000000-0000-4000-8000-000000000000"
+
+
+@pytest.mark.parametrize("case", ["another boot", "an exited leader", "a written-before-boot-ids exited leader",
+                                  "a pid that is another process now", "not a pid"])
+def test_stack_down_leaves_a_process_a_stale_pid_file_names_alive_and_says_so(tmp_path, case):
+    # After a reboot, or once the stack's processes are gone (a SIGKILLed `run`, OOM), a pid file's pid
+    # and session id may be another program's: `down` signalled that session and all its descendants.
+    run_dir = tmp_path / "stack" / "run"
+    run_dir.mkdir(parents=True)
+    if case == "a pid that is another process now":
+        other = subprocess.Popen(["sleep", "300"], start_new_session=True)
+        sid, victims, line = other.pid, [other.pid], f"{other.pid} 1 {BOOT_ID}"
+    else:
+        sid, left = _orphaned_session()
+        victims = [left]
+        line = {"another boot": f"{sid} 4242 {OTHER_BOOT}", "an exited leader": f"{sid} 4242 {BOOT_ID}",
+                "a written-before-boot-ids exited leader": f"{sid} 4242",
+                "not a pid": f"{sid}x 4242 {BOOT_ID}"}[case]
+    (run_dir / "worker-gpu.pid").write_text(line + "\n")
+    try:
+        result = _stack_sh(tmp_path, "down")
+        assert result.returncode == 0, result.stderr
+        assert all(_running(p) for p in victims), f"down killed another program's session {sid}"
+        assert re.fullmatch(rf"stack: {re.escape(str(run_dir))}/worker-gpu\.pid is stale \([^\n]+\): not signalled\n",
+                            result.stderr), result.stderr
+        assert not (run_dir / "worker-gpu.pid").exists()
+    finally:
+        _kill(victims)
+
+
+def test_stack_down_stops_the_processes_the_stack_started_and_their_sessions(tmp_path):
+    # The normal path, with the pid files the stack writes: each started process, a process in its
+    # session with no marker (Celery and Postgres rewrite their environments), and one that started a
+    # session of its own (as Horovod's ranks do), found as a descendant.
+    ready = tmp_path / "pids"
+    ready.mkdir()
+    result = _stack_sh(tmp_path, script=f'''
+mkdir -p "$RUN" "$LOGS"
+start worker-gpu sh -c 'env -u RN50_STACK_MEMBER sleep 300 & echo $! > {ready}/child
+  env -u RN50_STACK_MEMBER setsid sleep 300 & echo $! > {ready}/rank; exec sleep 300'
+start moto sleep 300
+for _ in $(seq 100); do [ -s {ready}/child ] && [ -s {ready}/rank ] && break; sleep 0.1; done
+''')
+    assert result.returncode == 0, result.stderr
+    pids = [int(p.read_text()) for p in ready.iterdir()]
+    recorded = {f.stem: f.read_text().split() for f in (tmp_path / "stack" / "run").glob("*.pid")}
+    assert set(recorded) == {"worker-gpu", "moto"}
+    for pid, start, boot in recorded.values():  # "pid start-time boot-id"
+        assert (start, boot) == (_start_time(int(pid)), BOOT_ID)
+        pids.append(int(pid))
+    try:
+        assert len(pids) == 4 and all(_running(p) for p in pids)
+        result = _stack_sh(tmp_path, "down")  # from another process, as make stack-down runs it
+        assert (result.returncode, result.stderr) == (0, "")
+        assert _wait_until_gone(pids, 1) == []
+        assert list((tmp_path / "stack" / "run").glob("*.pid")) == []
+    finally:
+        _kill(pids)
+
+
+def test_the_stack_stops_what_is_left_of_a_process_it_started_when_that_one_exits(tmp_path):
+    # `make stack` (run) watches what it started: when one exits, it stops the rest, the processes left
+    # in that one's session too (a Celery worker's pool, with no marker in its rewritten environment).
+    left = tmp_path / "left"
+    result = _stack_sh(tmp_path, script=f'''
+mkdir -p "$RUN" "$LOGS"
+start worker-gpu sh -c 'env -u RN50_STACK_MEMBER sleep 300 & echo $! > {left}; exit 0'
+for _ in $(seq 100); do [ -s {left} ] && ! pid worker-gpu > /dev/null && break; sleep 0.1; done
+down
+''')
+    pid = int(left.read_text())
+    try:
+        assert result.returncode == 0, result.stderr
+        assert _wait_until_gone([pid], 1) == [] and result.stderr == ""
+    finally:
+        _kill([pid])
