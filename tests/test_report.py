@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from publish_support import BUCKET, make_run_outputs, s3
 from report_support import SECOND, WORST, registry_manifests, write_stages
-from support import rn50
+from support import rn50, venv_env
 
 from pipeline.cost import read_cost, record_stage
 from pipeline.data.labels import load_label_map
@@ -128,6 +128,24 @@ def test_missing_or_broken_inputs_say_not_available_and_why(tmp_path):
     assert "Status: not_checked: no champion is published" in page.sections["drift"]
 
 
+def test_inputs_of_the_wrong_type_leave_their_sections_not_available_and_the_rest_drawn(tmp_path):
+    ws = _run(tmp_path)
+    decision = json.loads((ws.gate / "decision.json").read_text())
+    decision.update(thresholds=[59.7], live_baseline={"model": "champion v0001", "top1_accuracy": 80.0})
+    (ws.gate / "decision.json").write_text(json.dumps(decision))
+    evaluation = json.loads((ws.eval / "eval.json").read_text())
+    evaluation["per_class"]["correct"][0] = 10**400  # 400 digits: JSON has no limit, a float does
+    (ws.eval / "eval.json").write_text(json.dumps(evaluation))
+    page = _page(build_report(ws.report, model_dir=ws.model, eval_dir=ws.eval, gate_dir=ws.gate,
+                              validation_dir=ws.validation, registry=registry_manifests()))
+    assert list(page.sections) == SECTIONS and page.images == ["training.png"]
+    assert ("not available: the accuracy table (eval.json, decision.json, the registry's manifests) could not be "
+            "drawn (AttributeError: ") in page.sections["accuracy"]
+    assert "not available: eval.json's per-class counts could not be drawn (OverflowError: " in page.sections[
+        "per-class"]
+    assert "Verdict: pass" in page.sections["gate"] and "1510" in page.sections["validation"]
+
+
 def test_cost_per_stage_and_gpu_hours(tmp_path):
     from tasks.common import timed
 
@@ -184,6 +202,28 @@ def test_report_task_and_publish_put_the_report_and_cost_in_the_version(s3_env, 
     assert "s3://no-such-bucket/models/resnet50/ could not be read" in page.sections["accuracy"]
 
 
+def test_a_manifest_whose_strings_are_mathtext_neither_stops_the_report_nor_publish(s3_env, tmp_path):
+    from tasks import publish, report
+
+    client = s3(s3_env["AWS_ENDPOINT_URL"])
+    client.create_bucket(Bucket=BUCKET)
+    runs = []
+    for n in (1, 2):
+        ws = make_run_outputs(RunWorkspace(tmp_path / "ws", f"manual__{n}").create(), top1=80.0 + n)
+        write_stages(ws.model / "unused", ws.eval / "unused", ws.gate / "unused", ws.validation)
+        runs.append(ws)
+    report.run(runs[0], client=client, bucket=BUCKET, prefix="models")
+    publish.run(runs[0], client=client, bucket=BUCKET, prefix="models")
+    key = "models/resnet50/v0001/manifest.json"  # anyone who can write the bucket can write this
+    manifest = json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    client.put_object(Bucket=BUCKET, Key=key, Body=json.dumps({**manifest, "created_at": "$\\x$"}).encode())
+
+    page = _page(Path(report.run(runs[1], client=client, bucket=BUCKET, prefix="models")["report"]))
+    assert page.images == ["training.png", "accuracy.png"]  # its label drawn as plain text (no per-class counts)
+    assert "v0001 ($\\x$)" in page.sections["accuracy"] and "not available" not in page.sections["accuracy"]
+    assert publish.run(runs[1], client=client, bucket=BUCKET, prefix="models")["version"] == "v0002"
+
+
 def test_publish_without_a_dag_run_records_no_cost(s3_env, tmp_path):
     from publish_support import make_model_dir, publish
 
@@ -208,6 +248,27 @@ def test_cli_report_for_a_pulled_version_and_bad_directories(tmp_path):
     page = _page(version / "report" / "index.html")
     assert "0.1333" in page.sections["cost"] and "1510" in page.sections["validation"]
     assert len(page.images) == 3
+
+    # A pulled version whose decision.json and manifest.json hold the wrong types: those sections say so, the
+    # rest is drawn, and plain text even where the user's matplotlibrc asks for LaTeX (there is none here).
+    decision = json.loads((version / "decision.json").read_text())
+    decision["live_baseline"]["model"]["version"] = "$\\x$"
+    (version / "decision.json").write_text(json.dumps({**decision, "reasons": 5}))
+    (version / "manifest.json").write_text(json.dumps({"cost": {"stages": ["train"], "gpu_hours": {}}}))
+    mpl = tmp_path / "mplconfig"
+    mpl.mkdir()
+    (mpl / "matplotlibrc").write_text("text.usetex: True\n")
+    made = rn50("report", "--model-dir", str(version), env={**venv_env(), "MPLCONFIGDIR": str(mpl)})
+    assert made.returncode == 0 and made.stderr == "", made.stderr
+    page = _page(version / "report" / "index.html")
+    assert page.images == ["training.png", "accuracy.png", "per_class.png"]
+    assert "live baseline: champion $\\x$" in page.sections["accuracy"]
+    for section, why in (("gate", "decision.json could not be drawn (TypeError: "),
+                         ("cost", "the cost record could not be drawn (AttributeError: ")):
+        assert f"not available: {why}" in page.sections[section], page.sections[section]
+    assert "Verdict" not in page.sections["gate"]
+    for section in ("summary", "training", "accuracy", "per-class", "validation", "drift"):
+        assert "could not be drawn" not in page.sections[section], section
 
     for bad, why in ((tmp_path / "nope", "no such model directory"),):
         result = rn50("report", "--model-dir", str(bad))

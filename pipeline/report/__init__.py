@@ -47,6 +47,20 @@ def _json(path: Path, notes: dict[str, str], section: str) -> dict[str, Any] | N
     return value
 
 
+def why(exc: BaseException) -> str:
+    """An exception as one short line, for a section that says why it is not available."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def _guarded(notes: dict[str, str], section: str, what: str, draw: Any, *args: Any, default: Any = None) -> Any:
+    """draw(*args), or `default` with notes[section] saying what could not be drawn and why."""
+    try:
+        return draw(*args)
+    except Exception as exc:  # a report is never the reason a run fails: its section says why instead
+        notes.setdefault(section, f"{what} could not be drawn ({why(exc)})")
+        return default
+
+
 def _metrics(paths: list[Path], notes: dict[str, str]) -> list[dict[str, Any]]:
     lines: list[dict[str, Any]] = []
     for path in dict.fromkeys(paths):
@@ -164,17 +178,27 @@ def build_report(out_dir: Path, *, model_dir: Path, eval_dir: Path | None = None
         notes.setdefault("accuracy", notes["evaluation"])
         notes.setdefault("per_class", notes["evaluation"])
     metrics = _metrics([model_dir / METRICS_FILE, eval_dir / METRICS_FILE], notes)
-    accuracies, worst = _worst((evaluation or {}).get("per_class"), notes) if evaluation else ([], [])
+    # Each input is whatever a file held (a pulled version's, a manifest anyone with write access to the
+    # bucket made): what cannot be drawn from it leaves its section "not available", never the report.
+    accuracies, worst = [], []
+    if evaluation:
+        accuracies, worst = _guarded(notes, "per_class", "eval.json's per-class counts", _worst,
+                                     evaluation.get("per_class"), notes, default=([], []))
     if validation is not None and "classes" not in validation and accuracies:
         validation = {**validation, "classes": len(accuracies)}  # the validation split's classes, from evaluate
-    rows = _accuracy_rows(evaluation, decision, registry)
-    floor = ((decision or {}).get("thresholds") or {}).get("baseline_min")
+    rows = _guarded(notes, "accuracy", "the accuracy table (eval.json, decision.json, the registry's manifests)",
+                    _accuracy_rows, evaluation, decision, registry, default=[])
+    floor = _guarded(notes, "accuracy", "decision.json's thresholds",
+                     lambda: ((decision or {}).get("thresholds") or {}).get("baseline_min"))
+    training = [m for m in metrics if "loss" in m or "train_throughput" in m]
     page = Page(
         title=title, source=str(model_dir), generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         evaluation=evaluation,
-        training_png=figures.training([m for m in metrics if "loss" in m or "train_throughput" in m], out_dir),
-        accuracy_png=figures.accuracy(rows, floor, out_dir), accuracy_rows=rows,
-        per_class_png=figures.per_class(accuracies, out_dir), worst=worst,
+        training_png=_guarded(notes, "training", "the training figure", figures.training, training, out_dir),
+        accuracy_png=_guarded(notes, "accuracy", "the accuracy figure", figures.accuracy, rows, floor, out_dir),
+        accuracy_rows=rows,
+        per_class_png=_guarded(notes, "per_class", "the per-class figure", figures.per_class, accuracies, out_dir),
+        worst=worst,
         validation=validation, drift=drift,
         data_docs=_data_docs([validation_dir / DATA_DOCS_INDEX.parent, model_dir / REPORT_DIR / DATA_DOCS], out_dir,
                              notes),

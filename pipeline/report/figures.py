@@ -1,7 +1,9 @@
 """The report's PNGs, drawn with matplotlib's Agg renderer: no display, no pyplot state, no TensorFlow.
 
 Each function draws one figure from plain numbers and returns its file name, or None when there is
-nothing to draw (the page then says so instead of showing an empty plot).
+nothing to draw (the page then says so instead of showing an empty plot). Every text in a figure is
+drawn as plain text: labels come from manifests and decision.json, where a `$\\x$` would otherwise be
+parsed as mathtext (and raise), and a user's matplotlibrc with `text.usetex` would call LaTeX.
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 DPI = 100
+# Text objects read these when they are made, and tick labels are made while a figure is saved: so the
+# whole drawing runs inside rc_context, not only the Text calls this module makes.
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
 TRAINING_PNG, ACCURACY_PNG, PER_CLASS_PNG = "training.png", "accuracy.png", "per_class.png"
 
 
@@ -21,6 +27,7 @@ def _save(fig: Figure, out_dir: Path, name: str) -> str:
     return name
 
 
+@rc_context(PLAIN_TEXT)
 def training(metrics: Sequence[dict[str, Any]], out_dir: Path) -> str | None:
     """Loss, learning rate and throughput against step, from training's metrics.jsonl lines."""
     panels = [("loss", "loss"), ("lr", "learning rate"), ("train_throughput", "images/s")]
@@ -42,6 +49,7 @@ def training(metrics: Sequence[dict[str, Any]], out_dir: Path) -> str | None:
     return _save(fig, out_dir, TRAINING_PNG)
 
 
+@rc_context(PLAIN_TEXT)
 def accuracy(rows: Sequence[tuple[str, float | None, float | None]], floor: float | None, out_dir: Path) -> str | None:
     """Top-1 and top-5 (percent) of each (label, top1, top5), with the gate's floor as a line."""
     rows = [r for r in rows if isinstance(r[1], int | float)]
@@ -64,6 +72,7 @@ def accuracy(rows: Sequence[tuple[str, float | None, float | None]], floor: floa
     return _save(fig, out_dir, ACCURACY_PNG)
 
 
+@rc_context(PLAIN_TEXT)
 def per_class(accuracies: Sequence[float], out_dir: Path) -> str | None:
     """A histogram of the per-class top-1 accuracies (percent) of the classes in the validation data."""
     if not accuracies:

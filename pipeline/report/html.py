@@ -6,7 +6,7 @@ Every section is there whatever was available; a missing input says "not availab
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -172,22 +172,33 @@ def _cost(p: Page) -> str:
                        _num(c.get("wall_seconds"), 1)]], (0, 1, 2, 3)))
 
 
+# (id, title, what it is drawn from, how): a section whose input holds what it cannot draw (a number for
+# decision.json's reasons, a list for the cost's stages) says so, and the other sections are still drawn.
 SECTIONS = (
-    ("summary", "Summary", _summary),
-    ("training", "Training", lambda p: _img(p.training_png, "loss, learning rate and throughput against step",
-                                            p.notes.get("training"))),
-    ("accuracy", "Accuracy against the baselines", _accuracy),
-    ("per-class", "Per-class accuracy", _per_class),
-    ("validation", "Data validation", _validation),
-    ("drift", "Data drift against the champion's data", _drift),
-    ("gate", "Gate decision", _gate),
-    ("cost", "Cost", _cost),
+    ("summary", "Summary", "eval.json and decision.json", _summary),
+    ("training", "Training", "metrics.jsonl", lambda p: _img(p.training_png, "loss, learning rate and throughput "
+                                                             "against step", p.notes.get("training"))),
+    ("accuracy", "Accuracy against the baselines", "the accuracy table", _accuracy),
+    ("per-class", "Per-class accuracy", "eval.json's per-class counts", _per_class),
+    ("validation", "Data validation", "the validation's report.json", _validation),
+    ("drift", "Data drift against the champion's data", "the drift comparison", _drift),
+    ("gate", "Gate decision", "decision.json", _gate),
+    ("cost", "Cost", "the cost record", _cost),
 )
 
 
+def _section(page: Page, title: str, what: str, draw: Callable[[Page], str]) -> str:
+    from pipeline.report import why
+
+    try:
+        return draw(page)
+    except Exception as exc:  # a report is never the reason a run fails: the section says why instead
+        return _na(title, f"{what} could not be drawn ({why(exc)})")
+
+
 def render(page: Page) -> str:
-    body = "".join(f'<section id="{sid}"><h2>{escape(title)}</h2>{draw(page)}</section>'
-                   for sid, title, draw in SECTIONS)
+    body = "".join(f'<section id="{sid}"><h2>{escape(title)}</h2>{_section(page, title, what, draw)}</section>'
+                   for sid, title, what, draw in SECTIONS)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(page.title)}</title>'
             f"<style>{STYLE}</style></head><body><h1>{escape(page.title)}</h1>"
             f"<p>From {escape(page.source)}, made {escape(page.generated_at)}.</p>{body}</body></html>\n")
