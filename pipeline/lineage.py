@@ -1,38 +1,60 @@
 """Whether a run would only train the champion again: same data, same code, same resolved recipe.
 
 A run's lineage is what its manifest will record (pipeline.publish.manifest): the dataset version
-fetch_data pinned, the code version of the checkout publishing it, and the training config that
-`rn50 train` resolves and saves as config.json, with the GPUs it trains on (the global batch and so
-the LR depend on them). When all of it equals the champion's, retraining would spend the GPUs on the
-model the registry already serves, so the DAG skips it unless the trigger forces it.
+fetch_data pinned, the trainer (the code that trains), and the training config that `rn50 train`
+resolves and saves as config.json, with the GPUs it trains on (the global batch and so the LR depend
+on them). When all of it equals the champion's, retraining would spend the GPUs on the model the
+registry already serves, so the DAG skips it unless the trigger forces it.
+
+The trainer is the code `rn50 train` runs, which need not be this worker's: the MPIJob's pods, and the
+gpu worker of docker/compose.yaml, run the trainer image (RN50_TRAINER_IMAGE), built on its own.
+`rn50 train` records it in config.json (`trainer`: its code version, and the image it runs in when
+RN50_TRAINER_IMAGE is set in its environment), and the manifest's code_version is that record's. The
+champion's trainer is its config.json's record; the run's is named before it trains (`expected_trainer`):
+
+- launcher=kubernetes: the image RN50_TRAINER_IMAGE names (its default too: the pods run it). The code
+  inside it cannot be read before it runs, so the reference stands for it; no code version is compared.
+- launcher=local: this deployment's code version (this checkout's commit, or the image's
+  RN50_CODE_VERSION: compose builds both images from one), and the image when RN50_TRAINER_IMAGE is set
+  (the gpu worker runs it); both are compared.
+
+A trainer in an image and one outside any image always differ. An image reference counts as a version only
+when it pins one, a tag other than `latest` or a digest (`@sha256:`); `latest`, or no tag, names whatever
+was pushed last. A tag pushed again with other code looks the same as before: give each build its own tag
+(the trainer image's code version, say) or pin it by digest.
 
 Only what identifies content counts as equal: an unknown version (None), a data directory's listing
-fingerprint (paths and sizes, not bytes) and a checkout with uncommitted changes ("-dirty") never do,
-and neither does a warm start from a model whose weights cannot be named before training (the champion
-itself, a path). A pure function of the two lineages: the DAG's check_changes task reads them.
+fingerprint (paths and sizes, not bytes), a checkout with uncommitted changes ("-dirty") and a moving
+image tag never do, and neither does a warm start from a model whose weights cannot be named before
+training (the champion itself, a path). A pure function of the two lineages (`expected_trainer` apart,
+which reads the settings and git): the DAG's check_changes task reads them.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline import settings
 from pipeline.fetch import UNVERSIONED
+from pipeline.train.config import TRAINER
 
 DIRTY = "-dirty"  # code_version's mark for a checkout whose tracked files differ from its commit
 
 
 @dataclass(frozen=True)
 class RunLineage:
-    """What a run would record: dataset and code versions, config.json's recipe, its init_from and GPUs."""
+    """What a run would record: dataset version, trainer, config.json's recipe, its init_from and GPUs."""
 
     dataset_version: str | None
-    code_version: str | None
+    code_version: str | None  # the trainer's, where known before training (None with launcher=kubernetes)
     config: Mapping[str, Any]  # TrainConfig.to_dict() of the run's resolved profile
     init_from: str = "scratch"
     num_gpus: int = 1
     ngc_checkpoint: str | None = None  # RN50_NGC_CHECKPOINT: what init_from=ngc would start from
+    trainer_image: str | None = None  # the image the trainer will run in; None: this deployment's code, no image
 
 
 @dataclass(frozen=True)
@@ -71,6 +93,51 @@ def _code_unknown(value: Any) -> str | None:
     return None
 
 
+def _image_unknown(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return "unknown"
+    if "@" in value:  # name@sha256:...: the content itself
+        return None
+    tag = value.rsplit("/", 1)[-1].partition(":")[2]  # the last part: a registry's host:port is no tag
+    if not tag or tag == "latest":
+        return f"{value}: a moving tag, not a version (tag each build, or pin @sha256:)"
+    return None
+
+
+def expected_trainer(launcher: str, environ: Mapping[str, str] = os.environ) -> tuple[str | None, str | None]:
+    """(code version, image) of the trainer a run with this launcher will have, as far as it can be known
+    before it trains (the module docstring's rule). A malformed setting raises SettingError."""
+    from pipeline.publish import manifest  # its functions as they are now: tests fix the checkout's version
+
+    if launcher == "kubernetes":
+        return None, settings.TRAINER_IMAGE.get(environ)
+    return manifest.code_version(manifest.PROJECT_ROOT), manifest.trainer_image(environ)
+
+
+def _trainer_problems(run: RunLineage, trainer: Any) -> list[str | None]:
+    """Whether the run trains with the code that trained the champion (its config.json's trainer record)."""
+    if not isinstance(trainer, dict):
+        return ["code: the champion's is unknown (its config.json records no trainer: trained before rn50 train "
+                "recorded it)"]
+    ours, theirs = run.trainer_image, trainer.get("image")
+    if theirs is not None and ours is None:
+        return [f"trainer: image {theirs} -> code {run.code_version} (no image)"]
+    if ours is not None and theirs is None:
+        return [f"trainer: code {trainer.get('code_version')} (no image) -> image {ours}"]
+    found = []
+    if ours is not None:
+        found.append(_version_problem("trainer image", ours, theirs, _image_unknown))
+    if ours is None or run.code_version is not None:  # this deployment's code: known before training
+        found.append(_version_problem("code", run.code_version, trainer.get("code_version"), _code_unknown))
+    return found
+
+
+def _trainer_text(run: RunLineage) -> str:
+    """The run's trainer as the reason line names it."""
+    parts = [f"code {run.code_version}"] if run.trainer_image is None or run.code_version is not None else []
+    return ", ".join(parts + ([f"trainer image {run.trainer_image}"] if run.trainer_image else []))
+
+
 def _init_problem(run: RunLineage, init: Any) -> str | None:
     """Whether the run starts from the same weights as the champion did (config.json's `init`)."""
     theirs = init.get("kind") if isinstance(init, dict) else None
@@ -87,11 +154,13 @@ def differences(run: RunLineage, champion: Mapping[str, Any]) -> list[str]:
     """Each way the run's lineage differs from the champion manifest's, or may (unknown versions); [] when equal."""
     found = [
         _version_problem("dataset", run.dataset_version, champion.get("dataset_version"), _dataset_unknown),
-        _version_problem("code", run.code_version, champion.get("code_version"), _code_unknown),
     ]
     training = champion.get("training") if isinstance(champion.get("training"), dict) else {}
     config = training.get("config") if isinstance(training.get("config"), dict) else {}
-    recipe = {k: v for k, v in config.items() if k != "init"}
+    # The code that trained the champion is its config.json's record, not the manifest's top level (before
+    # the record existed, that was the publishing worker's code).
+    found += _trainer_problems(run, config.get(TRAINER))
+    recipe = {k: v for k, v in config.items() if k not in ("init", TRAINER)}
     for key in sorted(set(run.config) | set(recipe)):
         if run.config.get(key, "<absent>") != recipe.get(key, "<absent>"):
             found.append(f"config.{key}: {recipe.get(key, '<absent>')!r} -> {run.config.get(key, '<absent>')!r}")
@@ -110,7 +179,7 @@ def check_changes(run: RunLineage, champion: Mapping[str, Any] | None, *, force_
     if found:
         return ChangeCheck(True, f"training: differs from the champion {version} in {'; '.join(found)}",
                            version, found)
-    same = f"dataset {run.dataset_version}, code {run.code_version}, config equal"
+    same = f"dataset {run.dataset_version}, {_trainer_text(run)}, config equal"
     if force_retrain:
         return ChangeCheck(True, f"nothing changed since {version}: {same}; training anyway (force_retrain)",
                            version)

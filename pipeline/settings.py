@@ -150,7 +150,8 @@ WORKER_NAME: Setting[str | None] = Setting("RN50_WORKER_NAME", None,
 # Training on Kubernetes (launcher=kubernetes; docker/k8s/).
 K8S_CONN_ID = Setting("RN50_K8S_CONN_ID", "kubernetes_default", "the Airflow connection to the cluster")
 K8S_NAMESPACE = Setting("RN50_K8S_NAMESPACE", "rn50", "the namespace MPIJobs run in")
-TRAINER_IMAGE = Setting("RN50_TRAINER_IMAGE", "rn50-trainer:0.1.0", "the image of the MPIJob's pods")
+TRAINER_IMAGE = Setting("RN50_TRAINER_IMAGE", "rn50-trainer:0.1.0",
+                        "the image of the MPIJob's pods; where set, the image `rn50 train` records it runs in")
 K8S_SHARED_CLAIM = Setting("RN50_K8S_SHARED_CLAIM", "rn50-shared",
                            "the ReadWriteMany claim holding workspaces and data")
 K8S_SHARED_PATH = Setting("RN50_K8S_SHARED_PATH", "/shared", "where that claim is mounted, on Airflow and the pods")

@@ -1,8 +1,9 @@
 """check_changes: skip training when the run's data, code and resolved recipe equal the champion's lineage.
 
-On the default queue (no TensorFlow): it reads the dataset version fetch_data recorded, the code
-version of this checkout and the champion's manifest, the same sources publish records a version's
-lineage from (pipeline.publish.publish.resolve_lineage), and compares them (pipeline.lineage). Unless
+On the default queue (no TensorFlow): it reads the dataset version fetch_data recorded (as publish
+resolves it, pipeline.publish.publish.resolve_lineage), names the trainer the run will have (the trainer
+image on Kubernetes, this deployment's code locally: pipeline.lineage.expected_trainer) and compares
+them with the champion's manifest and its config.json's trainer record (pipeline.lineage). Unless
 the trigger sets force_retrain, an unchanged run short-circuits: the DAG skips training, evaluation, the
 gate and publishing, and this task's log and XCom say why.
 """
@@ -29,7 +30,7 @@ def run(ws: RunWorkspace, *, params: Mapping[str, Any], client: Any, model: str 
     A skipping short-circuit pushes no return value (Airflow skips the downstream tasks first), so the
     summary is pushed to `ti`'s XCom here, where the UI shows it.
     """
-    from pipeline.lineage import RunLineage, check_changes
+    from pipeline.lineage import RunLineage, check_changes, expected_trainer
     from pipeline.publish.manifest import PROJECT_ROOT
     from pipeline.publish.publish import resolve_lineage
     from pipeline.publish.registry import latest_manifest
@@ -40,16 +41,17 @@ def run(ws: RunWorkspace, *, params: Mapping[str, Any], client: Any, model: str 
     except ValueError as exc:
         raise final(exc) from exc
     data = data_record(ws) or {}
-    # As publish resolves them: fetch_data's record, else the run's data.dvc; this checkout's git commit,
-    # else (an image, no .git) RN50_CODE_VERSION.
+    # As publish resolves it: fetch_data's record, else the run's data.dvc.
+    known = resolve_lineage({"dataset_version": data.get("dataset_version")}, code_repo=PROJECT_ROOT,
+                            data_dvc=ws.checkout / DATA_DVC)
     try:
-        known = resolve_lineage({"dataset_version": data.get("dataset_version")}, code_repo=PROJECT_ROOT,
-                                data_dvc=ws.checkout / DATA_DVC)
-    except settings.SettingError as exc:  # a malformed RN50_CODE_VERSION: a retry would not fix it
+        code, image = expected_trainer(params["launcher"])
+    except settings.SettingError as exc:  # a malformed RN50_CODE_VERSION or image: a retry would not fix it
         raise final(exc) from exc
     run_lineage = RunLineage(
-        dataset_version=known["dataset_version"], code_version=known["code_version"], config=config,
+        dataset_version=known["dataset_version"], code_version=code, config=config,
         init_from=params["init_from"], num_gpus=params["num_gpus"], ngc_checkpoint=settings.NGC_CHECKPOINT.get(),
+        trainer_image=image,
     )
     try:
         champion = latest_manifest(client, params["bucket"], params["prefix"], model)
@@ -58,7 +60,7 @@ def run(ws: RunWorkspace, *, params: Mapping[str, Any], client: Any, model: str 
     check = check_changes(run_lineage, champion, force_retrain=bool(params.get("force_retrain")))
     print(check.reason, flush=True)
     summary = {**check.to_dict(), "dataset_version": run_lineage.dataset_version,
-               "code_version": run_lineage.code_version}
+               "code_version": run_lineage.code_version, "trainer_image": run_lineage.trainer_image}
     if check.train:
         return summary
     if ti is not None:

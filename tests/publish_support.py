@@ -40,14 +40,20 @@ def decision(verdict: str = "pass", *, force: bool = False, reason: str | None =
     }
 
 
+# config.json's record of the code that trained (`rn50 train` writes it): a commit, no image.
+TRAINER = {"code_version": "0123456789abcdef0123456789abcdef01234567", "image": None}
+
+
 def make_model_dir(path: Path, *, data_bytes: int = 64 * 1024, seed: int = 0, top1: float = 95.0,
                    verdict: str = "pass", force: bool = False, reason: str | None = None,
-                   keras: bool = True) -> Path:
-    """A model directory as training, evaluate, gate and export leave it (two checkpoints kept)."""
+                   keras: bool = True, trainer: dict[str, Any] | None = TRAINER) -> Path:
+    """A model directory as training, evaluate, gate and export leave it (two checkpoints kept); trainer=None:
+    a config.json that records no trainer (trained before `rn50 train` recorded one)."""
     rng = __import__("random").Random(seed)
     ckpt = path / "checkpoints"
     ckpt.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps(get_profile("smoke").to_dict(), indent=2) + "\n")
+    config = {**get_profile("smoke").to_dict(), **({"trainer": trainer} if trainer is not None else {})}
+    (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (path / "eval.json").write_text(json.dumps({"top1_accuracy": top1, "top5_accuracy": 99.2, "eval_count": 500,
                                                 "eval_throughput": 812.5}) + "\n")
     (path / "decision.json").write_text(json.dumps(decision(verdict, force=force, reason=reason), indent=2) + "\n")

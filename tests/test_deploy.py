@@ -437,6 +437,17 @@ def test_the_images_know_the_commit_they_are_built_from(compose):
     assert built == {f"docker/{path.name}" for path in DOCKERFILES}
 
 
+@pytest.mark.parametrize("image", [None, "registry.example.com/rn50-trainer:1.1"])
+def test_both_workers_know_the_trainer_image_the_gpu_worker_runs(compose, generated, image):
+    # `rn50 train` on the gpu worker records its image in config.json, and check_changes on the default worker
+    # compares it with the champion's: a new trainer image alone is a change.
+    services = _resolved(compose, {**generated, **({"RN50_TRAINER_IMAGE": image} if image else {})})["services"]
+    running = services["airflow-worker-gpu"]["image"]
+    assert running == (image or "rn50-trainer:0.1.0")
+    for name in ("airflow-worker", "airflow-worker-gpu"):
+        assert services[name]["environment"]["RN50_TRAINER_IMAGE"] == running, name
+
+
 def test_the_documented_build_passes_the_checkout_s_code_version(tmp_path):
     # The build command of docs/deployment.md, run with a stand-in `docker` that records what compose would
     # get: the version code_version reports for this checkout, "-dirty" included.

@@ -302,3 +302,13 @@ def test_the_ngc_checkpoint_setting_reaches_the_training_pods(shared, monkeypatc
                               num_gpus=8, gpus_per_node=8, environ={**os.environ, "RN50_NGC_CHECKPOINT": ""})
     [container] = job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"]
     assert "RN50_NGC_CHECKPOINT" not in {e["name"] for e in container["env"]}
+
+
+def test_the_training_pods_know_the_image_they_run(shared):
+    # `rn50 train` in the pods records its image in config.json: what check_changes compares the next run's with.
+    job = mpijob.training_job("manual__image", shared / "runs", data_dir=shared / "imagenet", profile="ngc-90e",
+                              num_gpus=8, gpus_per_node=8, environ={**os.environ, "RN50_TRAINER_IMAGE": ""})
+    for role in ("Launcher", "Worker"):
+        [container] = job["spec"]["mpiReplicaSpecs"][role]["template"]["spec"]["containers"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["RN50_TRAINER_IMAGE"] == container["image"] == "rn50-trainer:0.1.0", role  # the default, unset

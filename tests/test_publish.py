@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from publish_support import BUCKET, MIB, SMALL_PARTS, decision, keys, make_model_dir, publish, uploads
+from publish_support import BUCKET, MIB, SMALL_PARTS, TRAINER, decision, keys, make_model_dir, publish, uploads
 from support import sha256
 
 from pipeline.files import NotRegularFile
@@ -84,7 +84,7 @@ def test_layout_and_manifest(registry, tmp_path, monkeypatch):
     assert latest_manifest(client, BUCKET, "models", "resnet50") == manifest
 
 
-def test_lineage_from_data_dvc_and_git(registry, tmp_path, repo_root):
+def test_lineage_from_data_dvc_and_the_trainer_config_json_records(registry, tmp_path, repo_root):
     _, client = registry
     repo = tmp_path / "code"
     repo.mkdir()
@@ -93,15 +93,17 @@ def test_lineage_from_data_dvc_and_git(registry, tmp_path, repo_root):
     subprocess.run([*git[:3], "init", "-q"], check=True)
     subprocess.run([*git, "add", "data.dvc"], check=True)
     subprocess.run([*git, "commit", "-qm", "data"], check=True)
-    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    first = publish(make_model_dir(tmp_path / "a"), client, code_repo=repo)
+    # The code that trained (the trainer image's, here) is the version's code, not the code that publishes it.
+    trainer = {"code_version": "c" * 40, "image": "registry.example.com/rn50-trainer:1.1"}
+    first = publish(make_model_dir(tmp_path / "a", trainer=trainer), client, code_repo=repo)
     md5 = (repo_root / "data.dvc").read_text().split("md5: ")[1].split()[0]
-    assert (first.manifest["dataset_version"], first.manifest["code_version"]) == (md5, head)
-    (repo / "data.dvc").write_text("changed\n")
-    second = publish(make_model_dir(tmp_path / "b", seed=1), client, code_repo=repo)
-    assert second.manifest["code_version"] == head + "-dirty"
+    assert (first.manifest["dataset_version"], first.manifest["code_version"]) == (md5, "c" * 40)
+    assert first.manifest["training"]["config"]["trainer"] == trainer
+    # A model directory whose config.json records no trainer: unknown, never the publishing checkout's commit.
+    second = publish(make_model_dir(tmp_path / "b", seed=1, trainer=None), client, code_repo=repo)
+    assert second.manifest["code_version"] is None
     third = publish(make_model_dir(tmp_path / "c", seed=2), client, code_repo=tmp_path / "c")  # not git
-    assert third.manifest["code_version"] is None and third.manifest["dataset_version"] is None
+    assert third.manifest["code_version"] == TRAINER["code_version"] and third.manifest["dataset_version"] is None
 
 
 def test_refuses_what_the_gate_did_not_pass(registry, tmp_path):

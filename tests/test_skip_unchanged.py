@@ -9,16 +9,25 @@ import json
 import pytest
 
 from pipeline.lineage import RunLineage, check_changes, differences
+from pipeline.publish.manifest import code_version as REAL_CODE_VERSION  # before a test fixes it
 from pipeline.train.config import get_profile
 
 MD5 = "3f2a9c1e5d7b40a8b1c2d3e4f5a6b7c8"
 SHA = "0123456789abcdef0123456789abcdef01234567"
 SMOKE = get_profile("smoke").to_dict()
+IMAGE = "registry.example.com/rn50-trainer:1.0"
+# config.json's record of the code that trained (rn50 train writes it): from a checkout, no image.
+LOCAL = {"code_version": SHA, "image": None}
 
 
-def champion(**overrides) -> dict:
-    manifest = {"version": "v0003", "dataset_version": MD5, "code_version": SHA,
-                "training": {"config": dict(SMOKE), "num_gpus": 1, "hosts": "localhost"}}
+def recipe(trainer: dict | None = LOCAL, **fields) -> dict:
+    """config.json as `rn50 train` leaves it: the smoke recipe, and the trainer that trained it."""
+    return {**SMOKE, **fields, **({"trainer": trainer} if trainer is not None else {})}
+
+
+def champion(trainer: dict | None = LOCAL, **overrides) -> dict:
+    manifest = {"version": "v0003", "dataset_version": MD5, "code_version": (trainer or {}).get("code_version"),
+                "training": {"config": recipe(trainer), "num_gpus": 1, "hosts": "localhost"}}
     return {**manifest, **overrides}
 
 
@@ -49,13 +58,13 @@ def test_no_champion_trains():
     (lineage(config={**SMOKE, "epochs": 21}), champion(), "config.epochs: 20 -> 21"),
     (lineage(config={**SMOKE, "amp": True}), champion(), "config.amp: False -> True"),
     # A champion trained by code whose recipe had a field this one lacks (or the reverse) is not this recipe.
-    (lineage(), champion(training={"config": {**SMOKE, "dropout": 0.1}, "num_gpus": 1}),
+    (lineage(), champion(training={"config": recipe(dropout=0.1), "num_gpus": 1}),
      "config.dropout: 0.1 -> '<absent>'"),
     (lineage(num_gpus=2), champion(), "num_gpus: 1 -> 2"),
-    (lineage(), champion(training={"config": {**SMOKE, "init": {"kind": "ngc", "source": "/ngc"}}, "num_gpus": 1}),
+    (lineage(), champion(training={"config": recipe(init={"kind": "ngc", "source": "/ngc"}), "num_gpus": 1}),
      "init: ngc -> scratch"),
     (lineage(init_from="ngc", ngc_checkpoint="/ngc/v2"),
-     champion(training={"config": {**SMOKE, "init": {"kind": "ngc", "source": "/ngc/v1"}}, "num_gpus": 1}),
+     champion(training={"config": recipe(init={"kind": "ngc", "source": "/ngc/v1"}), "num_gpus": 1}),
      "init: ngc -> ngc (/ngc/v2)"),
     # Fine-tuning from the champion starts from the champion itself: never the champion's own start.
     (lineage(init_from="champion"), champion(),
@@ -68,7 +77,7 @@ def test_any_one_difference_trains_and_is_named(run, manifest, difference):
 
 
 def test_the_same_ngc_checkpoint_is_the_same_start():
-    manifest = champion(training={"config": {**SMOKE, "init": {"kind": "ngc", "source": "/ngc"}}, "num_gpus": 1})
+    manifest = champion(training={"config": recipe(init={"kind": "ngc", "source": "/ngc"}), "num_gpus": 1})
     assert differences(lineage(init_from="ngc", ngc_checkpoint="/ngc"), manifest) == []
 
 
@@ -77,11 +86,24 @@ def test_the_same_ngc_checkpoint_is_the_same_start():
     ({}, {"dataset_version": None}, "dataset: the champion's is unknown"),
     ({"dataset_version": "unversioned:ab12"}, {"dataset_version": "unversioned:ab12"},
      "dataset: this run's is a data directory's listing (paths and sizes), not a content version"),
-    ({"code_version": None}, {"code_version": None},
+    ({"code_version": None}, {"trainer": {"code_version": None, "image": None}},
      "code: this run's is unknown (no git checkout and no RN50_CODE_VERSION)"),
-    ({"code_version": SHA + "-dirty"}, {"code_version": SHA + "-dirty"},
+    ({"code_version": SHA + "-dirty"}, {"trainer": {"code_version": SHA + "-dirty", "image": None}},
      f"code: this run's is {SHA}-dirty: uncommitted changes"),
-    ({}, {"code_version": SHA + "-dirty"}, f"code: the champion's is {SHA}-dirty: uncommitted changes"),
+    ({}, {"trainer": {"code_version": SHA + "-dirty", "image": None}},
+     f"code: the champion's is {SHA}-dirty: uncommitted changes"),
+    # A champion trained before `rn50 train` recorded its code: the manifest's code_version was the publisher's.
+    ({}, {"trainer": None, "code_version": SHA},
+     "code: the champion's is unknown (its config.json records no trainer: trained before rn50 train recorded it)"),
+    # An image known only by a moving name is no version of the code in it.
+    ({"code_version": None, "trainer_image": "rn50-trainer:latest"},
+     {"trainer": {"code_version": SHA, "image": "rn50-trainer:latest"}},
+     "trainer image: this run's is rn50-trainer:latest: a moving tag, not a version (tag each build, or pin "
+     "@sha256:)"),
+    ({"code_version": None, "trainer_image": "registry.example.com:5000/rn50-trainer"},
+     {"trainer": {"code_version": SHA, "image": "registry.example.com:5000/rn50-trainer"}},
+     "trainer image: this run's is registry.example.com:5000/rn50-trainer: a moving tag, not a version (tag each "
+     "build, or pin @sha256:)"),
 ])
 def test_unknown_versions_never_count_as_equal(ours, theirs, difference):
     check = check_changes(lineage(**ours), champion(**theirs))
@@ -91,6 +113,39 @@ def test_unknown_versions_never_count_as_equal(ours, theirs, difference):
 def test_a_manifest_without_training_facts_differs_in_each():
     found = differences(lineage(), {"version": "v0001", "dataset_version": MD5, "code_version": SHA})
     assert "num_gpus: None -> 1" in found and "config.epochs: '<absent>' -> 20" in found
+
+
+IN_IMAGE = {"code_version": "c" * 40, "image": IMAGE}  # trained in the image, whose code is c...c
+
+
+@pytest.mark.parametrize(("run", "trainer", "difference"), [
+    # The trainer image is bumped alone (launcher=kubernetes: the MPIJob's pods run it): a new trainer.
+    (lineage(code_version=None, trainer_image=IMAGE[:-3] + "1.1"), IN_IMAGE,
+     f"trainer image: {IMAGE} -> {IMAGE[:-3]}1.1"),
+    # A gpu worker running the image (RN50_TRAINER_IMAGE set, launcher=local): the image, and this deployment's code.
+    (lineage(code_version="c" * 40, trainer_image=IMAGE[:-3] + "1.1"), IN_IMAGE,
+     f"trainer image: {IMAGE} -> {IMAGE[:-3]}1.1"),
+    (lineage(code_version="d" * 40, trainer_image=IMAGE), IN_IMAGE, f"code: {'c' * 40} -> {'d' * 40}"),
+    # From an image to this checkout's code, and back.
+    (lineage(), IN_IMAGE, f"trainer: image {IMAGE} -> code {SHA} (no image)"),
+    (lineage(code_version=None, trainer_image=IMAGE), LOCAL, f"trainer: code {SHA} (no image) -> image {IMAGE}"),
+    # The champion's config.json names the code that trained it, whatever the manifest's top level says.
+    (lineage(), {"code_version": "e" * 40, "image": None}, f"code: {'e' * 40} -> {SHA}"),
+])
+def test_the_trainer_is_compared_with_the_one_the_champions_config_json_records(run, trainer, difference):
+    manifest = champion(trainer, code_version=SHA)
+    assert differences(run, manifest) == [difference]
+
+
+def test_the_same_trainer_image_is_the_same_trainer():
+    assert differences(lineage(code_version=None, trainer_image=IMAGE), champion(IN_IMAGE)) == []
+    assert differences(lineage(code_version="c" * 40, trainer_image=IMAGE), champion(IN_IMAGE)) == []
+    pinned = "registry.example.com/rn50-trainer@sha256:" + "a" * 64
+    assert differences(lineage(code_version=None, trainer_image=pinned),
+                       champion({"code_version": "c" * 40, "image": pinned})) == []
+    check = check_changes(lineage(code_version=None, trainer_image=IMAGE), champion(IN_IMAGE))
+    assert not check.train and check.reason.startswith(
+        f"nothing changed since v0003: dataset {MD5}, trainer image {IMAGE}, config equal; skipping")
 
 
 # ---- the DAG's check_changes task ----------------------------------------------------------------------------
@@ -108,28 +163,42 @@ class _TaskInstance:
         self.xcom[key] = json.loads(json.dumps(value))  # what Airflow stores: JSON
 
 
-@pytest.fixture
-def published(registry, tmp_path, monkeypatch):
-    """A champion v0001 published to the S3 server with the smoke recipe on the run's dataset and code, and
-    a run workspace whose fetch_data recorded that dataset. The checkout's code version is fixed at SHA: the
-    working copy may be dirty, which never counts as equal."""
+def _publish_champion(client, root, trainer: dict) -> str:
+    """A champion v0001 published to the S3 server with the smoke recipe on the run's dataset, trained by
+    `trainer` (its config.json's record), and a run workspace whose fetch_data recorded that dataset."""
     from publish_support import BUCKET, make_run_outputs
 
-    import pipeline.publish.publish
     from pipeline.files import write_json
+    from pipeline.publish.publish import publish_model
     from pipeline.workspace import RunWorkspace
 
-    monkeypatch.setattr(pipeline.publish.publish, "code_version", lambda repo: SHA)
-    monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path / "runs"))
-    monkeypatch.delenv("RN50_NGC_CHECKPOINT", raising=False)
-    _, client = registry
-    first = make_run_outputs(RunWorkspace(tmp_path / "runs", "manual__first").create())
-    pipeline.publish.publish.publish_model(
-        first.model, eval_dir=first.eval, gate_dir=first.gate, export_dir=first.export, client=client, bucket=BUCKET,
-        dvc_prefix=None, lineage={"dataset_version": MD5, "num_gpus": 1, "hosts": "localhost"})
-    ws = RunWorkspace(tmp_path / "runs", "scheduled__2027-01-01").create()
+    first = make_run_outputs(RunWorkspace(root, "manual__first").create(), trainer=trainer)
+    publish_model(first.model, eval_dir=first.eval, gate_dir=first.gate, export_dir=first.export, client=client,
+                  bucket=BUCKET, dvc_prefix=None, lineage={"dataset_version": MD5, "num_gpus": 1, "hosts": "localhost"})
+    ws = RunWorkspace(root, "scheduled__2027-01-01").create()
     write_json(ws.data_record, {"source": "dvc", "dataset_version": MD5})
     return BUCKET
+
+
+@pytest.fixture
+def checkout_at(monkeypatch):
+    """Fix the code version of this checkout (the working copy may be dirty, which never counts as equal)."""
+    import pipeline.publish.manifest
+
+    def fix(version: str | None) -> None:
+        monkeypatch.setattr(pipeline.publish.manifest, "code_version", lambda repo: version)
+
+    return fix
+
+
+@pytest.fixture
+def published(registry, tmp_path, monkeypatch, checkout_at):
+    """A champion trained from a checkout at SHA (no image), and this checkout at SHA."""
+    checkout_at(SHA)
+    monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path / "runs"))
+    monkeypatch.delenv("RN50_NGC_CHECKPOINT", raising=False)
+    monkeypatch.delenv("RN50_TRAINER_IMAGE", raising=False)
+    return _publish_champion(registry[1], tmp_path / "runs", LOCAL)
 
 
 def _run_check(dag, bucket, **conf):
@@ -157,7 +226,7 @@ def test_a_run_equal_to_the_champion_skips_every_task_after_check_changes(dag, p
               "(force_retrain to train anyway)")
     assert reason in capsys.readouterr().out  # the task's log
     assert xcom["return_value"] == {"train": False, "reason": reason, "champion": "v0001", "differences": [],
-                                    "dataset_version": MD5, "code_version": SHA}
+                                    "dataset_version": MD5, "code_version": SHA, "trainer_image": None}
 
 
 def test_force_retrain_or_another_param_trains(dag, published, capsys):
@@ -167,6 +236,34 @@ def test_force_retrain_or_another_param_trains(dag, published, capsys):
     assert changed["train"] is True and changed["differences"] == ["config.steps: None -> 30"]
     assert "training: differs from the champion v0001 in config.steps: None -> 30" in capsys.readouterr().out
     assert xcom == {}  # a run that trains pushes its summary as the return value, as every task does
+
+
+def test_bumping_only_the_trainer_image_trains(dag, registry, tmp_path, monkeypatch, checkout_at):
+    """A training fix shipped by a new trainer image alone: the default queue's own code is unchanged."""
+    monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path / "runs"))
+    monkeypatch.delenv("RN50_NGC_CHECKPOINT", raising=False)
+    checkout_at("c" * 40)  # the default queue's image, built from the same commit as the champion's trainer
+    bucket = _publish_champion(registry[1], tmp_path / "runs", IN_IMAGE)
+    monkeypatch.setenv("RN50_TRAINER_IMAGE", IMAGE)
+    for launcher in ("kubernetes", "local"):  # the MPIJob's pods, or a gpu worker running the image (compose)
+        skipped, xcom = _run_check(dag, bucket, launcher=launcher)
+        assert "train" in skipped, (launcher, xcom)
+        assert xcom["return_value"]["trainer_image"] == IMAGE
+    assert xcom["return_value"]["code_version"] == "c" * 40
+    bumped = IMAGE[:-3] + "1.1"
+    monkeypatch.setenv("RN50_TRAINER_IMAGE", bumped)
+    for launcher in ("kubernetes", "local"):
+        trained, _ = _run_check(dag, bucket, launcher=launcher)
+        assert trained["train"] is True and trained["differences"] == [f"trainer image: {IMAGE} -> {bumped}"]
+        assert trained["trainer_image"] == bumped
+    # On Kubernetes the pods' code is the image's, whatever the default queue runs: check_changes cannot read it.
+    assert trained["code_version"] == "c" * 40 and _run_check(dag, bucket, launcher="kubernetes")[0]["code_version"] \
+        is None
+    monkeypatch.delenv("RN50_TRAINER_IMAGE")  # the MPIJob then runs the setting's default image
+    trained, _ = _run_check(dag, bucket, launcher="kubernetes")
+    assert trained["differences"] == [f"trainer image: {IMAGE} -> rn50-trainer:0.1.0"]
+    trained, _ = _run_check(dag, bucket, launcher="local")  # and a local run trains this checkout's code
+    assert trained["differences"] == [f"trainer: image {IMAGE} -> code {'c' * 40} (no image)"]
 
 
 def test_a_run_without_a_champion_trains(dag, registry, tmp_path, monkeypatch):
@@ -249,9 +346,8 @@ def test_a_worker_without_a_checkout_compares_rn50_code_version(dag, published, 
     from airflow.sdk.exceptions import AirflowFailException
 
     import pipeline.publish.manifest
-    import pipeline.publish.publish
 
-    monkeypatch.setattr(pipeline.publish.publish, "code_version", pipeline.publish.manifest.code_version)
+    monkeypatch.setattr(pipeline.publish.manifest, "code_version", REAL_CODE_VERSION)
     monkeypatch.setattr(pipeline.publish.manifest, "PROJECT_ROOT", no_git)
     monkeypatch.setenv("RN50_CODE_VERSION", SHA)  # the image built from the champion's commit
     skipped, xcom = _run_check(dag, published)
@@ -267,3 +363,31 @@ def test_a_worker_without_a_checkout_compares_rn50_code_version(dag, published, 
     monkeypatch.setenv("RN50_CODE_VERSION", "v1; rm -rf /")
     with pytest.raises(AirflowFailException, match=r"^RN50_CODE_VERSION='v1; rm -rf /': must be 1-64 of"):
         _run_check(dag, published)  # failed for good: a retry would read the same value
+
+
+# ---- what `rn50 train` records of itself -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_rn50_train_records_its_code_version_and_image_in_config_json(tmp_path, sample_dir):
+    from support import rn50, venv_env
+
+    from pipeline.publish.manifest import PROJECT_ROOT
+    from pipeline.train.config import TRAINER
+
+    model_dir = tmp_path / "model"
+    args = ("train", "--profile", "smoke", "--steps", "1", "--batch-size", "8", "--data-dir", str(sample_dir),
+            "--model-dir", str(model_dir))
+    trained = rn50(*args, env={**venv_env(), "RN50_TRAINER_IMAGE": IMAGE}, timeout=600)  # as in the MPIJob's pods
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    record = json.loads((model_dir / "config.json").read_text())[TRAINER]
+    assert record == {"code_version": REAL_CODE_VERSION(PROJECT_ROOT), "image": IMAGE}
+
+
+def test_the_trainer_names_an_image_only_where_the_deployment_says_it_runs_in_one(monkeypatch):
+    from pipeline.publish.manifest import trainer_record
+
+    monkeypatch.setenv("RN50_CODE_VERSION", SHA)
+    for unset in ({}, {"RN50_TRAINER_IMAGE": " "}):  # a checkout, or an install outside the image
+        assert trainer_record(unset)["image"] is None
+    assert trainer_record({"RN50_TRAINER_IMAGE": IMAGE})["image"] == IMAGE

@@ -20,6 +20,7 @@ from typing import Any
 from pipeline import settings
 from pipeline.files import read_regular
 from pipeline.publish.hashing import FileDigest
+from pipeline.train.config import TRAINER
 
 FORMAT = "rn50-model-manifest/1"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +61,28 @@ def code_version(repo: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return declared
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def trainer_image(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The image this process runs in, as the deployment says: RN50_TRAINER_IMAGE where it is set (the MPIJob
+    puts it in its pods, docker/compose.yaml in its workers), else None (a checkout, or an install outside an
+    image). The setting's default names the MPIJob's image, not this process's, so it does not count here."""
+    if not environ.get(settings.TRAINER_IMAGE.name, "").strip():
+        return None
+    return settings.TRAINER_IMAGE.get(environ)
+
+
+def trainer_record(environ: Mapping[str, str] = os.environ) -> dict[str, str | None]:
+    """What `rn50 train` records of itself in config.json (pipeline.train.config.TRAINER): the code version
+    of the code that trains (code_version: git, or the image's RN50_CODE_VERSION) and the image it runs in."""
+    return {"code_version": code_version(PROJECT_ROOT), "image": trainer_image(environ)}
+
+
+def trained_by(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """config.json's trainer record, or None when it has none (trained before `rn50 train` recorded it, or a
+    model `rn50 import-ngc` wrote)."""
+    record = (config or {}).get(TRAINER)
+    return record if isinstance(record, dict) else None
 
 
 def airflow_ids(env: Mapping[str, str] = os.environ) -> dict[str, str] | None:

@@ -48,10 +48,10 @@ from pipeline.publish.manifest import (
     PROJECT_ROOT,
     airflow_ids,
     build_manifest,
-    code_version,
     dataset_version,
     manifest_bytes,
     read_json,
+    trained_by,
 )
 from pipeline.publish.redact import redact_obj
 from pipeline.publish.registry import (
@@ -287,13 +287,18 @@ def default_run_id(model_dir: Path, files: dict[str, Source]) -> str:
     return "local-" + h.hexdigest()[:20]
 
 
-def resolve_lineage(lineage: dict[str, Any] | None, *, code_repo: Path, data_dvc: Path | None) -> dict[str, Any]:
-    """The caller's lineage, completed from data.dvc, git and Airflow's environment where it is silent."""
+def resolve_lineage(lineage: dict[str, Any] | None, *, code_repo: Path, data_dvc: Path | None,
+                    config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The caller's lineage, completed from data.dvc, config.json and Airflow's environment where it is silent.
+
+    The code version is the one `rn50 train` recorded in config.json (`config`): the code that trained, which
+    may be a trainer image's and not this process's. A config.json that records none leaves it None (unknown),
+    never this checkout's commit, which did not train the model."""
     resolved = dict(lineage or {})
     if resolved.get("dataset_version") is None:
         resolved["dataset_version"] = dataset_version(data_dvc or code_repo / "data.dvc")
     if resolved.get("code_version") is None:
-        resolved["code_version"] = code_version(code_repo)
+        resolved["code_version"] = (trained_by(config) or {}).get("code_version")
     for key, value in (airflow_ids() or {}).items():
         if resolved.get(key) is None:
             resolved[key] = value
@@ -340,8 +345,9 @@ def publish_model(
     (a run workspace's folders), else from model_dir.
 
     `lineage` may give dataset_version, code_version, dag_id, run_id, hosts, num_gpus and any other
-    JSON-able facts; what it leaves out comes from `data_dvc` (default `code_repo/data.dvc`), git in
-    `code_repo` (default: this project's checkout) and Airflow's environment. `dvc_prefix=None` skips
+    JSON-able facts; what it leaves out comes from `data_dvc` (default `code_repo/data.dvc`, `code_repo`
+    defaulting to this project's checkout), config.json's trainer record (the code version of the code that
+    trained) and Airflow's environment. `dvc_prefix=None` skips
     the DVC remote (and then no pointer can be written). `require_export`: refuse a model directory
     without model.keras (the Airflow task does; the CLI may publish without it). `cost`: the run's
     pipeline.cost record, into the manifest's "cost".
@@ -357,7 +363,7 @@ def publish_model(
         if dvc_prefix is None:
             raise PublishError("a DVC pointer needs the DVC remote; dvc_prefix is None")
         dvc_pointer.check_repo(Path(dvc_repo), bucket, dvc_prefix)
-    resolved = resolve_lineage(lineage, code_repo=Path(code_repo or PROJECT_ROOT), data_dvc=data_dvc)
+    resolved = resolve_lineage(lineage, code_repo=Path(code_repo or PROJECT_ROOT), data_dvc=data_dvc, config=config)
     run_id = run_id or default_run_id(dirs.model, files)
 
     store = client if isinstance(client, Store) else Store(client, bucket)

@@ -19,8 +19,9 @@ import tensorflow as tf
 
 from pipeline.data.input import count_records, read_batches, train_dataset
 from pipeline.files import write_json
+from pipeline.publish.manifest import trainer_record
 from pipeline.train.checkpoint import TrainState
-from pipeline.train.config import CONFIG_FILE, TrainConfig
+from pipeline.train.config import CONFIG_FILE, TRAINER, TrainConfig
 from pipeline.train.dist import Dist, init_dist
 from pipeline.train.logs import MetricsLog
 from pipeline.train.model import build_model, warn_if_xla_on_cpu
@@ -69,11 +70,14 @@ def check_resumable(config: TrainConfig, model_dir: Path) -> None:
 
 
 def save_config(config: TrainConfig, model_dir: Path, *, init: dict | None = None) -> None:
-    """config.json: the recipe, and under `init` where the first weights came from (kept when a run resumes)."""
+    """config.json: the recipe, under `init` where the first weights came from (kept when a run resumes), and
+    under TRAINER the code that trains (its code version and image): what the version's manifest says trained
+    it, and what check_changes compares the next run's trainer with. A resumed run records its own: the code
+    that finished the training."""
     path = model_dir / CONFIG_FILE
     if init is None and path.exists():
         init = json.loads(path.read_text()).get("init")
-    write_json(path, config.to_dict() | ({"init": init} if init else {}))
+    write_json(path, config.to_dict() | ({"init": init} if init else {}) | {TRAINER: trainer_record()})
 
 
 def train(config: TrainConfig, data_dir: Path, model_dir: Path, *, dist: Dist | None = None,

@@ -187,14 +187,16 @@ def training_job(run_id: str, workspace_root: str | Path, *, data_dir: str | Pat
             raise ValueError(f"launcher=kubernetes: {what} {path} is not on the shared volume "
                              f"RN50_K8S_SHARED_PATH={shared}, which the training pods mount")
     workers, gpus = split_gpus(num_gpus, gpus_per_node)
-    env = {"RN50_WORKSPACE_ROOT": str(root), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    image = settings.TRAINER_IMAGE.get(environ)
+    # The image too: `rn50 train` records the image it ran in (config.json), which check_changes compares.
+    env = {"RN50_WORKSPACE_ROOT": str(root), "TF_CPP_MIN_LOG_LEVEL": "2", settings.TRAINER_IMAGE.name: image}
     if ngc := settings.NGC_CHECKPOINT.get(environ):  # --init-from ngc imports it in the pods (a path on the
         env[settings.NGC_CHECKPOINT.name] = ngc     # shared volume or an s3:// URI), into the shared cache
     command = ["rn50", "train", "--run-id", run_id, "--workspace-root", str(root), "--data-dir", str(data_dir),
                "--profile", profile, "--np", str(num_gpus), "--hostfile", HOSTFILE, *train_flags(**overrides)]
     return render_mpijob(MPIJobSpec(
         name=job_name(run_id), namespace=settings.K8S_NAMESPACE.get(environ),
-        image=settings.TRAINER_IMAGE.get(environ), launcher_command=command, workers=workers, gpus_per_worker=gpus,
+        image=image, launcher_command=command, workers=workers, gpus_per_worker=gpus,
         shared_claim=settings.K8S_SHARED_CLAIM.get(environ), shared_path=str(shared),
         env=env, annotations={"rn50/run-id": run_id},
         service_account=settings.K8S_SERVICE_ACCOUNT.get(environ) or None,
