@@ -20,6 +20,7 @@ from pipeline import settings
 from pipeline.gate import DEFAULT_TOLERANCE, MAX_TOLERANCE
 from pipeline.publish.registry import MODEL
 from pipeline.settings import Setting
+from pipeline.terminal import printable
 from pipeline.train.config import PROFILES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -303,7 +304,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         except Exception as exc:  # the registry unreachable or its latest tampered: one line, not a traceback
-            print(f"rn50 gate: cannot read the champion from s3://{args.bucket}/{args.prefix}: {exc}", file=sys.stderr)
+            print(printable(f"rn50 gate: cannot read the champion from s3://{args.bucket}/{args.prefix}: {exc}"),
+                  file=sys.stderr)
             return EXIT_FAILED
     try:
         decision = run_gate(
@@ -315,8 +317,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     except GateFailed as exc:
         decision = exc.decision
-    for reason in decision.reasons:
-        print(reason)
+    for reason in decision.reasons:  # they quote the champion's and the baseline's records
+        print(printable(reason))
     verdict = decision.verdict.upper() + (" (publish forced)" if decision.force_publish and decision.publish else "")
     print(f"gate: {verdict}; decision: {args.model_dir / DECISION_FILE}")
     return EXIT_OK if decision.publish else EXIT_FAILED
@@ -330,7 +332,7 @@ def _publish_logging() -> None:
 
     class Redacting(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
-            record.msg, record.args = redact(record.getMessage()), None
+            record.msg, record.args = printable(redact(record.getMessage())), None
             return True
 
     ours = logging.getLogger("pipeline.publish")
@@ -347,7 +349,7 @@ def _registry_failure(command: str, exc: BaseException) -> int:
     """An S3, integrity or registry failure: one line (already free of credentials), exit 1."""
     from pipeline.publish.redact import redact
 
-    print(f"rn50 {command}: error: {redact(' '.join(str(exc).split()))}", file=sys.stderr)
+    print(f"rn50 {command}: error: {printable(redact(' '.join(str(exc).split())))}", file=sys.stderr)
     return EXIT_FAILED
 
 
@@ -400,9 +402,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
     except (StoreError, RegistryError, ConflictError) as exc:
         return _registry_failure("publish", exc)
     top1 = result.manifest.get("metrics", {}).get("top1_accuracy")
-    print(f"published {result.version} (top-1 {top1} %, {result.bytes / 1e6:.1f} MB); latest is {result.latest}",
+    print(printable(f"published {result.version} (top-1 {top1} %, {result.bytes / 1e6:.1f} MB); latest is "
+                    f"{result.latest}"),
           file=sys.stderr)
-    print(result.uri)
+    print(printable(result.uri))
     return EXIT_OK
 
 
@@ -435,7 +438,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps(versions, indent=2))
         return EXIT_OK
     if not versions:
-        print(f"no published versions under {base}")
+        print(f"no published versions under {printable(base)}")
         return EXIT_OK
 
     def percent(value: object) -> str:
@@ -446,15 +449,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [("VERSION", "DATE (UTC)", "TOP-1 %", "TOP-5 %", "BASELINE PASSED", "GATE", "DATASET", "REPORT")]
     for v in versions:
         report = v["report"].removeprefix(base) if v["report"] else "-"
-        rows.append((str(v["version"]), str(v["created_at"] or "")[:10], percent(v["top1_accuracy"]),
-                     percent(v["top5_accuracy"]), v["baseline"] or "-", f"{v['verdict']}{' forced' * v['forced']}",
-                     _short_dataset(v["dataset_version"]), report + ("  latest" if v["latest"] else "")))
+        cells = (str(v["version"]), str(v["created_at"] or "")[:10], percent(v["top1_accuracy"]),
+                 percent(v["top5_accuracy"]), v["baseline"] or "-", f"{v['verdict']}{' forced' * v['forced']}",
+                 _short_dataset(v["dataset_version"]), report + ("  latest" if v["latest"] else ""))
+        rows.append(tuple(printable(c) for c in cells))  # manifest text: never a command to the terminal
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         # The figures right-aligned; the last column (no width: nothing follows it) as it is.
         cells = [c.rjust(w) if i in (2, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))]
         print("  ".join([*cells, row[-1]]))
-    print(f"REPORT is under {base}")
+    print(f"REPORT is under {printable(base)}")
     return EXIT_OK
 
 
@@ -471,8 +475,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     except (IntegrityError, StoreError, RegistryError) as exc:
         return _registry_failure("pull", exc)
-    print(f"pulled {result.version} into {result.dest}: {result.files} files, {result.bytes / 1e6:.1f} MB, "
-          f"every sha256 verified against the manifest")
+    print(printable(f"pulled {result.version} into {result.dest}: {result.files} files, {result.bytes / 1e6:.1f} MB, "
+                    "every sha256 verified against the manifest"))
     return EXIT_OK
 
 
@@ -895,11 +899,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except UsageError as exc:
-        print(f"rn50 {args.command}: error: {exc}", file=sys.stderr)
+    except UsageError as exc:  # messages may quote a manifest or a record: printable
+        print(f"rn50 {args.command}: error: {printable(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except Failed as exc:
-        print(f"rn50 {args.command}: error: {exc}", file=sys.stderr)
+        print(f"rn50 {args.command}: error: {printable(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"rn50 {args.command}: interrupted", file=sys.stderr)

@@ -371,3 +371,19 @@ def test_rn50_gate_takes_a_pulled_version_evaluated_on_this_data_as_its_live_bas
             in live.stdout)
     written = json.loads((model_dir / DECISION_FILE).read_text())["live_baseline"]
     assert written["model"] == {"kind": "champion", "version": "v0001", "uri": f"s3://{BUCKET}/models/resnet50/v0001/"}
+
+
+def test_the_reasons_print_a_baseline_records_text_escaped(tmp_path):
+    # baseline.json (or a pulled version's manifest.json) is another's text: its escape sequences are shown,
+    # not sent to the terminal (clear screen, an OSC 8 hyperlink, the 8-bit CSI, a forged line).
+    source = "/ngc\x1b[2J\x1b]8;;https://evil.example/\x07rn50\x9b31m\r\nPASS: forged"
+    model_dir = _model_dir(tmp_path, 91.4)
+    baseline = _baseline_dir(tmp_path / "b", {"kind": "ngc", "source": source, "sha256": {}},
+                             {"top1_accuracy": 91.0, "top5_accuracy": 99.0, "eval_count": 500})
+    result = _gate("--model-dir", str(model_dir), "--baseline", str(baseline))
+    controls = {chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))} - {"\n"}
+    assert not controls & set(result.stdout), repr(result.stdout)
+    assert "NGC checkpoint /ngc\\x1b[2J\\x1b]8;;https://evil.example/\\x07rn50\\x9b31m\\x0d\\x0aPASS: forged" in \
+        result.stdout, result.stdout
+    assert not any(line.startswith("PASS: forged") for line in result.stdout.splitlines())
+    assert json.loads((model_dir / DECISION_FILE).read_text())["live_baseline"]["model"]["source"] == source

@@ -97,3 +97,27 @@ def test_no_live_baseline_is_read_from_the_gate_not_from_the_champion_field(regi
 def test_an_empty_registry_lists_nothing(registry, s3_env):
     assert _list(s3_env) == f"no published versions under {BASE}\n"
     assert json.loads(_list(s3_env, "--json")) == []
+
+
+# What a manifest's author could send a terminal: clear screen, an OSC 8 hyperlink over other text, a colour
+# by the 8-bit CSI (\x9b), a bell, DEL, a carriage return and a newline that would forge a row of the table.
+VERDICT = "fail\x1b[2J\x1b]8;;https://evil.example/\x1b\\click\x1b]8;;\x1b\\\r\nv0009  fake row"
+KIND = "\x9b31mngc\x07\x7f\x85"
+CONTROLS = {chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def test_manifest_text_reaches_the_terminal_escaped_never_as_control_characters(registry, s3_env, tmp_path):
+    _, client = registry
+    _publish(client, tmp_path / "a", live={"kind": KIND, "source": "/ngc/rn50", "sha256": {}}, verdict=VERDICT,
+             dataset="\x1b[5m" + MD5)
+    table = _list(s3_env)
+    assert not CONTROLS & set(table.replace("\n", "")), repr(table)
+    header, row, under = table.splitlines()  # one row: the newline in the verdict forged none
+    assert header.startswith("VERSION") and row.startswith("v0001") and under.startswith("REPORT is under")
+    # Shown as what they are, so the reader can see the manifest holds them.
+    assert "\\x1b[2J\\x1b]8;;https://evil.example/" in row and "\\x9b31mngc\\x07\\x7f\\x85" in row, row
+    assert "\\x0d\\x0av0009" in row and "\\x1b[5m" in row
+    raw = _list(s3_env, "--json")
+    assert not CONTROLS & set(raw.replace("\n", "")), repr(raw)  # json.dumps escapes them (C1 too: ensure_ascii)
+    [version] = json.loads(raw)
+    assert (version["verdict"], version["baseline"]) == (VERDICT, KIND)  # --json keeps the text exact
