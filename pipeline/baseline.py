@@ -96,8 +96,9 @@ def find_baseline(champion_dir: Path, *, client: Any, bucket: str, prefix: str, 
 
 
 def evaluate_baseline(data_dir: Path, out_dir: Path, champion_dir: Path, *, client: Any, bucket: str, prefix: str,
-                      workspace_root: Path, model: str = MODEL) -> dict[str, Any]:
-    """Evaluate the run's baseline on data_dir into out_dir (eval.json, then baseline.json); the record."""
+                      workspace_root: Path, model: str = MODEL, dataset_version: str | None = None) -> dict[str, Any]:
+    """Evaluate the run's baseline on data_dir into out_dir (eval.json, then baseline.json); the record.
+    `dataset_version` (fetch_data's) goes into eval.json's data, as the candidate's evaluate records it."""
     folder, identity = find_baseline(champion_dir, client=client, bucket=bucket, prefix=prefix,
                                      workspace_root=workspace_root, model=model)
     out_dir = Path(out_dir)
@@ -108,7 +109,7 @@ def evaluate_baseline(data_dir: Path, out_dir: Path, champion_dir: Path, *, clie
 
         from pipeline.train.evaluate import evaluate, write_eval
 
-        measured = evaluate(data_dir, folder)
+        measured = evaluate(data_dir, folder, dataset_version=dataset_version)
         write_eval(measured, out_dir)
         result = asdict(measured)
     write_json(out_dir / BASELINE_FILE, identity)  # last: the gate reads a baseline only once it is whole

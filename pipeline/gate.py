@@ -2,8 +2,9 @@
 
 The live baseline is a model measured in the same run, on the same validation data, by the same
 evaluation as the candidate (the DAG's evaluate_baseline: NVIDIA's imported checkpoint or the champion,
-pipeline.baseline); a number recorded on another dataset version decides nothing. NGC's published
-figures stay as the floor.
+pipeline.baseline); a number recorded on another dataset version decides nothing. "The same data" is
+what each eval.json records of the shards it scored (EVAL_DATA, pipeline.data.input.split_identity),
+not a record count: another 50,000 images are not ImageNet's. NGC's published figures stay as the floor.
 
 Every call writes `decision.json`, whatever happens, including when eval.json or the baseline is
 missing: the record of *why* a model was or was not published is the point of a gate (TFX's
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +29,26 @@ from pipeline.train.config import CONFIG_FILE
 DECISION_FILE = "decision.json"
 EVAL_FILE = "eval.json"
 PER_CLASS = "per_class"  # eval.json's per-class counts (2 x 1000 numbers): for the run report only
+# eval.json's record of the data it scored: pipeline.data.input.split_identity of the validation split (its
+# digest "sha256", "shards", "records", "bytes") and "dataset_version", fetch_data's when known (else None).
+EVAL_DATA = "data"
+
+
+def data_digest(data: Any) -> str | None:
+    """The digest that identifies the scored data in an eval.json's EVAL_DATA (a sha256 in hex), or None when
+    it names none."""
+    digest = data.get("sha256") if isinstance(data, dict) else None
+    return digest if isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest) else None
+
+
+def data_name(data: dict[str, Any]) -> str:
+    """An eval.json's data as a reason line names it: 'validation 1a2b... (500 records in 2 shards, dataset md5)';
+    a value that could break the line (or forge another) is left out."""
+    version = data.get("dataset_version")
+    known = isinstance(version, str) and re.fullmatch(r"[0-9A-Za-z.:_+-]{1,80}", version)
+    counts = [int(data[k]) if isinstance(data.get(k), int) else "?" for k in ("records", "shards")]
+    return (f"validation {data_digest(data)[:16]} ({counts[0]} records in {counts[1]} shards"
+            + (f", dataset {version})" if known else ")"))
 
 
 def eval_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +115,7 @@ class LiveBaseline:
     top1_accuracy: float  # percent
     top5_accuracy: float
     eval_count: int  # validation records scored
+    data: dict[str, Any] | None = None  # its eval.json's EVAL_DATA: which records those were
 
     @property
     def name(self) -> str:
@@ -144,6 +167,7 @@ def decide(
     no_live: str = "none was evaluated for this gate",
     top5: float | None = None,
     eval_count: int | None = None,
+    data: dict[str, Any] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     force_publish: bool = False,
     force_reason: str | None = None,
@@ -152,8 +176,10 @@ def decide(
 ) -> Decision:
     """Pass iff top-1 >= baseline - tolerance (the floor) and >= live.top1 - tolerance (when there is one).
 
-    `live` is the baseline model measured on the same data in the same run; its record count must equal
-    the candidate's `eval_count`, or the gate fails naming both. Without one the floor alone decides, and
+    `live` is the baseline model measured on the same data in the same run: its eval.json's data (`live.data`)
+    must be the candidate's (`data`, both EVAL_DATA) and its record count the candidate's `eval_count`, or the
+    gate fails naming both; an eval.json that names no data fails it too (nothing says it is the same data:
+    the DAG evaluates both sides afresh in the run, so both name theirs). Without one the floor alone decides, and
     a reason says "no live baseline: " and `no_live`. `champion` ({"version", "top1_accuracy", "uri"} of
     the current `latest`) and `registry` (where it was looked for) are recorded only: a number measured
     on another dataset version is no threshold. `problems` are reasons the inputs could not be read; any
@@ -182,9 +208,9 @@ def decide(
             f"{'PASS' if ok else 'FAIL'}: top-1 {top1:.2f} % {'>=' if ok else '<'} {floor:.2f} % "
             f"({kind} {baseline.name} {baseline.top1_accuracy:.2f} % - {tolerance:g} pp)"
         )
-    if top1 is not None and live is not None and live.eval_count != eval_count:
-        reasons.append(f"FAIL: the candidate was evaluated on {eval_count} validation records and the live baseline "
-                       f"{live.name} on {live.eval_count}: not the same data, no comparison")
+    not_same = _not_the_same_data(eval_count, data, live) if top1 is not None and live is not None else None
+    if not_same:
+        reasons.append(f"FAIL: {not_same}")
     elif top1 is not None and live is not None:
         floor = round(live.top1_accuracy - tolerance, 4)
         thresholds["live_min"] = floor
@@ -211,12 +237,32 @@ def decide(
         baseline=asdict(baseline) if baseline else None,
         champion=champion,
         thresholds=thresholds,
-        candidate=None if top1 is None else {"top1_accuracy": top1, "top5_accuracy": top5, "eval_count": eval_count},
+        candidate=None if top1 is None else {"top1_accuracy": top1, "top5_accuracy": top5, "eval_count": eval_count,
+                                             "data": data},
         live_baseline=asdict(live) if live else None,
         registry=registry,
         force_publish=force_publish,
         force_reason=force_reason.strip() if force_publish and force_reason else None,
     )
+
+
+def _not_the_same_data(eval_count: int | None, data: dict[str, Any] | None, live: LiveBaseline) -> str | None:
+    """Why the candidate and the live baseline cannot be compared, or None when both scored the same records."""
+    ours, theirs = data_digest(data), data_digest(live.data)
+    if ours and theirs and ours != theirs:
+        return (f"the candidate was evaluated on {data_name(data)} and the live baseline {live.name} on "
+                f"{data_name(live.data)}: not the same data, no comparison")
+    if live.eval_count != eval_count:
+        return (f"the candidate was evaluated on {eval_count} validation records and the live baseline {live.name} "
+                f"on {live.eval_count}: not the same data, no comparison")
+    if not (ours and theirs):
+        silent = " and ".join(who for who, digest in (("the candidate's", ours), ("the live baseline's", theirs))
+                              if not digest)
+        verb = "record" if not (ours or theirs) else "records"
+        return (f"cannot tell that the candidate and the live baseline {live.name} were evaluated on the same data: "
+                f"{silent} eval.json {verb} no data identity (written before rn50 evaluate recorded one); evaluate "
+                "again")
+    return None
 
 
 def read_champion(client: Any, bucket: str, prefix: str, model: str) -> tuple[dict[str, Any] | None, str]:
@@ -290,11 +336,17 @@ def read_live_baseline(folder: Path, problems: list[str]) -> tuple[LiveBaseline 
         return None, ""
     try:
         live = LiveBaseline(identity, float(evaluation["top1_accuracy"]), float(evaluation["top5_accuracy"]),
-                            int(evaluation["eval_count"]))
+                            int(evaluation["eval_count"]), _data(evaluation))
     except (KeyError, TypeError, ValueError) as exc:
         problems.append(f"{folder / EVAL_FILE}: no usable top1_accuracy, top5_accuracy and eval_count ({exc})")
         return None, ""
     return live, ""
+
+
+def _data(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """eval.json's EVAL_DATA when it is an object (what it says is checked by decide), else None."""
+    data = (evaluation or {}).get(EVAL_DATA)
+    return data if isinstance(data, dict) else None
 
 
 def _published_eval(folder: Path) -> bool:
@@ -353,6 +405,7 @@ def run_gate(
     decision = decide(
         top1, baseline, profile=profile, champion=champion, live=live, no_live=no_live,
         top5=(evaluation or {}).get("top5_accuracy"), eval_count=(evaluation or {}).get("eval_count"),
+        data=_data(evaluation),
         tolerance=tolerance, force_publish=force_publish, force_reason=force_reason, problems=problems,
         registry=registry,
     )

@@ -7,13 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.workspace import RunWorkspace
+from tasks.common import data_record
 
 
 def run(ws: RunWorkspace, *, data_dir: str) -> dict[str, Any]:
     from pipeline.train.evaluate import evaluate, write_eval
     from pipeline.train.export import EXPORT_FILE, SAVED_MODEL_DIR, export_serving
 
-    result = evaluate(data_dir, ws.model)
+    # eval.json names the data it scored: the shards (always) and the dataset version fetch_data recorded.
+    result = evaluate(data_dir, ws.model, dataset_version=(data_record(ws) or {}).get("dataset_version"))
     ws.remove(ws.eval)  # a retry's eval/ holds this try's figures only (metrics.jsonl appends)
     path = write_eval(result, ws.eval)
     print(f"top-1 {result.top1_accuracy:.2f} %, top-5 {result.top5_accuracy:.2f} % over {result.eval_count} images")

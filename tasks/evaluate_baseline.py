@@ -11,6 +11,7 @@ from typing import Any
 from pipeline.publish.registry import MODEL
 from pipeline.settings import PREFIX
 from pipeline.workspace import RunWorkspace
+from tasks.common import data_record
 
 
 def run(ws: RunWorkspace, *, data_dir: str, client: Any, bucket: str, prefix: str = PREFIX.default,
@@ -19,7 +20,8 @@ def run(ws: RunWorkspace, *, data_dir: str, client: Any, bucket: str, prefix: st
 
     ws.remove(ws.baseline)  # a retry's baseline/ holds this try's figures only (metrics.jsonl appends)
     record = evaluate_baseline(data_dir, ws.baseline, ws.champion, client=client, bucket=bucket, prefix=prefix,
-                               workspace_root=ws.root, model=model)
+                               workspace_root=ws.root, model=model,
+                               dataset_version=(data_record(ws) or {}).get("dataset_version"))
     identity = record["model"]
     if identity["kind"] == "none":
         print(f"no baseline: {identity['reason']}")

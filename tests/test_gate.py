@@ -55,7 +55,10 @@ def test_baseline_rule_at_its_edge(top1, verdict):
 
 
 CHAMPION = {"kind": "champion", "version": "v0007", "uri": "s3://b/models/resnet50/v0007/"}
-LIVE = LiveBaseline(CHAMPION, top1_accuracy=77.5, top5_accuracy=93.6, eval_count=50000)
+# What eval.json records of the validation data it scored (pipeline.data.input.split_identity).
+IMAGENET = {"split": "validation", "shards": 128, "records": 50000, "bytes": 6_400_000_000, "sha256": "a" * 64,
+            "dataset_version": "3f2a9c1e5d7b40a8b1c2d3e4f5a6b7c8"}
+LIVE = LiveBaseline(CHAMPION, top1_accuracy=77.5, top5_accuracy=93.6, eval_count=50000, data=IMAGENET)
 
 
 @pytest.mark.parametrize(("top1", "verdict", "sign"), [
@@ -65,15 +68,17 @@ LIVE = LiveBaseline(CHAMPION, top1_accuracy=77.5, top5_accuracy=93.6, eval_count
     (77.19, "fail", "<"),  # worse by more than the tolerance
 ])
 def test_the_live_baseline_rule(top1, verdict, sign):
-    d = decide(top1, baseline_for("ngc-90e"), live=LIVE, top5=93.0, eval_count=50000)
+    d = decide(top1, baseline_for("ngc-90e"), live=LIVE, top5=93.0, eval_count=50000, data=IMAGENET)
     assert (d.verdict, d.thresholds["live_min"]) == (verdict, 77.2)
     assert d.reasons[0].startswith("PASS: top-1") and "NGC baseline" in d.reasons[0]  # the floor still applies
     assert d.reasons[1] == (f"{verdict.upper()}: top-1 {top1:.2f} % {sign} 77.20 % (live baseline champion v0007: "
                             "77.50 % on the same 50000 images - 0.3 pp)")
-    # Both models' figures, record counts and the baseline's identity are in the decision.
-    assert d.candidate == {"top1_accuracy": top1, "top5_accuracy": 93.0, "eval_count": 50000}
-    assert d.live_baseline == {"model": CHAMPION, "top1_accuracy": 77.5, "top5_accuracy": 93.6, "eval_count": 50000}
-    assert decide(77.19, baseline_for("ngc-90e"), live=LIVE, eval_count=50000, tolerance=1.0).verdict == "pass"
+    # Both models' figures, record counts and data, and the baseline's identity are in the decision.
+    assert d.candidate == {"top1_accuracy": top1, "top5_accuracy": 93.0, "eval_count": 50000, "data": IMAGENET}
+    assert d.live_baseline == {"model": CHAMPION, "top1_accuracy": 77.5, "top5_accuracy": 93.6, "eval_count": 50000,
+                               "data": IMAGENET}
+    assert decide(77.19, baseline_for("ngc-90e"), live=LIVE, eval_count=50000, data=IMAGENET,
+                  tolerance=1.0).verdict == "pass"
 
 
 def test_without_a_live_baseline_the_floor_decides_and_the_champions_recorded_number_does_not():
@@ -94,6 +99,35 @@ def test_a_live_baseline_measured_on_other_records_fails_the_gate_naming_both_co
         assert d.verdict == "fail" and d.thresholds["live_min"] is None
         assert d.reasons[1] == (f"FAIL: the candidate was evaluated on {count} validation records and the live "
                                 "baseline champion v0007 on 50000: not the same data, no comparison")
+
+
+def test_a_live_baseline_measured_on_other_images_of_the_same_count_fails_the_gate_naming_both():
+    other = {**IMAGENET, "sha256": "b" * 64, "dataset_version": None}  # another 50,000 images
+    live = LiveBaseline(CHAMPION, top1_accuracy=77.5, top5_accuracy=93.6, eval_count=50000, data=other)
+    d = decide(90.0, baseline_for("ngc-90e"), live=live, eval_count=50000, data=IMAGENET)
+    assert d.verdict == "fail" and d.thresholds["live_min"] is None
+    assert d.reasons[1] == (
+        "FAIL: the candidate was evaluated on validation aaaaaaaaaaaaaaaa (50000 records in 128 shards, dataset "
+        "3f2a9c1e5d7b40a8b1c2d3e4f5a6b7c8) and the live baseline champion v0007 on validation bbbbbbbbbbbbbbbb "
+        "(50000 records in 128 shards): not the same data, no comparison")
+    # The same shards are the same data, whatever each side knew of the dataset's version.
+    same = LiveBaseline(CHAMPION, 77.5, 93.6, 50000, data={**IMAGENET, "dataset_version": None})
+    assert decide(90.0, baseline_for("ngc-90e"), live=same, eval_count=50000, data=IMAGENET).verdict == "pass"
+
+
+@pytest.mark.parametrize(("ours", "theirs", "who"), [
+    (None, IMAGENET, "the candidate's eval.json records"),
+    (IMAGENET, None, "the live baseline's eval.json records"),
+    (None, None, "the candidate's and the live baseline's eval.json record"),
+    ({"sha256": 7}, IMAGENET, "the candidate's eval.json records"),  # not a digest
+])
+def test_an_eval_json_that_names_no_data_cannot_be_compared_with_a_live_baseline(ours, theirs, who):
+    live = LiveBaseline(CHAMPION, top1_accuracy=77.5, top5_accuracy=93.6, eval_count=50000, data=theirs)
+    d = decide(90.0, baseline_for("ngc-90e"), live=live, eval_count=50000, data=ours)
+    assert d.verdict == "fail" and d.thresholds["live_min"] is None
+    assert d.reasons[1] == (f"FAIL: cannot tell that the candidate and the live baseline champion v0007 were "
+                            f"evaluated on the same data: {who} no data identity (written before rn50 evaluate "
+                            "recorded one); evaluate again")
 
 
 def test_the_tolerances_are_bounded_and_a_looser_gate_is_a_forced_publish():
@@ -123,12 +157,16 @@ def test_force_publish_needs_a_reason_and_keeps_the_honest_verdict():
     assert d.reasons[-1] == "OVERRIDE: force_publish: hotfix for label bug #12"
 
 
+SAMPLE = {"split": "validation", "shards": 2, "records": 500, "bytes": 1_234_567, "sha256": "5" * 64,
+          "dataset_version": None}
+
+
 def _model_dir(tmp_path: Path, top1: float | None, profile: str = "smoke") -> Path:
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     get_profile(profile).save(model_dir)
     if top1 is not None:
-        (model_dir / "eval.json").write_text(json.dumps({"top1_accuracy": top1, "eval_count": 500}))
+        (model_dir / "eval.json").write_text(json.dumps({"top1_accuracy": top1, "eval_count": 500, "data": SAMPLE}))
     return model_dir
 
 
@@ -146,10 +184,11 @@ def test_run_gate_writes_the_decision_when_passing(tmp_path):
 def test_the_decision_carries_the_evaluation_without_its_per_class_lists(tmp_path):
     model_dir = _model_dir(tmp_path, 91.4)
     per_class = {"correct": [45] * 1000, "count": [50] * 1000}
-    (model_dir / "eval.json").write_text(json.dumps({"top1_accuracy": 91.4, "eval_count": 500, "per_class": per_class}))
+    (model_dir / "eval.json").write_text(json.dumps({"top1_accuracy": 91.4, "eval_count": 500, "data": SAMPLE,
+                                                     "per_class": per_class}))
     run_gate(model_dir)
     written = json.loads((model_dir / DECISION_FILE).read_text())
-    assert written["inputs"]["eval"] == {"top1_accuracy": 91.4, "eval_count": 500}
+    assert written["inputs"]["eval"] == {"top1_accuracy": 91.4, "eval_count": 500, "data": SAMPLE}
 
 
 @pytest.mark.parametrize(
@@ -231,7 +270,7 @@ def _baseline_dir(folder: Path, identity: dict | None, evaluation: dict | None) 
 def test_run_gate_reads_the_live_baseline_and_refuses_one_it_cannot_read(tmp_path):
     model_dir = _model_dir(tmp_path, 91.4)  # eval_count 500
     good = _baseline_dir(tmp_path / "good", CHAMPION, {"top1_accuracy": 91.6, "top5_accuracy": 99.0,
-                                                      "eval_count": 500})
+                                                      "eval_count": 500, "data": SAMPLE})
     written = run_gate(model_dir, baseline_dir=good)
     assert written.live_baseline["model"] == CHAMPION and written.thresholds["live_min"] == 91.3
     with pytest.raises(GateFailed, match=r"FAIL: top-1 91\.40 % < 91\.50 % \(live baseline champion v0007"):
@@ -255,10 +294,25 @@ def test_run_gate_reads_the_live_baseline_and_refuses_one_it_cannot_read(tmp_pat
         assert not any("no live baseline" in r for r in failed.value.decision.reasons), failed.value.decision.reasons
     # A model directory training left, evaluated on this data, is a live baseline too.
     trained = _baseline_dir(tmp_path / "trained", None, {"top1_accuracy": 91.6, "top5_accuracy": 99.0,
-                                                        "eval_count": 500})
+                                                        "eval_count": 500, "data": SAMPLE})
     (trained / "config.json").write_text((model_dir / "config.json").read_text())
     assert run_gate(model_dir, baseline_dir=trained).live_baseline["model"] == {"kind": "path",
                                                                                 "path": str(trained.resolve())}
+
+
+def test_rn50_gate_refuses_a_baseline_evaluated_on_other_images_of_the_same_count(tmp_path):
+    model_dir = _model_dir(tmp_path, 91.4)  # 500 records of SAMPLE
+    other = {**SAMPLE, "sha256": "6" * 64, "bytes": 1_234_000}
+    baseline = _baseline_dir(tmp_path / "elsewhere", None, {"top1_accuracy": 91.6, "top5_accuracy": 99.0,
+                                                           "eval_count": 500, "data": other})
+    (baseline / "config.json").write_text((model_dir / "config.json").read_text())
+    refused = _gate("--model-dir", str(model_dir), "--baseline", str(baseline))
+    assert refused.returncode == 1, refused.stdout
+    assert (f"FAIL: the candidate was evaluated on validation {'5' * 16} (500 records in 2 shards) and the live "
+            f"baseline path {baseline.resolve()} on validation {'6' * 16} (500 records in 2 shards): not the same "
+            "data, no comparison") in refused.stdout
+    written = json.loads((model_dir / DECISION_FILE).read_text())
+    assert (written["candidate"]["data"], written["live_baseline"]["data"]) == (SAMPLE, other)
 
 
 # -- against a real registry (moto_server over HTTP) ------------------------------------------------
@@ -364,7 +418,8 @@ def test_rn50_gate_takes_a_pulled_version_evaluated_on_this_data_as_its_live_bas
     assert stale.returncode == 1
     assert f"FAIL: {pulled}/eval.json: the figures published with v0001, measured on its own data" in stale.stdout
     # `rn50 evaluate --model-dir pulled` on this data replaces it: then it is the live baseline.
-    (pulled / "eval.json").write_text(json.dumps({"top1_accuracy": 91.5, "top5_accuracy": 99.0, "eval_count": 500}))
+    (pulled / "eval.json").write_text(json.dumps({"top1_accuracy": 91.5, "top5_accuracy": 99.0, "eval_count": 500,
+                                                  "data": SAMPLE}))
     live = _gate("--model-dir", str(model_dir), "--baseline", str(pulled))
     assert live.returncode == 0, live.stdout
     assert ("PASS: top-1 91.40 % >= 91.20 % (live baseline champion v0001: 91.50 % on the same 500 images - 0.3 pp)"

@@ -10,6 +10,7 @@ which model is measured on which data, not how good it is.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from pipeline.workspace import RunWorkspace
 
 tf = pytest.importorskip("tensorflow")
 
+MD5 = "3f2a9c1e5d7b40a8b1c2d3e4f5a6b7c8"
 PREFIX = "team/models"  # not the default: the run's Params name the registry, not RN50_BUCKET/RN50_PREFIX
 
 
@@ -60,19 +62,20 @@ def no_ngc(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RN50_PREFIX", "not/the/runs/prefix")
 
 
-def _candidate(ws: RunWorkspace, top1: float, eval_count: int) -> None:
+def _candidate(ws: RunWorkspace, top1: float, eval_count: int, data: dict | None = None) -> None:
     from pipeline.train.config import get_profile
 
     ws.model.mkdir(exist_ok=True)
     get_profile("smoke").save(ws.model)
     ws.eval.mkdir(exist_ok=True)
     (ws.eval / "eval.json").write_text(json.dumps({"top1_accuracy": top1, "top5_accuracy": 99.0,
-                                                   "eval_count": eval_count}))
+                                                   "eval_count": eval_count, "data": data}))
 
 
 def test_the_champion_is_measured_on_this_runs_data_and_train_starts_from_the_same_snapshot(
         champion_dir, registry, no_ngc, sample_dir: Path, tmp_path: Path) -> None:
-    from pipeline.data.input import count_records
+    from pipeline.data.input import count_records, split_identity
+    from pipeline.files import write_json
     from pipeline.train.evaluate import evaluate
     from pipeline.train.warm_start import InitFrom
     from tasks import check_accuracy, evaluate_baseline, train
@@ -80,6 +83,7 @@ def test_the_champion_is_measured_on_this_runs_data_and_train_starts_from_the_sa
     _, client = registry
     assert _publish(champion_dir, tmp_path / "v1", client) == "v0001"
     ws = RunWorkspace(tmp_path / "ws", "manual__baseline").create()
+    write_json(ws.data_record, {"source": "dvc", "dataset_version": MD5})  # as fetch_data records the run's data
     record = evaluate_baseline.run(ws, data_dir=str(sample_dir), client=client, bucket=BUCKET, prefix=PREFIX)
 
     identity = {"kind": "champion", "version": "v0001", "uri": f"s3://{BUCKET}/{PREFIX}/resnet50/v0001/"}
@@ -88,6 +92,9 @@ def test_the_champion_is_measured_on_this_runs_data_and_train_starts_from_the_sa
     # This run's validation records, every one, scored with the champion's weights (not its published 95.0).
     assert 0 < measured["top1_accuracy"] < measured["top5_accuracy"] < 100
     assert measured["eval_count"] == count_records(sample_dir, "validation") == record["eval_count"]
+    # Which data: the validation shards it read, and the dataset version fetch_data recorded of them.
+    assert measured["data"] == {**split_identity(sample_dir, "validation"), "dataset_version": MD5}
+    assert measured["data"]["records"] == measured["eval_count"] and measured["data"]["shards"] == 2
     direct = evaluate(sample_dir, champion_dir)
     assert (measured["top1_accuracy"], measured["top5_accuracy"]) == (direct.top1_accuracy, direct.top5_accuracy)
     # Per-class top-1 counts from the same pass (the report's): each record under its own class, once, and the
@@ -111,21 +118,53 @@ def test_the_champion_is_measured_on_this_runs_data_and_train_starts_from_the_sa
 
     # The gate: the candidate against v0001 as measured here, on the same records.
     top1 = measured["top1_accuracy"]
-    _candidate(ws, top1, measured["eval_count"])
+    _candidate(ws, top1, measured["eval_count"], measured["data"])
     summary = check_accuracy.run(ws, profile="smoke", tolerance=0.3, force_publish=True, force_reason="random weights",
                                  client=client, bucket=BUCKET, prefix=PREFIX)
     decision = json.loads((ws.gate / DECISION_FILE).read_text())
     assert decision["live_baseline"] == {"model": identity, **{k: measured[k] for k in (
-        "top1_accuracy", "top5_accuracy", "eval_count")}} == summary["live_baseline"]
+        "top1_accuracy", "top5_accuracy", "eval_count", "data")}} == summary["live_baseline"]
     assert decision["candidate"]["eval_count"] == measured["eval_count"]
     assert decision["champion"]["version"] == "v0002"  # recorded: the latest when the gate ran
     assert (f"PASS: top-1 {top1:.2f} % >= {top1 - 0.3:.2f} % (live baseline champion v0001: {top1:.2f} % on the "
             f"same {measured['eval_count']} images - 0.3 pp)") in decision["reasons"]
-    _candidate(ws, top1, measured["eval_count"] - 1)  # scored on other records: no comparison, a failed gate
+    _candidate(ws, top1, measured["eval_count"] - 1, measured["data"])  # other records: no comparison, a failure
     count = measured["eval_count"]
     with pytest.raises(AirflowFailException, match=f"on {count - 1} validation records and the live baseline "
                                                    f"champion v0001 on {count}: not the same data"):
         check_accuracy.run(ws, profile="smoke", client=client, bucket=BUCKET, prefix=PREFIX)
+
+
+def test_a_candidate_evaluated_on_other_images_of_the_same_count_fails_the_gate_naming_both(
+        champion_dir, registry, no_ngc, sample_dir: Path, tmp_path: Path) -> None:
+    """`rn50 evaluate` on another dataset of the same size (another 500 validation images): the gate compares
+    what eval.json says of the shards each side read, computed by the evaluation from the files themselves."""
+    from pipeline.data.sample import SampleSpec, make_sample
+    from pipeline.train.evaluate import evaluate, write_eval
+    from tasks import check_accuracy, evaluate_baseline
+
+    other = tmp_path / "other"
+    make_sample(other, SampleSpec(seed=7, train_per_class=(2, 2), train_shards=1))  # 500 other validation images
+    _, client = registry
+    assert _publish(champion_dir, tmp_path / "v1", client) == "v0001"
+    ws = RunWorkspace(tmp_path / "ws", "manual__other").create()
+    evaluate_baseline.run(ws, data_dir=str(sample_dir), client=client, bucket=BUCKET, prefix=PREFIX)
+    baseline = json.loads((ws.baseline / "eval.json").read_text())["data"]
+    _candidate(ws, 0.0, 0)
+    candidate = evaluate(other, champion_dir)
+    write_eval(candidate, ws.eval)
+    assert candidate.eval_count == baseline["records"] == 500 and candidate.data["sha256"] != baseline["sha256"]
+
+    def named(data: dict) -> str:
+        return f"validation {data['sha256'][:16]} (500 records in 2 shards)"
+
+    reason = (f"FAIL: the candidate was evaluated on {named(candidate.data)} and the live baseline champion v0001 "
+              f"on {named(baseline)}: not the same data, no comparison")
+    with pytest.raises(AirflowFailException, match=re.escape(reason[len("FAIL: "):])):
+        check_accuracy.run(ws, profile="smoke", client=client, bucket=BUCKET, prefix=PREFIX)
+    decision = json.loads((ws.gate / DECISION_FILE).read_text())
+    assert reason in decision["reasons"] and decision["thresholds"]["live_min"] is None
+    assert (decision["candidate"]["data"], decision["live_baseline"]["data"]) == (candidate.data, baseline)
 
 
 def test_with_nothing_published_there_is_no_baseline_and_the_floor_decides(
@@ -193,4 +232,4 @@ def test_with_nvidias_checkpoint_set_its_import_is_the_baseline_not_the_champion
     measured = json.loads((ws.baseline / "eval.json").read_text())
     assert measured["eval_count"] == count_records(data_dir, "validation") == 20
     assert not ws.champion.exists()  # NVIDIA's checkpoint is the baseline: the champion is not even pulled
-    assert any((ws.root / "ngc-cache").rglob("config.json"))  # imported once into the workspace root's cache
+    assert any((ws.root / ".ngc-cache").rglob("config.json"))  # imported once into the workspace root's cache

@@ -85,6 +85,33 @@ def test_count_records_agrees_with_the_manifest(sample_dir: Path) -> None:
             assert sum(count_records(sample_dir, split, rank=r, num_ranks=ranks) for r in range(ranks)) == total
 
 
+def test_the_split_identity_names_its_shards_and_records_wherever_they_are(sample_dir: Path, tmp_path: Path) -> None:
+    import shutil
+    import struct
+
+    from pipeline.data.input import split_identity
+    from pipeline.data.tfrecord import HEADER, encode_frame
+
+    identity = split_identity(sample_dir, "validation")
+    assert {k: identity[k] for k in ("split", "shards", "records")} == {"split": "validation", "shards": 2,
+                                                                        "records": 500}
+    assert identity["bytes"] == sum(p.stat().st_size for p in split_files(sample_dir, "validation"))
+    copy = tmp_path / "copy"
+    shutil.copytree(sample_dir, copy)
+    assert split_identity(copy, "validation") == identity  # the same files elsewhere: the same data
+    # Another record of the same size (a relabelled image, say): the same names and sizes, other data.
+    shard = split_files(copy, "validation")[0]
+    raw = bytearray(shard.read_bytes())
+    (length,) = struct.unpack_from("<Q", raw)
+    data = bytearray(raw[HEADER:HEADER + length])
+    data[-1] ^= 0xFF
+    raw[:HEADER + length + 4] = encode_frame(bytes(data))
+    shard.write_bytes(bytes(raw))
+    changed = split_identity(copy, "validation")
+    assert changed["bytes"] == identity["bytes"] and changed["records"] == 500
+    assert changed["sha256"] != identity["sha256"]
+
+
 def test_count_records_refuses_a_file_that_is_not_a_tfrecord(tmp_path: Path) -> None:
     (tmp_path / "train-00000-of-00001").write_bytes(b"not a tfrecord at all, just some text")
     with pytest.raises(ValueError, match="train-00000-of-00001: length CRC mismatch"):

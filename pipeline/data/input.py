@@ -21,6 +21,7 @@ and the evaluator's bookkeeping, which must not pay TensorFlow's import time.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from collections.abc import Iterator
@@ -126,7 +127,32 @@ def count_records(data_dir: str | Path, split: str, *, rank: int = 0, num_ranks:
     return len(range(rank, sum(_count_frames(p) for p in files), num_ranks))
 
 
+def split_identity(data_dir: str | Path, split: str) -> dict[str, Any]:
+    """What tells the records of `split` apart from any other set: its shards' names and sizes and each record's
+    data CRC-32C as the shard stores it, in one sha256, with the counts. eval.json records it, so that the gate
+    compares a candidate and a baseline only when both scored the same records.
+
+    The same walk over the frame headers as count_records (a 4-byte read more per record), so it costs what
+    counting does, not a read of every byte. The CRCs are TFRecord's own, which TensorFlow checks as it reads:
+    any change to a record's bytes changes them (not a defence against a forged file, which could keep them).
+    """
+    files = split_files(data_dir, split)
+    digest = hashlib.sha256()
+    records = total = 0
+    for path in files:
+        crcs = b"".join(_frames(path))
+        size = os.path.getsize(path)
+        digest.update(f"{path.name}\t{size}\t{hashlib.sha256(crcs).hexdigest()}\n".encode())
+        records, total = records + len(crcs) // FOOTER, total + size
+    return {"split": split, "shards": len(files), "records": records, "bytes": total, "sha256": digest.hexdigest()}
+
+
 def _count_frames(path: Path) -> int:
+    return sum(1 for _ in _frames(path))
+
+
+def _frames(path: Path) -> Iterator[bytes]:
+    """Each record's stored data CRC (its 4-byte footer), walking the frame headers and seeking over the data."""
     size = os.path.getsize(path)
     count = offset = 0
     with open(path, "rb") as f:
@@ -140,9 +166,9 @@ def _count_frames(path: Path) -> int:
             offset += HEADER + length + FOOTER
             if offset > size:
                 raise ValueError(f"{path}: truncated record {count} runs past the end of the file")
-            f.seek(offset)
+            f.seek(offset - FOOTER)
+            yield f.read(FOOTER)  # and the file is at the next frame
             count += 1
-    return count
 
 
 def _rank_files(files: list[Path], rank: int, num_ranks: int) -> tuple[list[Path], bool]:

@@ -2,7 +2,9 @@
 
 NVIDIA's evaluation drops the last partial batch or repeats records to fill it; ours keeps it and
 checks that the number of images scored equals the number of records on disk, so a truncated or
-duplicated pass cannot pass as a result. Accuracies are in percent, like the NGC baselines.
+duplicated pass cannot pass as a result. Accuracies are in percent, like the NGC baselines. eval.json
+also names the records it scored (`data`: the validation shards' identity, from the files read, and the
+dataset version when the caller knows it), which the gate requires of both sides it compares.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from pipeline.data.input import count_records, eval_dataset, read_batches
+from pipeline.data.input import eval_dataset, read_batches, split_identity
 from pipeline.files import write_json
 from pipeline.gate import EVAL_FILE, eval_summary
 from pipeline.train.checkpoint import restore_model
@@ -38,16 +40,22 @@ class EvalResult:
     step: int
     # Top-1 hits and records per true class index (0-based), for the run report's per-class accuracy.
     per_class: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    # Which records: pipeline.data.input.split_identity of the validation split, and "dataset_version".
+    data: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The result without its per-class lists: what a task returns as its XCom and a log line shows."""
         return eval_summary(asdict(self))
 
 
-def evaluate(data_dir: Path, model_dir: Path, *, batch_size: int | None = None) -> EvalResult:
+def evaluate(data_dir: Path, model_dir: Path, *, batch_size: int | None = None,
+             dataset_version: str | None = None) -> EvalResult:
+    """Score model_dir's latest checkpoint on data_dir's validation split. `dataset_version`: what the data is
+    known as (fetch_data's record in the DAG), recorded beside the shards' own identity."""
     data_dir, model_dir = Path(data_dir), Path(model_dir)
     config = TrainConfig.load(model_dir)
-    expected = count_records(data_dir, "validation")
+    identity = split_identity(data_dir, "validation")  # counts the records too, in the same walk
+    expected = identity["records"]
     # Evaluate in float32 whatever the training precision: the variables are float32 either way.
     model = build_model(config, dtype="float32")
     checkpoint = restore_model(model, model_dir)
@@ -99,6 +107,7 @@ def evaluate(data_dir: Path, model_dir: Path, *, batch_size: int | None = None) 
         checkpoint=checkpoint,
         step=step,
         per_class={"correct": class_hits.tolist(), "count": class_count.tolist()},
+        data={**identity, "dataset_version": dataset_version},
     )
 
 
