@@ -1,4 +1,4 @@
-"""report: the run report (index.html, PNGs, the GX Data Docs) into the run's report/, for publish to upload.
+"""report: the run report (index.html, its PNGs) into the run's report/, for publish to upload.
 
 On the default queue (matplotlib, no TensorFlow): it reads the other stages' folders and the registry's
 published versions, and writes only report/. A registry it cannot read leaves that part of the report

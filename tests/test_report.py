@@ -87,11 +87,13 @@ def test_the_report_shows_curves_accuracy_classes_data_gate_and_cost(tmp_path):
     # This run against the live baseline, the floor and the registry's last versions.
     for label in ("this run", "live baseline: champion v0001", "floor: smoke", "v0003 (2026-03-01)", "73.00 %"):
         assert label in text["accuracy"], label
-    # Validation: the counts, the failing rule with its first example, the Data Docs copied and linked.
+    # Validation: the counts, the failing rule with its first example, GX's results drawn here (its Data Docs
+    # load from CDNs: they stay in the validation folder, not copied, not linked).
     assert "1510" in text["validation"] and "image.size" in text["validation"]
     assert "validation-00000-of-00002 record 17: 12x9 px" in text["validation"]
     assert "10" in text["validation"]  # classes: the ten the validation split holds
-    assert page.links == ["data_docs/index.html"] and (ws.report / "data_docs" / "static" / "style.css").is_file()
+    assert page.links == [] and not (ws.report / "data_docs").exists()
+    assert "Suite: pass" in text["validation"] and "0 rules checked by Great Expectations" in text["validation"]
     assert "warn" in text["drift"] and "class n01530575 moved by 25 %" in text["drift"]
     assert "PASS: top-1 against the live baseline" in text["gate"] and "pass" in text["gate"]
     assert "16.0000" in text["cost"] and "0.1000" in text["cost"]  # GPU-hours: 2 h x 8 GPUs; 6 min x 1 GPU
@@ -146,6 +148,61 @@ def test_inputs_of_the_wrong_type_leave_their_sections_not_available_and_the_res
     assert "Verdict: pass" in page.sections["gate"] and "1510" in page.sections["validation"]
 
 
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+class Html(HTMLParser):
+    """What a browser would run or fetch from a page: tags, and scripts or stylesheets from elsewhere."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_a_failed_validation_with_markup_in_its_records_is_reported_escaped_and_offline(sample_dir, tmp_path):
+    import shutil
+
+    from corruption import VAL0, edit, frames, set_bytes, write_frames
+
+    from pipeline.data import format as fmt
+    from pipeline.data.validate import validate_dataset
+
+    data = tmp_path / "imagenet"
+    shutil.copytree(sample_dir, data)
+    shard = frames(data / VAL0)
+    shard[3] = edit(shard[3], set_bytes(fmt.SYNSET, HOSTILE.encode()))
+    write_frames(data / VAL0, shard)
+    ws = _run(tmp_path)
+    report = validate_dataset(data, expect="sample", workers=1, report_dir=ws.validation)
+    assert not report.ok and not report.gx["success"]  # labels.synset: a failure GX found
+    # Someone with write access to the bucket may put markup in a published report.json too.
+    written = json.loads((ws.validation / "report.json").read_text())
+    (gx_rule,) = [r for r in written["rules"] if r["rule"] == "labels.synset"]
+    gx_rule["examples"][0]["file"] = HOSTILE
+    (ws.validation / "report.json").write_text(json.dumps(written))
+
+    index = build_report(ws.report, model_dir=ws.model, eval_dir=ws.eval, gate_dir=ws.gate,
+                         validation_dir=ws.validation, registry=[])
+    pages = sorted(ws.report.rglob("*.htm*"))
+    for page in pages:  # every page a reader can open from the report, offline and inert
+        text = page.read_text()
+        for tag, attrs in Html(text).tags:
+            link = attrs.get("src") or attrs.get("href") or ""
+            assert not link.startswith(("http:", "https:", "//")), (page, tag, attrs)
+            assert tag != "script" and not (tag == "img" and attrs.get("src") == "x"), (page, tag, attrs)
+        assert "<img src=x" not in text, page
+    assert pages == [index]  # our page only: GX's Data Docs are not published
+    # The suite's results are on the page, each expectation with its verdict and first offending record.
+    gx = _page(index).sections["validation"]
+    assert "Suite: fail" in gx and "labels.synset" in gx
+    assert f"{HOSTILE} record 3: expect_column_pair_values_to_be_equal(synset, label_synset)" in gx  # as text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in index.read_text()
+
+
 def test_cost_per_stage_and_gpu_hours(tmp_path):
     from tasks.common import timed
 
@@ -191,8 +248,8 @@ def test_report_task_and_publish_put_the_report_and_cost_in_the_version(s3_env, 
     uri = f"s3://{BUCKET}/models/resnet50/v0002/report/index.html"
     assert versions[1]["report_uri"] == uri and f"run report: {uri}" in capsys.readouterr().out
     manifest = json.loads(client.get_object(Bucket=BUCKET, Key="models/resnet50/v0002/manifest.json")["Body"].read())
-    assert {"report/index.html", "report/training.png", "report/accuracy.png",
-            "report/data_docs/index.html", "report/data_docs/static/style.css"} <= set(manifest["files"])
+    assert {"report/index.html", "report/training.png", "report/accuracy.png"} <= set(manifest["files"])
+    assert not any(name.startswith("report/data_docs/") for name in manifest["files"])  # GX's HTML stays behind
     assert manifest["cost"]["stages"]["train"]["gpu_hours"] == 2.0
     assert "per_class" not in manifest["metrics"]  # the lists stay in eval.json and the report
 

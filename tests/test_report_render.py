@@ -39,14 +39,14 @@ def test_the_report_renders_offline_with_every_figure(tmp_path):
             page.goto(index.as_uri(), wait_until="load")
             images = page.evaluate(IMAGES)
             sections = page.eval_on_selector_all("section", "s => s.map(e => [e.id, e.querySelector('h2').innerText])")
-            page.click("text=Great Expectations Data Docs")
-            page.wait_for_load_state("load")
-            docs = page.url
+            validation = page.inner_text("#validation")
+            links = page.eval_on_selector_all("a", "a => a.length")
         finally:
             browser.close()
     assert [s for s, _ in sections] == SECTIONS
     assert [i["src"] for i in images] == ["training.png", "accuracy.png", "per_class.png"]
     for image in images:
         assert image["complete"] and image["w"] > 100 and image["h"] > 100, image
-    assert docs == (ws.report / "data_docs" / "index.html").as_uri()  # the copied Data Docs open from the report
+    # GX's results are drawn on the page itself (its Data Docs load from CDNs and are not published).
+    assert "Great Expectations" in validation and "Suite: pass" in validation and links == 0
     assert remote == []

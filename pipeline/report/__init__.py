@@ -1,21 +1,21 @@
 """The run report: index.html and its PNGs, for the people who sign off on a version and pay for it.
 
 `build_report` reads what the stages left (training's metrics.jsonl, eval.json with its per-class
-counts, the gate's decision.json, the validation's report.json and Data Docs, the run's cost) and the
-registry's last versions when the caller has them; it never needs TensorFlow. Whatever is missing or
-unreadable makes its section say "not available" and why: a report is never the reason a run fails.
+counts, the gate's decision.json, the validation's report.json with its Great Expectations results, the
+run's cost) and the registry's last versions when the caller has them; it never needs TensorFlow.
+Whatever is missing or unreadable makes its section say "not available" and why: a report is never the
+reason a run fails. GX's own Data Docs stay in the validation folder: they load scripts and stylesheets
+from public CDNs and show record values unescaped, so the page renders the suite's results itself.
 Modules: `figures` (the PNGs), `html` (the page).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.data.gx_suite import DATA_DOCS_INDEX
 from pipeline.data.labels import load_label_map
 from pipeline.files import read_regular, write_atomic
 from pipeline.gate import DECISION_FILE, EVAL_FILE
@@ -23,7 +23,6 @@ from pipeline.train.logs import METRICS_FILE
 
 REPORT_DIR = "report"  # the report's folder in a version (report/index.html) and `rn50 report`'s default
 INDEX = "index.html"
-DATA_DOCS = "data_docs"  # the GX Data Docs' copy beside index.html
 VALIDATION_REPORT = "report.json"  # the validator's (`rn50 validate --report-dir`), and its name in a version
 DRIFT_FILE = "drift.json"
 MANIFEST = "manifest.json"  # a pulled version's: its cost
@@ -103,19 +102,6 @@ def _worst(per_class: Any, notes: dict[str, str]) -> tuple[list[float], list[dic
         notes.setdefault("per_class", "eval.json's per-class counts are all zero")
     worst = sorted(rows, key=lambda r: (r["accuracy"], r["index"]))[:WORST_CLASSES]
     return [r["accuracy"] for r in rows], worst
-
-
-def _data_docs(candidates: list[Path], out_dir: Path, notes: dict[str, str]) -> str | None:
-    """Copy the first Data Docs site found into out_dir/data_docs/; its index.html, relative to out_dir."""
-    dest = out_dir / DATA_DOCS
-    for site in candidates:
-        if (site / "index.html").is_file() and not site.is_symlink():
-            if site.resolve() != dest.resolve():
-                shutil.rmtree(dest, ignore_errors=True)
-                shutil.copytree(site, dest, symlinks=True)  # a link inside stays a link, and publish refuses it
-            return f"{DATA_DOCS}/index.html"
-    notes.setdefault("data_docs", "no Data Docs site in " + ", ".join(str(c) for c in candidates))
-    return None
 
 
 def _accuracy_rows(evaluation: dict[str, Any] | None, decision: dict[str, Any] | None,
@@ -200,8 +186,6 @@ def build_report(out_dir: Path, *, model_dir: Path, eval_dir: Path | None = None
         per_class_png=_guarded(notes, "per_class", "the per-class figure", figures.per_class, accuracies, out_dir),
         worst=worst,
         validation=validation, drift=drift,
-        data_docs=_data_docs([validation_dir / DATA_DOCS_INDEX.parent, model_dir / REPORT_DIR / DATA_DOCS], out_dir,
-                             notes),
         decision=decision, cost=cost, notes=notes,
     )
     return write_atomic(out_dir / INDEX, render(page))

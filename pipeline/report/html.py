@@ -37,7 +37,6 @@ class Page:
     worst: list[dict[str, Any]] = field(default_factory=list)
     validation: dict[str, Any] | None = None
     drift: dict[str, Any] | None = None
-    data_docs: str | None = None  # relative link to the GX Data Docs' index.html
     decision: dict[str, Any] | None = None
     cost: dict[str, Any] | None = None
     notes: dict[str, str] = field(default_factory=dict)  # section -> why it is not available
@@ -123,11 +122,33 @@ def _validation(p: Page) -> str:
                            [[r.get("rule"), r.get("severity"), r.get("count"), _example(r)] for r in failing], (2,))
         else:
             body += "<p>No rule has a violation.</p>"
-    if p.data_docs:
-        body += f'<p><a href="{escape(p.data_docs)}">Great Expectations Data Docs</a> of this validation.</p>'
-    else:
-        body += _na("Great Expectations Data Docs", p.notes.get("data_docs"))
+        body += _great_expectations(v, rules)
     return body
+
+
+def _great_expectations(v: dict[str, Any], rules: list[dict[str, Any]]) -> str:
+    """The GX suite's results as report.json has them: each rule GX checked, and the drift expectations.
+
+    Drawn here rather than linked to GX's Data Docs, which load scripts and stylesheets from public CDNs
+    (the page must open offline) and show record values unescaped."""
+    gx = v.get("great_expectations")
+    if not isinstance(gx, dict):
+        return _na("the Great Expectations results", "report.json has none")
+    ours = [r for r in rules if r.get("source") == "great_expectations"]
+    named = ", ".join(f"{what} {gx[key]}" for what, key in (("run", "run_name"), ("data asset", "data_asset"))
+                      if gx.get(key))
+    parts = ["<h3>Great Expectations</h3>",
+             f"<p>Suite: {_status('pass' if gx.get('success') else 'fail')}"
+             f"{' (' + escape(named) + ')' if named else ''}; {len(ours)} rules checked by Great Expectations.</p>"]
+    if ours:
+        parts.append(_table(["rule", "checks", "passed", "violations", "first example"],
+                            [[r.get("rule"), r.get("description", ""), r.get("passed"), r.get("count"), _example(r)]
+                             for r in ours], (3,)))
+    drift = [d for d in gx.get("drift") or [] if isinstance(d, dict)]
+    if drift:
+        parts.append(_table(["drift expectation", "expectation", "passed"],
+                            [[d.get("rule"), d.get("expectation"), d.get("success")] for d in drift]))
+    return "".join(parts)
 
 
 def _drift(p: Page) -> str:
