@@ -4,9 +4,10 @@ Two runs at once must not share a DVC checkout (DVC locks it) or a model directo
 would resume the first's checkpoints). A retry of the same run must find its own earlier work, so
 the directory name comes from the run id alone, and no two run ids give the same name.
 
-The root holds the run workspaces and the root's own entries, whose names start with '.': the DVC
-cache all runs share, and what `gc` is deleting. No workspace name starts with '.', so no run id
-can name the root, its parent or one of those entries. A run deletes only inside its own folder
+The root holds the run workspaces and the root's own entries, whose names start with '.' (ROOT_ENTRY):
+the DVC cache all runs share, NVIDIA's imported checkpoints, the failure log, and what `gc` is
+deleting. No workspace name starts with '.', so no run id can name the root, its parent or one of
+those entries. A run deletes only inside its own folder
 (`RunWorkspace.remove`); whole workspaces go only through `gc`, once idle for the retention period.
 """
 
@@ -24,9 +25,13 @@ from pathlib import Path
 from pipeline import settings
 from pipeline.files import write_json
 
-CACHE = ".dvc-cache"
+ROOT_ENTRY = "."  # the first character of every root entry that is not a run workspace; safe_name escapes it
+CACHE = ROOT_ENTRY + "dvc-cache"
+NGC_CACHE = ROOT_ENTRY + "ngc-cache"  # pipeline.train.warm_start: one imported model directory per checkpoint source
+FAILURES = ROOT_ENTRY + "failures.jsonl"  # tasks.notify: one JSON line per task that failed for good
+# A workspace being deleted: out of any run's way at once, finished by the next gc if cut short.
+TRASH = ROOT_ENTRY + "gc-"
 MARKER = "run.json"  # names the run; written by every task, so its time also says the run is active
-TRASH = ".gc-"  # a workspace being deleted: out of any run's way at once, finished by the next gc if cut short
 _SAFE = frozenset(string.ascii_letters + string.digits + "_.-")
 _MAX_NAME = 200  # a file name holds at most 255 bytes; room for TRASH in front
 DAY = 86400.0
@@ -48,8 +53,8 @@ def safe_name(run_id: str) -> str:
         raise ValueError("empty run id")
     name = "".join(c if c in _SAFE else "".join(f"~{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
                    for c in run_id)
-    if name.startswith("."):
-        name = "~2E" + name[1:]
+    if name.startswith(ROOT_ENTRY):
+        name = f"~{ord(ROOT_ENTRY):02X}" + name[1:]
     if len(name) > _MAX_NAME:
         name = name[: _MAX_NAME - 66] + "~~" + hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()
     return name
@@ -188,7 +193,7 @@ def gc(root: Path, older_than_days: float, *, dry_run: bool = False, now: float 
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(TRASH) and not dry_run and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)  # a removal an earlier gc did not finish
-        if entry.name.startswith(".") or entry.is_symlink() or not entry.is_dir():
+        if entry.name.startswith(ROOT_ENTRY) or entry.is_symlink() or not entry.is_dir():
             continue
         run_id = _run_id(entry)
         if run_id is not None:

@@ -2,7 +2,7 @@
 
 `FailureNotifier` is the DAG's on_failure_callback. Airflow calls it on the worker once a task has failed
 for good (its last try; a try that will be retried calls on_retry_callback instead). It writes the summary
-to the task's log and appends it, as one JSON object with the log's URL, to `failures.jsonl` at the root
+to the task's log and appends it, as one JSON object with the log's URL, to `.failures.jsonl` at the root
 of the run workspaces (RN50_WORKSPACE_ROOT, the storage every worker shares), or to the file it is given:
 a platform engineer follows that file (`tail -F`) or points a log shipper at it.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from typing import Any
 from airflow.sdk import BaseNotifier
 
 log = logging.getLogger("rn50.failure")
-FAILURES_FILE = "failures.jsonl"
+# Where versions before the root's entries were dot-named kept the log: a name a run's workspace can have.
+EARLIER_FAILURES_FILE = "failures.jsonl"
 MAX_ERROR_CHARS = 500
 
 
@@ -70,16 +72,16 @@ def failure_summary(context: dict[str, Any]) -> str:
 
 class FailureNotifier(BaseNotifier):
     """The summary to the task log, and the record as one JSON line to `path` (default: the workspace root's
-    failures.jsonl, resolved when a task fails, so a worker's own RN50_WORKSPACE_ROOT counts)."""
+    .failures.jsonl, resolved when a task fails, so a worker's own RN50_WORKSPACE_ROOT counts)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         super().__init__()
         self.path = path
 
     def failures_file(self) -> Path:
-        from pipeline.workspace import default_root
+        from pipeline.workspace import FAILURES, default_root
 
-        return Path(self.path) if self.path else default_root() / FAILURES_FILE
+        return Path(self.path) if self.path else default_root() / FAILURES
 
     def notify(self, context: dict[str, Any]) -> None:
         from pipeline.files import append_line
@@ -88,4 +90,19 @@ class FailureNotifier(BaseNotifier):
         log.error(record["summary"])
         path = self.failures_file()
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path:
+            _adopt_earlier_log(path)
         append_line(path, json.dumps(record, default=str))
+
+
+def _adopt_earlier_log(path: Path) -> None:
+    """An earlier version's log beside `path` becomes `path` while there is none (a hard link: a log already
+    there is never replaced, and two workers adopting it at once both keep it), freeing its name for a run.
+    Best effort: the alert is appended whatever happens here."""
+    earlier = path.with_name(EARLIER_FAILURES_FILE)
+    try:
+        if stat.S_ISREG(os.lstat(earlier).st_mode):  # not a run's workspace of that name
+            os.link(earlier, path, follow_symlinks=False)
+            os.unlink(earlier)
+    except OSError:  # none, a log already at `path`, or a filesystem without hard links: left as it is
+        pass

@@ -7,6 +7,7 @@ import copy
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -213,7 +214,7 @@ def test_the_failure_notifier_writes_the_task_log_and_one_json_line_per_failure(
                f"labels.range: 3 records; see {report}")
     assert [r.getMessage() for r in caplog.records] == [summary]  # the task log's line
     notifier({**context, "exception": None})
-    first, second = map(json.loads, (tmp_path / "failures.jsonl").read_text().splitlines())
+    first, second = map(json.loads, (tmp_path / ".failures.jsonl").read_text().splitlines())
     assert {k: v for k, v in first.items() if k != "time"} == {
         "dag_id": "resnet50_retrain", "run_id": _FailedTI.run_id, "task_id": "validate_data", "try_number": 1,
         "error": "ValueError: labels.range: 3 records", "log_url": _FailedTI.log_url, "summary": summary,
@@ -230,6 +231,43 @@ def test_the_failure_notifier_bounds_the_error_and_writes_where_it_is_told(tmp_p
     [record] = map(json.loads, target.read_text().splitlines())
     assert len(record["error"]) == MAX_ERROR_CHARS and record["error"].startswith("RuntimeError: xxx")
     assert record["run_id"] == _FailedTI.run_id  # from the task instance when the context has none
+
+
+def test_the_failure_log_takes_records_after_a_run_named_like_it(tmp_path, monkeypatch):
+    # Airflow accepts `failures.jsonl` as a run id: its workspace was the failure log's path, and every
+    # later failure's append raised IsADirectoryError (the alert lost).
+    from pipeline.workspace import RunWorkspace
+    from tasks.notify import FailureNotifier
+
+    monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path))
+    for run_id in ("failures.jsonl", ".failures.jsonl"):
+        RunWorkspace(tmp_path, run_id).create()
+    notifier = FailureNotifier()
+    notifier({"ti": _FailedTI(), "exception": ValueError("labels.range: 3 records")})
+    [record] = map(json.loads, notifier.failures_file().read_text().splitlines())
+    assert record["error"] == "ValueError: labels.range: 3 records"
+
+
+def test_the_failure_log_of_earlier_versions_moves_out_of_the_way_of_a_run_named_like_it(tmp_path, monkeypatch):
+    # Earlier versions appended to failures.jsonl, a name a run id maps to: the first failure after the
+    # upgrade carries its records on in the new log, and a run of that name then gets its workspace.
+    from pipeline.workspace import RunWorkspace
+    from tasks.notify import FailureNotifier
+
+    monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path))
+    (tmp_path / "failures.jsonl").write_text('{"summary": "before the upgrade"}\n')
+    notifier = FailureNotifier()
+    assert notifier.failures_file() != tmp_path / "failures.jsonl"
+    notifier({"ti": _FailedTI(), "exception": ValueError("boom")})
+    old, new = map(json.loads, notifier.failures_file().read_text().splitlines())
+    assert old == {"summary": "before the upgrade"} and new["error"] == "ValueError: boom"
+    assert RunWorkspace(tmp_path, "failures.jsonl").create().path.is_dir()
+    # Once the new log exists, a file of the old name (an earlier version's worker still writing) is left.
+    shutil.rmtree(tmp_path / "failures.jsonl")
+    (tmp_path / "failures.jsonl").write_text('{"summary": "an old worker"}\n')
+    notifier({"ti": _FailedTI(), "exception": ValueError("again")})
+    assert len(notifier.failures_file().read_text().splitlines()) == 3
+    assert (tmp_path / "failures.jsonl").read_text() == '{"summary": "an old worker"}\n'
 
 
 @pytest.mark.slow
@@ -260,7 +298,7 @@ fails()
     migrate, result = results
     assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
     assert "DagRun failed" in result.stdout + result.stderr, result.stdout[-2000:] + result.stderr[-2000:]
-    [record] = map(json.loads, (tmp_path / "ws" / "failures.jsonl").read_text().splitlines())
+    [record] = map(json.loads, (tmp_path / "ws" / ".failures.jsonl").read_text().splitlines())
     run = record["run_id"]
     assert run.startswith("manual__") and (record["dag_id"], record["task_id"]) == ("fails", "boom")
     assert (record["try_number"], record["error"]) == (1, "ValueError: labels.range: 3 records")

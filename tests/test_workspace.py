@@ -171,3 +171,41 @@ def test_the_default_root_is_the_setting(monkeypatch, tmp_path):
     assert default_root() == settings.PROJECT_ROOT / "runs" / "workspaces"
     monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path / "ws"))
     assert default_root() == tmp_path / "ws"
+
+
+# ---- the root's own entries: no run id names one ----
+
+
+def _root_entries(root: Path, monkeypatch) -> list[Path]:
+    """Where the pipeline keeps its own things in the workspace root, as the code that uses them finds them."""
+    from pipeline.train.warm_start import NGC_CACHE
+    from tasks.notify import FailureNotifier
+
+    monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(root))
+    return [RunWorkspace(root, "any").cache, root.resolve() / NGC_CACHE, FailureNotifier().failures_file().resolve()]
+
+
+@pytest.mark.parametrize("run_id", ["ngc-cache", "failures.jsonl", ".ngc-cache", ".failures.jsonl", "dvc-cache",
+                                    ".dvc-cache"])
+def test_no_run_id_names_an_entry_of_the_root_that_is_not_a_workspace(tmp_path, monkeypatch, run_id):
+    # Airflow accepts `ngc-cache` and `failures.jsonl` as run ids: such a run had the NGC cache as its
+    # workspace (and gc removed it), or made the failure log a folder.
+    entries = _root_entries(tmp_path, monkeypatch)
+    assert RunWorkspace(tmp_path, run_id).path not in entries
+    assert all(e.parent == tmp_path.resolve() and e.name.startswith(".") for e in entries)  # none a workspace name
+
+
+def test_gc_never_removes_the_root_entries_whatever_the_runs_are_named(root, monkeypatch):
+    cache, ngc_cache, failures = _root_entries(root, monkeypatch)
+    (ngc_cache / "0123456789abcdef").mkdir(parents=True)
+    (ngc_cache / "0123456789abcdef" / "config.json").write_text("{}")
+    failures.write_text('{"summary": "an earlier failure"}\n')
+    cache.mkdir()
+    runs = [_workspace(root, run_id, days=40) for run_id in ("ngc-cache", "failures.jsonl", ".ngc-cache")]
+    for entry in (cache, ngc_cache, failures):
+        _age(entry, 400)
+    result = _gc("--older-than", "30", "--workspace-root", str(root))
+    assert result.returncode == 0, result.stderr
+    assert not any(ws.path.exists() for ws in runs)
+    assert (ngc_cache / "0123456789abcdef" / "config.json").read_text() == "{}"
+    assert failures.read_text() == '{"summary": "an earlier failure"}\n' and cache.is_dir()
