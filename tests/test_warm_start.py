@@ -123,6 +123,15 @@ def ngc_standin(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
     return folder, values
 
 
+@pytest.fixture(scope="module")
+def other_ngc(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+    """NVIDIA's checkpoint as a later download might be: the same files, other weights."""
+    rng = np.random.default_rng(6)
+    values = {name: rng.normal(0, 0.05, shape).astype(np.float32) for name, shape in nvidia_shapes().items()}
+    folder = write_checkpoint(tmp_path_factory.mktemp("ngc2") / "ckpt", dict(values, global_step=np.int64(GLOBAL_STEP)))
+    return folder, values
+
+
 def test_from_ngc_a_local_checkpoint_is_imported_once_and_verified(
         model, ngc_standin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder, values = ngc_standin
@@ -145,11 +154,27 @@ def test_from_ngc_a_local_checkpoint_is_imported_once_and_verified(
     data = folder / "nvidia_rn50_tf_amp.data-00000-of-00001"
     saved = data.read_bytes()
     try:
-        data.write_bytes(saved[:-4] + b"\0\0\0\0")
-        with pytest.raises(WarmStartError, match=r"nvidia_rn50_tf_amp\.data-00000-of-00001: changed or gone since"):
+        data.write_bytes(saved[:-4] + b"\0\0\0\0")  # changed in place: another checkpoint, and a broken one
+        with pytest.raises(WarmStartError, match=r"nvidia_rn50_tf_amp\.data-00000-of-00001, truncated or corrupted"):
             init.model_dir().__enter__()
     finally:
         data.write_bytes(saved)
+
+
+def test_from_ngc_a_local_checkpoint_replaced_in_place_is_imported_again(
+        model, ngc_standin, other_ngc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = shutil.copytree(ngc_standin[0], tmp_path / "ckpt")
+    monkeypatch.setenv("RN50_NGC_CHECKPOINT", str(folder))
+    init = InitFrom("ngc", workspace_root=tmp_path / "workspaces")
+    with init.model_dir() as (first, record):
+        pass
+    for path in other_ngc[0].iterdir():
+        shutil.copy(path, folder / path.name)  # NVIDIA's next checkpoint, at the same path
+    with init.model_dir() as (source, again):
+        load_weights(model, source)
+    assert source != first and again["identity"] != record["identity"] and again["sha256"] != record["sha256"]
+    np.testing.assert_array_equal(model.get_layer("conv1").kernel.numpy(),
+                                  other_ngc[1]["resnet50/conv2d/conv2d/kernel"])
 
 
 def test_two_tasks_importing_the_ngc_checkpoint_at_once_share_one_import(
@@ -183,9 +208,35 @@ def test_from_ngc_an_s3_uri_is_downloaded_into_the_cache(
     assert record["sha256"]["nvidia_rn50_tf_amp.index"] == json.loads((source / CONFIG).read_text())[
         "imported_from"]["sha256"]["nvidia_rn50_tf_amp.index"]
     np.testing.assert_array_equal(model.get_layer("conv1").kernel.numpy(), values["resnet50/conv2d/conv2d/kernel"])
-    raw.delete_object(Bucket=BUCKET, Key="ngc/resnet50_tf_amp/nvidia_rn50_tf_amp.index")
-    with InitFrom("ngc", workspace_root=root).model_dir() as (cached, _):
-        assert cached == source  # downloaded once: the cache serves it
+    mtime = (source / CONFIG).stat().st_mtime_ns
+    with InitFrom("ngc", workspace_root=root).model_dir() as (cached, again):
+        assert cached == source and (source / CONFIG).stat().st_mtime_ns == mtime  # downloaded once: the cache
+    assert again == record and sorted(record["identity"]["objects"]) == sorted(p.name for p in folder.iterdir())
+
+
+def test_from_ngc_an_s3_checkpoint_replaced_in_place_is_imported_again_or_refused(
+        model, ngc_standin, other_ngc, registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw, _ = registry
+    prefix = "ngc/resnet50_tf_amp"
+    for path in ngc_standin[0].iterdir():
+        raw.upload_file(str(path), BUCKET, f"{prefix}/{path.name}")
+    monkeypatch.setenv("RN50_NGC_CHECKPOINT", f"s3://{BUCKET}/{prefix}")
+    init = InitFrom("ngc", workspace_root=tmp_path / "workspaces")
+    with init.model_dir() as (first, record):
+        pass
+    for path in other_ngc[0].iterdir():  # NVIDIA's next checkpoint, at the same URI
+        raw.upload_file(str(path), BUCKET, f"{prefix}/{path.name}")
+    with init.model_dir() as (source, again):
+        load_weights(model, source)
+    assert source != first and again["sha256"] != record["sha256"]
+    np.testing.assert_array_equal(model.get_layer("conv1").kernel.numpy(),
+                                  other_ngc[1]["resnet50/conv2d/conv2d/kernel"])
+    # The .index replaced by the first checkpoint's again, the .data deleted: never the old import.
+    raw.upload_file(str(ngc_standin[0] / "nvidia_rn50_tf_amp.index"), BUCKET, f"{prefix}/nvidia_rn50_tf_amp.index")
+    raw.delete_object(Bucket=BUCKET, Key=f"{prefix}/nvidia_rn50_tf_amp.data-00000-of-00001")
+    with pytest.raises(WarmStartError, match=r"^RN50_NGC_CHECKPOINT: .*nvidia_rn50_tf_amp") as refused:
+        init.model_dir().__enter__()
+    assert "\n" not in str(refused.value)
 
 
 def test_from_the_champion_the_latest_published_version(

@@ -10,7 +10,6 @@ exist or holds exactly the version.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -62,28 +61,16 @@ def resolve(store: Store, prefix: str, model: str, version: str) -> dict[str, An
 
 
 def _fetch(store: Store, key: str, target: Path, size: int, sha256: str) -> int:
-    """Stream key into target, hashing as it goes (started over if the body breaks off: `Store.read`)."""
+    """Stream key into target (a new file in the staging directory), capped at the manifest's size, hashed."""
     target.parent.mkdir(parents=True, exist_ok=True)
-
-    def consume(response: dict[str, Any]) -> tuple[Any, int]:
-        digest, written = hashlib.sha256(), 0
-        with open(target, "wb") as f:
-            for chunk in response["Body"].iter_chunks(1024 * 1024):
-                digest.update(chunk)
-                f.write(chunk)
-                written += len(chunk)
-                if written > size:
-                    break  # longer than the manifest says: no need to read the rest
-        return digest, written
-
-    digest, written = store.read(key, consume)
-    if written != size:
-        raise IntegrityError(f"{store.uri(key)}: {'more' if written > size else written} bytes, the manifest says "
+    got = store.download(key, target, max_bytes=size)
+    if got.size != size:
+        raise IntegrityError(f"{store.uri(key)}: {'more' if got.size > size else got.size} bytes, the manifest says "
                              f"{size}; refusing the version (truncated or replaced object)")
-    if digest.hexdigest() != sha256:
-        raise IntegrityError(f"{store.uri(key)}: sha256 {digest.hexdigest()} differs from the manifest's {sha256}; "
+    if got.sha256 != sha256:
+        raise IntegrityError(f"{store.uri(key)}: sha256 {got.sha256} differs from the manifest's {sha256}; "
                              "refusing the version (tampered object)")
-    return written
+    return got.size
 
 
 def pull_version(

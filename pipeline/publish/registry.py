@@ -109,12 +109,20 @@ def version_names(store: Store, prefix: str, model: str) -> list[str]:
     return sorted((n for n in names if VERSION_RE.match(n)), key=version_number)
 
 
-def check_file_name(name: str) -> str:
-    """A file's name inside a version: a plain relative path, so that its key and its place in a pulled
-    copy are one and the same (`a/../b` and `b` are two keys but one file). ValueError if it is not."""
+def check_relative_name(name: str) -> str:
+    """A plain relative path, so that the key it comes from and the file it becomes are one and the same
+    (`a/../b` and `b` are two keys but one file, `a//etc/x` joins to `/etc/x`): every S3 key that becomes a
+    local file goes through this (a version's files, NVIDIA's checkpoint). ValueError if it is not."""
     if any(p in ("", ".", "..") for p in name.split("/")) or "\\" in name or any(ord(c) < 32 for c in name):
         raise ValueError(f"{name!r}: not a plain relative file name (no empty, '.' or '..' segment, no leading "
                          "'/', no '\\', no control character)")
+    return name
+
+
+def check_file_name(name: str) -> str:
+    """A file's name inside a version: a plain relative path (`check_relative_name`), not one the registry
+    keeps for itself. ValueError if it is not."""
+    check_relative_name(name)
     if name in (MANIFEST, CLAIM):
         raise ValueError(f"{name!r}: reserved for the registry")
     return name

@@ -21,9 +21,12 @@ existing object is ours", never as an error by itself.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline.publish.redact import redact, register_secret
@@ -60,6 +63,15 @@ class NotFound(StoreError):
 
 class PreconditionFailed(StoreError):
     """A conditional write lost: the key exists (IfNoneMatch) or changed (IfMatch)."""
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """What `Store.download` wrote: its size in bytes (max_bytes + 1 when the object is longer), sha256, ETag."""
+
+    size: int
+    sha256: str
+    etag: str
 
 
 class InvalidObject(StoreError):
@@ -258,6 +270,39 @@ class Store:
 
         return self.read(key, consume)
 
+    def download(self, key: str, target: Path, *, max_bytes: int, etag: str | None = None) -> Downloaded:
+        """Stream key into target, a new file, hashing as it goes; never more than max_bytes + 1 bytes read.
+
+        target is created with O_EXCL and O_NOFOLLOW: a name that exists, a symlink planted there included,
+        fails (FileExistsError) and is left as it is, so no download writes through a link or over a file
+        it did not create. A longer object is cut off at max_bytes + 1 (Downloaded.size says so, and the
+        caller refuses it): the size a listing or manifest gave is the cap, not the size the GET reports.
+        With `etag`, an object whose ETag is another (replaced since it was listed) is InvalidObject before
+        its body is read. A body that breaks off is fetched again (`read`), into the same file, from byte 0.
+        On a failure the file stays as far as it got: callers download into a staging directory they remove.
+        """
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        with os.fdopen(fd, "wb") as f:
+
+            def consume(response: dict[str, Any]) -> Downloaded:
+                if etag is not None and response["ETag"] != etag:
+                    raise InvalidObject(f"{self.uri(key)}: ETag {response['ETag']}, listed as {etag}; replaced "
+                                        "since it was listed", etag=response["ETag"])
+                f.seek(0)
+                f.truncate()
+                digest, written = hashlib.sha256(), 0
+                if response.get("ContentLength", 0) > max_bytes:  # closed unread (read's finally): not drained
+                    return Downloaded(max_bytes + 1, digest.hexdigest(), response["ETag"])
+                for chunk in response["Body"].iter_chunks(1024 * 1024):
+                    digest.update(chunk)
+                    f.write(chunk)
+                    written += len(chunk)
+                    if written > max_bytes:
+                        break  # longer than the cap: no need to read the rest
+                return Downloaded(written, digest.hexdigest(), response["ETag"])
+
+            return self.read(key, consume)
+
     def get_json(self, key: str) -> tuple[Any, str | None]:
         """(parsed JSON, ETag), or (None, None) when the key does not exist; InvalidObject if too large or not JSON."""
         try:
@@ -275,9 +320,13 @@ class Store:
 
     def list_keys(self, prefix: str) -> dict[str, int]:
         """key -> size of every object under prefix."""
-        found: dict[str, int] = {}
+        return {key: entry["size"] for key, entry in self.list_objects(prefix).items()}
+
+    def list_objects(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """key -> {"size", "etag"} of every object under prefix."""
+        found: dict[str, dict[str, Any]] = {}
         for page in self._pages("list", prefix, Prefix=prefix):
-            found.update({o["Key"]: o["Size"] for o in page.get("Contents", [])})
+            found.update({o["Key"]: {"size": o["Size"], "etag": o["ETag"]} for o in page.get("Contents", [])})
         return found
 
     def _pages(self, action: str, prefix: str, **kwargs: Any) -> Iterator[dict[str, Any]]:

@@ -29,6 +29,7 @@ from typing import Any
 from pipeline import settings
 from pipeline.baseline import model_identity
 from pipeline.files import sha256_file
+from pipeline.train import ngc_source
 from pipeline.train.checkpoint import CHECKPOINT_DIR
 from pipeline.train.config import CONFIG_FILE
 
@@ -87,7 +88,12 @@ class InitFrom:
         if not source:
             raise WarmStartError(f"--init-from ngc: {settings.NGC_CHECKPOINT.name} is not set; set it to NVIDIA's "
                                  "unzipped checkpoint directory (a path or an s3:// URI)")
-        cache = Path(self.workspace_root) / NGC_CACHE / hashlib.sha256(source.encode()).hexdigest()[:16]
+        try:
+            content = ngc_source.identity(source)  # on every use: a checkpoint replaced in place is another one
+        except ngc_source.NgcSourceError as exc:
+            raise WarmStartError(str(exc)) from None
+        key = json.dumps([source, content], sort_keys=True).encode()
+        cache = Path(self.workspace_root) / NGC_CACHE / hashlib.sha256(key).hexdigest()[:16]
         imported = cache / "model"
         cache.mkdir(parents=True, exist_ok=True)
         with open(cache / ".lock", "a") as lock:
@@ -95,9 +101,14 @@ class InitFrom:
             # one imports, the other waits for it and then uses its import.
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (imported / CONFIG_FILE).is_file():
-                for leftover in (cache / "checkpoint", imported):  # a download or import cut short: start over
-                    shutil.rmtree(leftover, ignore_errors=True)
-                checkpoint = _download(source, cache / "checkpoint") if source.startswith("s3://") else Path(source)
+                for leftover in (cache / "checkpoint", imported, *cache.glob(".checkpoint.partial-*")):
+                    _remove(leftover)  # a download or import cut short: start over
+                checkpoint = Path(source)
+                try:
+                    if source.startswith("s3://"):
+                        checkpoint = ngc_source.download(source, content["objects"], cache / "checkpoint")
+                except ngc_source.NgcSourceError as exc:
+                    raise WarmStartError(str(exc)) from None
                 from pipeline.model.ngc_import import NgcImportError, import_ngc
 
                 try:
@@ -105,7 +116,12 @@ class InitFrom:
                 except NgcImportError as exc:
                     raise WarmStartError(f"{settings.NGC_CHECKPOINT.name}: {exc}") from None
         digests = verify_import(imported)
-        return imported, {"kind": "ngc", "source": source, "sha256": digests}
+        hashed = content.get("sha256")  # a local checkpoint's: its files as hashed above
+        if hashed is not None and (changed := [n for n, d in digests.items() if hashed.get(n) != d]):
+            # A file rewritten between hashing it above and importing it: the import is not of `content`.
+            raise WarmStartError(f"{settings.NGC_CHECKPOINT.name}={source}: {changed[0]} changed while it was "
+                                 f"imported; remove {cache} and try again")
+        return imported, {"kind": "ngc", "source": source, "sha256": digests, "identity": content}
 
 
 def verify_import(imported: Path) -> dict[str, str]:
@@ -120,26 +136,13 @@ def verify_import(imported: Path) -> dict[str, str]:
     return record["sha256"]
 
 
-def _download(uri: str, folder: Path) -> Path:
-    """Every object under s3://BUCKET/KEY/ (NVIDIA's unzipped checkpoint directory) into folder."""
-    from pipeline.publish.store import Store, make_client
-
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    key = key.rstrip("/") + "/"
-    store = Store(make_client(), bucket)
-    try:
-        objects = store.list_keys(key)
-        if not objects:
-            raise WarmStartError(f"{settings.NGC_CHECKPOINT.name}={uri}: no objects under it")
-        for name in objects:
-            target = folder / name[len(key):]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(store.get_bytes(name)[0])
-    except WarmStartError:
-        raise
-    except Exception as exc:  # StoreError and friends: one line
-        raise WarmStartError(f"{settings.NGC_CHECKPOINT.name}={uri}: {' '.join(str(exc).split())}") from None
-    return folder
+def _remove(path: Path) -> None:
+    """Remove a leftover file, directory or symlink (the link itself: rmtree refuses one, and following it
+    would let a planted link aim the next download at another directory)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _key(path: str) -> str:
