@@ -54,6 +54,10 @@ class RunLineage:
     init_from: str = "scratch"
     num_gpus: int = 1
     ngc_checkpoint: str | None = None  # RN50_NGC_CHECKPOINT: what init_from=ngc would start from
+    # What that checkpoint is by content (pipeline.train.ngc_source.identity); None when it could not be
+    # named, and ngc_unknown says why.
+    ngc_identity: Mapping[str, Any] | None = None
+    ngc_unknown: str | None = None
     trainer_image: str | None = None  # the image the trainer will run in; None: this deployment's code, no image
 
 
@@ -144,10 +148,36 @@ def _init_problem(run: RunLineage, init: Any) -> str | None:
     if run.init_from == "scratch":
         return None if theirs is None else f"init: {theirs} -> scratch"
     if run.init_from == "ngc":
-        if theirs == "ngc" and run.ngc_checkpoint and init.get("source") == run.ngc_checkpoint:
-            return None
-        return f"init: {theirs or 'scratch'} -> ngc ({run.ngc_checkpoint})"
+        # NVIDIA's checkpoint is the same start only by content: one replaced at the same path or URI is
+        # another, so the identity config.json's `init` recorded is compared, never RN50_NGC_CHECKPOINT.
+        where = f"ngc ({run.ngc_checkpoint})"
+        if theirs != "ngc":
+            return f"init: {theirs or 'scratch'} -> {where}"
+        if run.ngc_identity is None:
+            return f"init: {where}: this run's checkpoint cannot be identified ({run.ngc_unknown or 'unknown'})"
+        recorded = init.get("identity")
+        if not isinstance(recorded, dict):
+            return (f"init: {where}: the champion's config.json names its checkpoint by path only (imported before "
+                    "checkpoints were identified by content)")
+        if recorded != dict(run.ngc_identity):
+            change = _content_change(recorded, run.ngc_identity)
+            return f"init: {where}: not the checkpoint the champion started from ({change})"
+        return None
     return f"init: init_from={run.init_from} starts from weights that are not the champion's own start"
+
+
+def _content_change(theirs: Mapping[str, Any], ours: Mapping[str, Any]) -> str:
+    """Which files of two checkpoint identities (ngc_source.identity) differ, in a few words."""
+    kinds = {"objects": "S3 objects", "sha256": "local files"}
+    kind_theirs, kind_ours = next(iter(theirs), None), next(iter(ours), None)
+    if kind_theirs != kind_ours:
+        return f"{kinds.get(str(kind_theirs), kind_theirs)} -> {kinds.get(str(kind_ours), kind_ours)}"
+    a, b = theirs.get(kind_theirs), ours.get(kind_ours)
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return "the champion's record is not an identity"
+    changed = [f"{name} {'gone' if name not in b else 'new' if name not in a else 'changed'}"
+               for name in sorted(set(a) | set(b)) if a.get(name) != b.get(name)]
+    return ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
 
 
 def differences(run: RunLineage, champion: Mapping[str, Any]) -> list[str]:

@@ -48,10 +48,21 @@ def run(ws: RunWorkspace, *, params: Mapping[str, Any], client: Any, model: str 
         code, image = expected_trainer(params["launcher"])
     except settings.SettingError as exc:  # a malformed RN50_CODE_VERSION or image: a retry would not fix it
         raise final(exc) from exc
+    ngc = settings.NGC_CHECKPOINT.get()
+    ngc_identity, ngc_unknown = None, f"{settings.NGC_CHECKPOINT.name} is not set"
+    if params["init_from"] == "ngc" and ngc:
+        # By content, as the import cache names it (S3: one listing; a path: its files hashed); a checkpoint
+        # that cannot be named here (unreachable, gone) is not the champion's start: the run trains.
+        from pipeline.train.ngc_source import NgcSourceError, identity
+
+        try:
+            ngc_identity, ngc_unknown = identity(ngc), None
+        except NgcSourceError as exc:
+            ngc_unknown = str(exc)
     run_lineage = RunLineage(
         dataset_version=known["dataset_version"], code_version=code, config=config,
-        init_from=params["init_from"], num_gpus=params["num_gpus"], ngc_checkpoint=settings.NGC_CHECKPOINT.get(),
-        trainer_image=image,
+        init_from=params["init_from"], num_gpus=params["num_gpus"], ngc_checkpoint=ngc,
+        ngc_identity=ngc_identity, ngc_unknown=ngc_unknown, trainer_image=image,
     )
     try:
         champion = latest_manifest(client, params["bucket"], params["prefix"], model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,9 @@ SMOKE = get_profile("smoke").to_dict()
 IMAGE = "registry.example.com/rn50-trainer:1.0"
 # config.json's record of the code that trained (rn50 train writes it): from a checkout, no image.
 LOCAL = {"code_version": SHA, "image": None}
+# NVIDIA's checkpoint by content (pipeline.train.ngc_source.identity), and the same path after it was replaced.
+NGC_V1 = {"sha256": {"checkpoint": "1" * 64, "ckpt.index": "2" * 64, "ckpt.data-00000-of-00001": "3" * 64}}
+NGC_V2 = {"sha256": {"checkpoint": "1" * 64, "ckpt.index": "4" * 64}}
 
 
 def recipe(trainer: dict | None = LOCAL, **fields) -> dict:
@@ -63,9 +67,18 @@ def test_no_champion_trains():
     (lineage(num_gpus=2), champion(), "num_gpus: 1 -> 2"),
     (lineage(), champion(training={"config": recipe(init={"kind": "ngc", "source": "/ngc"}), "num_gpus": 1}),
      "init: ngc -> scratch"),
-    (lineage(init_from="ngc", ngc_checkpoint="/ngc/v2"),
-     champion(training={"config": recipe(init={"kind": "ngc", "source": "/ngc/v1"}), "num_gpus": 1}),
-     "init: ngc -> ngc (/ngc/v2)"),
+    # NVIDIA's checkpoint replaced at the same path: the same RN50_NGC_CHECKPOINT, another start.
+    (lineage(init_from="ngc", ngc_checkpoint="/ngc", ngc_identity=NGC_V2), champion(training={"config": recipe(
+        init={"kind": "ngc", "source": "/ngc", "identity": NGC_V1}), "num_gpus": 1}),
+     "init: ngc (/ngc): not the checkpoint the champion started from (ckpt.data-00000-of-00001 gone, ckpt.index "
+     "changed)"),
+    (lineage(init_from="ngc", ngc_checkpoint="/ngc", ngc_identity=NGC_V1),
+     champion(training={"config": recipe(init={"kind": "ngc", "source": "/ngc"}), "num_gpus": 1}),
+     "init: ngc (/ngc): the champion's config.json names its checkpoint by path only (imported before "
+     "checkpoints were identified by content)"),
+    (lineage(init_from="ngc", ngc_checkpoint="/ngc", ngc_unknown="RN50_NGC_CHECKPOINT=/ngc: no such checkpoint"),
+     champion(training={"config": recipe(init={"kind": "ngc", "source": "/ngc", "identity": NGC_V1}), "num_gpus": 1}),
+     "init: ngc (/ngc): this run's checkpoint cannot be identified (RN50_NGC_CHECKPOINT=/ngc: no such checkpoint)"),
     # Fine-tuning from the champion starts from the champion itself: never the champion's own start.
     (lineage(init_from="champion"), champion(),
      "init: init_from=champion starts from weights that are not the champion's own start"),
@@ -77,8 +90,11 @@ def test_any_one_difference_trains_and_is_named(run, manifest, difference):
 
 
 def test_the_same_ngc_checkpoint_is_the_same_start():
-    manifest = champion(training={"config": recipe(init={"kind": "ngc", "source": "/ngc"}), "num_gpus": 1})
-    assert differences(lineage(init_from="ngc", ngc_checkpoint="/ngc"), manifest) == []
+    init = {"kind": "ngc", "source": "/ngc", "identity": NGC_V1}
+    manifest = champion(training={"config": recipe(init=init), "num_gpus": 1})
+    assert differences(lineage(init_from="ngc", ngc_checkpoint="/ngc", ngc_identity=NGC_V1), manifest) == []
+    # By content: the same files moved to another path are the same start.
+    assert differences(lineage(init_from="ngc", ngc_checkpoint="/moved", ngc_identity=NGC_V1), manifest) == []
 
 
 @pytest.mark.parametrize(("ours", "theirs", "difference"), [
@@ -163,9 +179,10 @@ class _TaskInstance:
         self.xcom[key] = json.loads(json.dumps(value))  # what Airflow stores: JSON
 
 
-def _publish_champion(client, root, trainer: dict) -> str:
+def _publish_champion(client, root, trainer: dict, init: dict | None = None) -> str:
     """A champion v0001 published to the S3 server with the smoke recipe on the run's dataset, trained by
-    `trainer` (its config.json's record), and a run workspace whose fetch_data recorded that dataset."""
+    `trainer` (its config.json's record) from `init` (config.json's record of its first weights; None:
+    scratch), and a run workspace whose fetch_data recorded that dataset."""
     from publish_support import BUCKET, make_run_outputs
 
     from pipeline.files import write_json
@@ -173,6 +190,8 @@ def _publish_champion(client, root, trainer: dict) -> str:
     from pipeline.workspace import RunWorkspace
 
     first = make_run_outputs(RunWorkspace(root, "manual__first").create(), trainer=trainer)
+    if init is not None:
+        write_json(first.model / "config.json", {**json.loads((first.model / "config.json").read_text()), "init": init})
     publish_model(first.model, eval_dir=first.eval, gate_dir=first.gate, export_dir=first.export, client=client,
                   bucket=BUCKET, dvc_prefix=None, lineage={"dataset_version": MD5, "num_gpus": 1, "hosts": "localhost"})
     ws = RunWorkspace(root, "scheduled__2027-01-01").create()
@@ -264,6 +283,62 @@ def test_bumping_only_the_trainer_image_trains(dag, registry, tmp_path, monkeypa
     assert trained["differences"] == [f"trainer image: {IMAGE} -> rn50-trainer:0.1.0"]
     trained, _ = _run_check(dag, bucket, launcher="local")  # and a local run trains this checkout's code
     assert trained["differences"] == [f"trainer: image {IMAGE} -> code {'c' * 40} (no image)"]
+
+
+@pytest.mark.parametrize("where", ["path", "s3"])
+def test_nvidia_s_checkpoint_replaced_at_the_same_place_trains(dag, registry, tmp_path, monkeypatch, checkout_at,
+                                                              where):
+    """The champion started from RN50_NGC_CHECKPOINT; the run names the same string, not the same checkpoint."""
+    from publish_support import BUCKET
+
+    from pipeline.train.ngc_source import identity
+
+    raw = registry[0]
+    checkout_at(SHA)
+    monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path / "runs"))
+    monkeypatch.delenv("RN50_TRAINER_IMAGE", raising=False)
+    folder = tmp_path / "ngc"
+    folder.mkdir()
+    files = {"checkpoint": b'model_checkpoint_path: "ckpt"\n', "ckpt.index": b"index v1",
+             "ckpt.data-00000-of-00001": b"data v1"}
+
+    def put(name: str, body: bytes) -> None:
+        (folder / name).write_bytes(body)
+        raw.put_object(Bucket=BUCKET, Key=f"ngc/rn50/{name}", Body=body)
+
+    for name, body in files.items():
+        put(name, body)
+    source = str(folder) if where == "path" else f"s3://{BUCKET}/ngc/rn50"
+    monkeypatch.setenv("RN50_NGC_CHECKPOINT", source)
+    init = {"kind": "ngc", "source": source, "sha256": {}, "identity": identity(source), "checkpoint": "ckpt-0"}
+    bucket = _publish_champion(registry[1], tmp_path / "runs", LOCAL, init)
+    skipped, _ = _run_check(dag, bucket, init_from="ngc")
+    assert "train" in skipped  # the same checkpoint: nothing changed
+    put("ckpt.index", b"index v2")  # NVIDIA's next checkpoint, at the same path or URI
+    (folder / "ckpt.data-00000-of-00001").unlink()
+    raw.delete_object(Bucket=BUCKET, Key="ngc/rn50/ckpt.data-00000-of-00001")
+    trained, _ = _run_check(dag, bucket, init_from="ngc")
+    assert isinstance(trained, dict), f"skipped as unchanged: {trained}"
+    assert trained["train"] is True and trained["differences"] == [
+        f"init: ngc ({source}): not the checkpoint the champion started from (ckpt.data-00000-of-00001 gone, "
+        "ckpt.index changed)"]
+    monkeypatch.setenv("RN50_NGC_CHECKPOINT", str(tmp_path / "nowhere"))
+    trained, _ = _run_check(dag, bucket, init_from="ngc")
+    assert trained["train"] is True and trained["differences"] == [
+        f"init: ngc ({tmp_path / 'nowhere'}): this run's checkpoint cannot be identified (RN50_NGC_CHECKPOINT="
+        f"{tmp_path / 'nowhere'}: no such checkpoint directory or prefix, or no files in it)"]
+
+
+def test_naming_nvidia_s_checkpoint_imports_no_tensorflow(tmp_path):
+    """check_changes runs on the default queue, where TensorFlow is not installed."""
+    import subprocess
+    import sys
+
+    (tmp_path / "ckpt.index").write_bytes(b"index")
+    code = ("import sys, tasks.check_changes; from pipeline.train.ngc_source import identity; "
+            f"assert identity({str(tmp_path)!r})['sha256']; "
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')], 'tensorflow'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
 
 
 def test_a_run_without_a_champion_trains(dag, registry, tmp_path, monkeypatch):
