@@ -7,7 +7,8 @@ baseline evaluation see the same version even if `latest` moves during the run. 
 no baseline, and the record says why.
 
 A baseline's folder holds eval.json (pipeline.train.evaluate's, the candidate's code) and baseline.json,
-the model's identity: {"kind": "ngc", "source", "sha256"}, {"kind": "champion", "version", "uri"}, or
+the model's identity: {"kind": "ngc", "source", "sha256", "identity"} (warm_start's record; its checkpoint by
+content, pipeline.train.ngc_source), {"kind": "champion", "version", "uri"}, or
 {"kind": "none", "reason"}. Nothing here imports TensorFlow until a model is evaluated.
 """
 
