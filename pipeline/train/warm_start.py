@@ -32,9 +32,9 @@ from pipeline.files import sha256_file
 from pipeline.train import ngc_source
 from pipeline.train.checkpoint import CHECKPOINT_DIR
 from pipeline.train.config import CONFIG_FILE
+from pipeline.workspace import NGC_CACHE  # under the workspace root, a name no run's workspace has
 
 SOURCES = ("scratch", "ngc", "champion")  # or a model directory's path
-NGC_CACHE = "ngc-cache"  # under the workspace root: one imported model directory per checkpoint source
 
 
 class WarmStartError(ValueError):
