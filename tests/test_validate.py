@@ -208,3 +208,29 @@ def test_progress_logs_rates_when_not_on_a_terminal(caplog, monkeypatch):
     assert progress.bar is None
     assert "50% (10 records)" in caplog.text
     assert "records/s" in caplog.text and "MB/s" in caplog.text
+
+
+def test_an_image_thinner_than_1_to_20_is_an_error_naming_its_record(sample_dir, tmp_path):
+    # No photograph is 1 x 65500. Evaluation crops such an image at a bounded cost, but the record is
+    # data gone wrong, so the dataset is refused, naming the record.
+    data = tmp_path / "imagenet"
+    shutil.copytree(sample_dir, data)
+    datas = c.frames(data / VAL0)
+    thin = {3: (1, 65500), 4: (300, 14), 5: (5, 100)}  # (height, width); 5 x 100 is 1:20 exactly, allowed
+    for index, (h, w) in thin.items():
+        jpeg = tf.io.encode_jpeg(tf.fill([h, w, 3], tf.constant(128, tf.uint8))).numpy()
+        for change in (c.set_bytes(c.fmt.ENCODED, jpeg), c.set_int(c.fmt.HEIGHT, h), c.set_int(c.fmt.WIDTH, w)):
+            datas[index] = c.edit(datas[index], change)
+    c.write_frames(data / VAL0, datas)
+    report = validate_dataset(data, expect="sample", report_dir=tmp_path / "report")
+    result = report.rules["image.aspect_ratio"]
+    assert result.severity == "error" and not report.ok
+    assert result.count == 2
+    assert [(v.file, v.record, v.detail) for v in result.examples] == [
+        (VAL0, 3, "height 1, width 65500: 65500:1, beyond 20:1"),
+        (VAL0, 4, "height 300, width 14: 21.4:1, beyond 20:1"),
+    ]
+    assert [r.rule for r in report.failing()] == ["image.aspect_ratio"]  # nothing else about these records
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert {"file": VAL0, "record": 3, "detail": "height 1, width 65500: 65500:1, beyond 20:1"} in next(
+        r["examples"] for r in saved["rules"] if r["rule"] == "image.aspect_ratio")

@@ -12,6 +12,8 @@ from typing import Literal
 
 Severity = Literal["error", "warning"]
 MAX_EXAMPLES = 20
+# An image thinner than this is no photograph (a 1 x 65500 JPEG is data gone wrong).
+MAX_ASPECT_RATIO = 20
 
 RULES: dict[str, str] = {
     "shards.name": "every file is named {split}-NNNNN-of-MMMMM",
@@ -34,6 +36,7 @@ RULES: dict[str, str] = {
     "image.not_jpeg": "the payload is a JPEG: SOI marker and a parsable start-of-frame",
     "image.size_mismatch": "the JPEG's SOF dimensions equal image/height and image/width",
     "image.dimensions": "the JPEG's SOF dimensions are 1-65500 pixels, under 2^29 bytes decoded (TensorFlow's limits)",
+    "image.aspect_ratio": f"the JPEG's long side is at most {MAX_ASPECT_RATIO} times its short side",
     "image.encoding": "the JPEG is 8-bit baseline, extended or progressive (SOF0-2, SOF9-10): what TensorFlow decodes",
     "image.scan": "scan data follows the JPEG's first start-of-scan header",
     "image.decode": "the image decodes with channels=3 (full mode)",

@@ -28,7 +28,7 @@ import pandas as pd
 from pipeline.data import drift
 from pipeline.data.jpeg import JpegError, read_jpeg_header
 from pipeline.data.labels import NUM_CLASSES
-from pipeline.data.rules import MAX_EXAMPLES, RULES, RuleResult, Violation
+from pipeline.data.rules import MAX_ASPECT_RATIO, MAX_EXAMPLES, RULES, RuleResult, Violation
 from pipeline.data.sample import MANIFEST
 from pipeline.data.scan import FACT_COLUMNS, ShardScan, read_image, scan_shard
 from pipeline.data.shards import SPLITS, parse_shard_name, shard_name
@@ -256,6 +256,20 @@ def check_counts(facts: pd.DataFrame, expect: Expect, expected: dict | None, rep
             report.add(Violation("counts.split", split, None, f"{len(rows)} records, expected {want_records}"))
 
 
+def check_aspect_ratio(facts: pd.DataFrame, report: ValidationReport) -> None:
+    """Each record whose JPEG is thinner than 1:MAX_ASPECT_RATIO, by its header's dimensions (an unreadable
+    header or a zero side is another rule's)."""
+    height, width = facts["jpeg_height"].to_numpy(), facts["jpeg_width"].to_numpy()
+    short, long = np.minimum(height, width), np.maximum(height, width)
+    thin = facts[(short > 0) & (long > MAX_ASPECT_RATIO * short)]  # NaN compares False
+    for i, row in enumerate(thin.head(MAX_EXAMPLES).itertuples()):
+        ratio = f"{max(row.jpeg_height, row.jpeg_width) / min(row.jpeg_height, row.jpeg_width):.1f}"
+        detail = (f"height {row.jpeg_height:.0f}, width {row.jpeg_width:.0f}: "
+                  f"{ratio.removesuffix('.0')}:1, beyond {MAX_ASPECT_RATIO}:1")
+        report.add(Violation("image.aspect_ratio", str(row.shard), int(row.index), detail),
+                   count=len(thin) if i == 0 else 0)
+
+
 def _add_rows(report: ValidationReport, rule: str, rows: pd.DataFrame, detail: str) -> None:
     """Count every offending row, keep the first few as examples."""
     for i, row in enumerate(rows.head(MAX_EXAMPLES).itertuples()):
@@ -403,6 +417,7 @@ def validate_dataset(
         progress.close()
     facts = _facts_frame(parts)
     check_counts(facts, expect, expected, report)
+    check_aspect_ratio(facts, report)
     def read(shard: str, offset: int, size: int) -> bytes:
         return read_image(data_dir / shard, offset, size)
 
