@@ -3,7 +3,8 @@ imported from NGC) or a version fetched by `rn50 pull` (both hold config.json an
 
 Images go through the evaluation's preprocessing (`pipeline.data.preprocess`, NVIDIA's) at the model's
 own image size, so a 32-px smoke model is fed 32-px crops and an NGC import 224-px ones. Every file is
-read and decoded before the model is built: a file that is not an image is reported at once.
+checked (readable, a JPEG or PNG by its magic bytes) before the model is built, so such a file is
+reported at once; images are decoded a batch at a time, so memory does not grow with the number of files.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.data.labels import NUM_CLASSES, load_label_map
-from pipeline.data.preprocess import image_format
+from pipeline.data.preprocess import PNG_MAGIC, image_format
 
 _BATCH = 32  # images per forward pass: memory stays bounded however many files are given
 
@@ -43,19 +44,31 @@ class Prediction:
         return f"{self.image}: {guesses}"
 
 
+def _read_kind(path: str, size: int = -1) -> tuple[bytes, str]:
+    """(path's first `size` bytes, or all of them; 'jpeg' or 'png'), or PredictError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(size)
+    except OSError as exc:
+        raise PredictError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    kind = image_format(data)
+    if kind is None:
+        raise PredictError(f"{path}: not an image (neither JPEG nor PNG)")
+    return data, kind
+
+
+def check_image(path: str) -> None:
+    """PredictError unless path can be read and starts as a JPEG or PNG file does (its first bytes only)."""
+    _read_kind(path, len(PNG_MAGIC))
+
+
 def load_image(path: str, image_size: int) -> Any:
     """The model's input for one file: float32 [size, size, 3], normalised."""
     import tensorflow as tf
 
     from pipeline.data.preprocess import decode_jpeg, decode_png, eval_crop, normalize
 
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise PredictError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    kind = image_format(data)
-    if kind is None:
-        raise PredictError(f"{path}: not an image (neither JPEG nor PNG)")
+    data, kind = _read_kind(path)
     try:
         decoded = (decode_jpeg if kind == "jpeg" else decode_png)(tf.constant(data))
         return normalize(eval_crop(decoded, image_size))
@@ -77,15 +90,17 @@ def predict(model_dir: Path, images: list[str], *, top_k: int = 5) -> list[Predi
         raise ValueError(f"{model_dir}: a {config.num_classes}-class model; predict names ImageNet's {NUM_CLASSES}")
     if not 1 <= top_k <= NUM_CLASSES:
         raise ValueError(f"--top-k must be in 1..{NUM_CLASSES}, not {top_k}")
-    inputs = [load_image(path, config.image_size) for path in images]
+    for path in images:
+        check_image(path)
     model = build_model(config, dtype="float32")
     restore_model(model, model_dir)
     labels = load_label_map()
     predictions = []
-    for start in range(0, len(inputs), _BATCH):
-        batch = tf.stack(inputs[start : start + _BATCH])
+    for start in range(0, len(images), _BATCH):
+        paths = images[start : start + _BATCH]
+        batch = tf.stack([load_image(path, config.image_size) for path in paths])
         probabilities = tf.nn.softmax(model(batch, training=False)).numpy()
-        for path, row in zip(images[start : start + _BATCH], probabilities, strict=True):
+        for path, row in zip(paths, probabilities, strict=True):
             best = row.argsort(kind="stable")[::-1][:top_k]
             top = [Guess(int(i), labels.synsets[i], labels.names[i], round(float(row[i]), 6)) for i in best]
             predictions.append(Prediction(path, top))

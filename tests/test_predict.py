@@ -20,6 +20,7 @@ from publish_support import BUCKET, decision, publish
 
 from pipeline.cli import EXIT_FAILED, EXIT_OK, main
 from pipeline.data.labels import load_label_map
+from pipeline.predict import PredictError
 
 tf = pytest.importorskip("tensorflow")
 
@@ -99,3 +100,44 @@ def test_a_pulled_version_predicts_like_its_model_directory(smoke: dict, registr
     runs = [_predict(capsys, "--model-dir", str(d), "--json", *smoke["images"]) for d in (smoke["model_dir"], pulled)]
     assert runs[0][0] == runs[1][0] == EXIT_OK
     assert json.loads(runs[0][1]) == json.loads(runs[1][1])
+
+
+class _CountingModel:
+    """The restored model, noting at each forward pass how many images had been decoded by then."""
+
+    def __init__(self, model, decoded: list, passes: list) -> None:
+        self._model, self._decoded, self._passes = model, decoded, passes
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+    def __call__(self, batch, **kwargs):
+        self._passes.append((len(self._decoded), int(batch.shape[0])))
+        return self._model(batch, **kwargs)
+
+
+def test_images_are_decoded_a_batch_at_a_time(smoke: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Memory holds one batch of inputs (about 600 kB an image at 224 px), however many files are given;
+    # a file that is not a JPEG or PNG is still named before the model is built.
+    from pipeline import predict as predict_module
+    from pipeline.train import model as model_module
+
+    decoded: list[str] = []
+    passes: list[tuple[int, int]] = []
+    load_image, build_model = predict_module.load_image, model_module.build_model
+    monkeypatch.setattr(predict_module, "load_image", lambda path, size: decoded.append(path) or load_image(path, size))
+    monkeypatch.setattr(model_module, "build_model",
+                        lambda *args, **kwargs: _CountingModel(build_model(*args, **kwargs), decoded, passes))
+    batch = predict_module._BATCH
+    images = [shutil.copy(smoke["images"][i % 3], tmp_path / f"{i}{Path(smoke['images'][i % 3]).suffix}")
+              for i in range(2 * batch + 3)]
+    predictions = predict_module.predict(smoke["model_dir"], [str(p) for p in images])
+    assert passes == [(batch, batch), (2 * batch, batch), (2 * batch + 3, 3)]
+    assert [p.top[0].index for p in predictions[:3]] == [int(np.argmax(row)) for row in smoke["expected"]]
+
+    decoded.clear()
+    passes.clear()
+    (tmp_path / "notes.png").write_text("not a picture\n")
+    with pytest.raises(PredictError, match=r"notes\.png: not an image"):
+        predict_module.predict(smoke["model_dir"], [*map(str, images), str(tmp_path / "notes.png")])
+    assert passes == [] and decoded == []
