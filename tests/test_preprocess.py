@@ -8,8 +8,6 @@ in `rn50 predict`, in the SavedModel's `serving_default` and in evaluation.
 from __future__ import annotations
 
 import json
-import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -92,20 +90,30 @@ def model_224(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "model_dir": model_dir, "images": [_thin_png(root, h, w) for h, w in THIN]}
 
 
-def _limit_data() -> None:
-    resource.setrlimit(resource.RLIMIT_DATA, (DATA_LIMIT, DATA_LIMIT))
+# A small launcher between the test and the measured process. A child forked from pytest starts with
+# pytest's own resident pages in its peak RSS (fork copies the page tables, and exec records the old
+# peak), which late in the suite is gigabytes; forked from this small process it starts near zero.
+MEASURE = """
+import os, resource, sys
+limit, report, args = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+pid = os.fork()
+if pid == 0:
+    os.execv(args[0], args)
+_, status, usage = os.wait4(pid, 0)
+open(report, "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
 def _run_measured(args: list[str], folder: Path) -> tuple[int, str, str, int]:
-    """args in a fresh process with DATA_LIMIT: (exit code, stdout, stderr, its peak RSS in bytes)."""
-    out, err = folder / "stdout", folder / "stderr"
+    """args in a fresh process with DATA_LIMIT: (exit code, stdout, stderr, its own peak RSS in bytes)."""
+    out, err, report = folder / "stdout", folder / "stderr", folder / "maxrss"
     with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=REPO,
-                                   env=venv_env(), preexec_fn=_limit_data)
-        # wait4: this child's own peak, not the largest of every child the test session has had.
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, out.read_text(), err.read_text(), usage.ru_maxrss * 1024  # kB on Linux
+        code = subprocess.run([sys.executable, "-c", MEASURE, str(DATA_LIMIT), str(report), *args],
+                              stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=REPO,
+                              env=venv_env(), check=False).returncode
+    return code, out.read_text(), err.read_text(), int(report.read_text()) * 1024  # kB on Linux
 
 
 def test_rn50_predict_answers_thin_images_in_bounded_memory(model_224: dict, tmp_path: Path) -> None:
