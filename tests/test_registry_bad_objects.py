@@ -19,7 +19,7 @@ from support import rn50
 
 from pipeline.publish.publish import PublishError
 from pipeline.publish.pull import pull_version
-from pipeline.publish.registry import RegistryError, latest_manifest, list_versions
+from pipeline.publish.registry import RegistryError, latest_manifest, list_versions, version_number
 from pipeline.publish.store import MAX_JSON_BYTES
 
 ROOT = "models/resnet50/"
@@ -266,3 +266,10 @@ def test_a_json_object_larger_than_the_bound_is_refused_without_reading_it(regis
         store.get_json("big.json")
     assert store.get_json("fits.json")[0] == {}
     assert MAX_JSON_BYTES <= 4 * MIB  # a registry JSON object is kilobytes; this is not a memory budget
+
+
+@pytest.mark.parametrize("name", ["v0001\n", "v\u0660\u0660\u0660\u0661", "v0001/", "v001", "x0001"])
+def test_only_a_plain_version_name_is_a_version(name):
+    # "v0001\n" passed `^v(\d{4,})$` ($ matches before a final newline) and Arabic-Indic digits passed \d.
+    with pytest.raises(ValueError, match="is not a version name"):
+        version_number(name)

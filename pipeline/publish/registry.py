@@ -53,7 +53,8 @@ MODEL = "resnet50"  # the model's name in the registry: s3://BUCKET/PREFIX/MODEL
 MANIFEST = "manifest.json"
 LATEST = "latest.json"
 CLAIM = ".claim.json"
-VERSION_RE = re.compile(r"^v(\d{4,})$")
+# fullmatch, ASCII digits: "$" also matches before a trailing newline, and \d takes any script's digits.
+VERSION_RE = re.compile(r"v([0-9]{4,})")
 MAX_CLAIM_TRIES = 1000
 MAX_SWAP_TRIES = 100
 # One segment of a key prefix, or a model name: no empty, "." or ".." segment (the key would read as a
@@ -73,7 +74,7 @@ def format_version(number: int) -> str:
 
 
 def version_number(version: str) -> int:
-    match = VERSION_RE.match(version)
+    match = VERSION_RE.fullmatch(version)
     if not match:
         raise ValueError(f"{version!r} is not a version name (v0001, v0002, ...)")
     return int(match.group(1))
@@ -106,7 +107,7 @@ def version_names(store: Store, prefix: str, model: str) -> list[str]:
     """Every version prefix present, complete or not, oldest first."""
     root = model_prefix(prefix, model)
     names = [p[len(root):].rstrip("/") for p in store.list_prefixes(root)]
-    return sorted((n for n in names if VERSION_RE.match(n)), key=version_number)
+    return sorted((n for n in names if VERSION_RE.fullmatch(n)), key=version_number)
 
 
 def check_relative_name(name: str) -> str:
@@ -230,7 +231,7 @@ def _latest_problem(store: Store, prefix: str, model: str, value: Any) -> str | 
     if not isinstance(value, dict):
         return f"{uri}: a JSON {_kind(value)}, not an object"
     version = value.get("version")
-    if not isinstance(version, str) or not VERSION_RE.match(version):
+    if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
         return f"{uri}: names {version!r}, not a version"
     if store.head(version_prefix(prefix, model, version) + MANIFEST) is None:
         return f"{uri}: names {version}, which has no manifest"
