@@ -29,9 +29,9 @@ from pathlib import Path
 
 import boto3
 
-from pipeline.publish.publish import publish_model
 from pipeline.publish.store import make_client
-from pipeline.train.config import get_profile
+from pipeline.recipe import get_profile
+from pipeline.stages.publish import publish_model
 
 BUCKET = "rn50-bench"
 MB = 1_000_000

@@ -102,8 +102,8 @@ def prepare_ours(image_size: int, batch_size: int, xla: bool) -> tuple[Runner, f
     """`rn50 train --benchmark`'s step with the smoke recipe (already float32) at this size and 1000 classes."""
     import tensorflow as tf
 
+    from pipeline.recipe import get_profile
     from pipeline.train.benchmark import StepTimer
-    from pipeline.train.config import get_profile
 
     config = get_profile("smoke").replace(image_size=image_size, batch_size=batch_size, xla=xla, num_classes=1000)
     # total_steps is only the LR schedule's length: no effect on speed.

@@ -44,7 +44,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # TensorFlow (and every module importing it) only once the arguments parse: --help and a bad option answer at once.
-from pipeline.train.config import CONFIG_FILE, TrainConfig, get_profile
+from pipeline.contracts.names import CONFIG_FILE
+from pipeline.recipe import TrainConfig, get_profile
 
 KEEP_ALL = 1_000_000  # keep_checkpoints: every fine-tune checkpoint stays until it is evaluated
 
@@ -77,7 +78,7 @@ def positive(kind: type) -> Callable[[str], int | float]:
 def checkpoint_view(checkpoint: str, model_dir: Path, views: Path) -> Path:
     """A model directory whose `checkpoint` state file names this one checkpoint (of model_dir), so
     `evaluate` scores exactly it; the checkpoint's files are not copied."""
-    from pipeline.train.checkpoint import CHECKPOINT_DIR
+    from pipeline.contracts.names import CHECKPOINT_DIR
 
     view = views / Path(checkpoint).name
     (view / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
@@ -92,7 +93,7 @@ def kept_checkpoints(model_dir: Path) -> list[str]:
     """Every checkpoint the state file lists, oldest first."""
     import tensorflow as tf
 
-    from pipeline.train.checkpoint import CHECKPOINT_DIR
+    from pipeline.contracts.names import CHECKPOINT_DIR
 
     state = tf.train.get_checkpoint_state(str(model_dir / CHECKPOINT_DIR))
     return list(state.all_model_checkpoint_paths) if state else []
@@ -125,8 +126,8 @@ def main() -> int:
     args = parser.parse_args()
     if not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir}: no such directory (make sample writes data/imagenet)")
+    from pipeline.contracts.names import CHECKPOINT_DIR
     from pipeline.data.input import count_records
-    from pipeline.train.checkpoint import CHECKPOINT_DIR
 
     if args.champion and not (args.champion / CHECKPOINT_DIR).is_dir():
         parser.error(f"--champion {args.champion}: not a model directory (no {CHECKPOINT_DIR}/)")
@@ -147,9 +148,9 @@ def main() -> int:
 
 def run(args: argparse.Namespace) -> None:
     from pipeline.data.shift import recolour_copy
+    from pipeline.stages.init_source import InitFrom
     from pipeline.train.evaluate import evaluate
     from pipeline.train.loop import train
-    from pipeline.train.warm_start import InitFrom
 
     work, clock = args.work, Clock()
     smoke = get_profile("smoke").replace(seed=args.seed)

@@ -33,9 +33,9 @@ from pathlib import Path
 from airflow.sdk import Asset, Param, TriggerRule, dag, task
 
 from pipeline import settings
+from pipeline.contracts.registry import MODEL, PREFIX_PATTERN
 from pipeline.gate import DEFAULT_TOLERANCE, MAX_TOLERANCE
-from pipeline.publish.registry import MODEL, PREFIX_PATTERN
-from pipeline.train.config import PROFILES
+from pipeline.recipe import PROFILES
 from tasks.notify import FailureNotifier
 
 # Per-deployment defaults, read at parse time (pipeline.settings: the environment, no DB, no heavy import).

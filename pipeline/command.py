@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from pipeline.publish.redact import redact
+from pipeline.redact import redact
 
 TAIL_LINES = 20
 MAX_LINE = 4096  # bytes kept of one line: a progress bar redrawn with \r has no newline for megabytes

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.contracts.names import COST_DIR
 from pipeline.files import read_regular, write_json
 
-COST_DIR = "cost"
 TRAINING, EVALUATION = ("train",), ("evaluate", "evaluate_baseline")
 
 

@@ -24,9 +24,9 @@ import yaml
 
 from pipeline.command import CommandError
 from pipeline.command import run as run_command
+from pipeline.contracts.names import DATA_DVC
 from pipeline.workspace import RunWorkspace
 
-DATA_DVC = "data.dvc"
 UNVERSIONED = "unversioned:"  # a dataset version that is no DVC md5: the listing fingerprint follows
 
 

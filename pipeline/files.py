@@ -132,3 +132,15 @@ def sha256_file(path: Path) -> str:
     """The hex sha256 of a file's bytes, read in chunks (a checkpoint's data file is hundreds of MB)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(read_regular(path))  # a symlink planted in a model directory is refused
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return value

@@ -2,7 +2,7 @@
 
 The live baseline is a model measured in the same run, on the same validation data, by the same
 evaluation as the candidate (the DAG's evaluate_baseline: NVIDIA's imported checkpoint or the champion,
-pipeline.baseline); a number recorded on another dataset version decides nothing. "The same data" is
+pipeline.stages.baseline); a number recorded on another dataset version decides nothing. "The same data" is
 what each eval.json records of the shards it scored (EVAL_DATA, pipeline.data.input.split_identity),
 not a record count: another 50,000 images are not ImageNet's. NGC's published figures stay as the floor.
 
@@ -16,45 +16,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.baseline import BASELINE_FILE, MANIFEST, model_identity
+from pipeline.contracts.baseline import model_identity
+from pipeline.contracts.decision import Decision
+from pipeline.contracts.evaluation import EVAL_DATA, data_digest, data_name, eval_summary
+from pipeline.contracts.names import BASELINE_FILE, CONFIG_FILE, DECISION_FILE, EVAL_FILE, MANIFEST
 from pipeline.files import NotRegularFile, read_regular, sha256_file, write_atomic
-from pipeline.train.config import CONFIG_FILE
-
-DECISION_FILE = "decision.json"
-EVAL_FILE = "eval.json"
-PER_CLASS = "per_class"  # eval.json's per-class counts (2 x 1000 numbers): for the run report only
-# eval.json's record of the data it scored: pipeline.data.input.split_identity of the validation split (its
-# digest "sha256", "shards", "records", "bytes") and "dataset_version", fetch_data's when known (else None).
-EVAL_DATA = "data"
-
-
-def data_digest(data: Any) -> str | None:
-    """The digest that identifies the scored data in an eval.json's EVAL_DATA (a sha256 in hex), or None when
-    it names none."""
-    digest = data.get("sha256") if isinstance(data, dict) else None
-    return digest if isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest) else None
-
-
-def data_name(data: dict[str, Any]) -> str:
-    """An eval.json's data as a reason line names it: 'validation 1a2b... (500 records in 2 shards, dataset md5)';
-    a value that could break the line (or forge another) is left out."""
-    version = data.get("dataset_version")
-    known = isinstance(version, str) and re.fullmatch(r"[0-9A-Za-z.:_+-]{1,80}", version)
-    counts = [int(data[k]) if isinstance(data.get(k), int) else "?" for k in ("records", "shards")]
-    return (f"validation {data_digest(data)[:16]} ({counts[0]} records in {counts[1]} shards"
-            + (f", dataset {version})" if known else ")"))
-
-
-def eval_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
-    """eval.json without its per-class lists: what a decision, a manifest or a task's XCom carries."""
-    return {k: v for k, v in evaluation.items() if k != PER_CLASS}
-
 
 DEFAULT_TOLERANCE = 0.3  # percentage points below the floor, and below the live baseline, that still pass
 # The loosest the tolerance may be. NGC's own figures for one recipe differ by 0.1 pp and reruns by a few
@@ -133,28 +103,6 @@ class GateFailed(Exception):
     def __init__(self, decision: Decision) -> None:
         self.decision = decision
         super().__init__("; ".join(r for r in decision.reasons if r.startswith("FAIL")) or "gate failed")
-
-
-@dataclass
-class Decision:
-    verdict: Literal["pass", "fail"]
-    publish: bool
-    reasons: list[str]
-    profile: str | None
-    top1_accuracy: float | None
-    baseline: dict[str, Any] | None  # the floor: NGC's figure for the profile (or the smoke floor)
-    champion: dict[str, Any] | None  # the `latest` that existed, recorded only: its own number decides nothing
-    thresholds: dict[str, float | None]
-    candidate: dict[str, Any] | None = None  # top-1, top-5 and record count of the model under the gate
-    live_baseline: dict[str, Any] | None = None  # LiveBaseline's fields, or None with a "no live baseline" reason
-    registry: str | None = None  # where the champion was looked for (s3://bucket/prefix/model/); None: nowhere
-    force_publish: bool = False
-    force_reason: str | None = None
-    inputs: dict[str, Any] = field(default_factory=dict)
-    decided_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
 
 
 def decide(
@@ -263,16 +211,6 @@ def _not_the_same_data(eval_count: int | None, data: dict[str, Any] | None, live
                 f"{silent} eval.json {verb} no data identity (written before rn50 evaluate recorded one); evaluate "
                 "again")
     return None
-
-
-def read_champion(client: Any, bucket: str, prefix: str, model: str) -> tuple[dict[str, Any] | None, str]:
-    """(the champion, the registry location it was looked for in): the manifest `latest` names, if any.
-    Recorded in decision.json (and so in the next manifest); never a threshold."""
-    from pipeline.publish.registry import latest_manifest, model_prefix
-    from pipeline.publish.store import Store
-
-    store = Store(client, bucket)
-    return champion_from_manifest(latest_manifest(store, bucket, prefix, model)), store.uri(model_prefix(prefix, model))
 
 
 def champion_from_manifest(manifest: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -81,8 +81,8 @@ def predict(model_dir: Path, images: list[str], *, top_k: int = 5) -> list[Predi
     """The top_k classes of each image, most probable first (softmax over the model's 1000 outputs)."""
     import tensorflow as tf
 
+    from pipeline.recipe import TrainConfig
     from pipeline.train.checkpoint import restore_model
-    from pipeline.train.config import TrainConfig
     from pipeline.train.model import build_model
 
     config = TrainConfig.load(model_dir)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from pipeline.train.config import PROFILES
+from pipeline.recipe import PROFILES
 
 T = TypeVar("T")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -23,15 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import settings
+from pipeline.contracts.names import DATA_RECORD, DVC_CACHE, REPORT_DIR, ROOT_ENTRY, RUN_MARKER, TRASH
 from pipeline.files import write_json
 
-ROOT_ENTRY = "."  # the first character of every root entry that is not a run workspace; safe_name escapes it
-CACHE = ROOT_ENTRY + "dvc-cache"
-NGC_CACHE = ROOT_ENTRY + "ngc-cache"  # pipeline.train.warm_start: one imported model directory per checkpoint source
-FAILURES = ROOT_ENTRY + "failures.jsonl"  # tasks.notify: one JSON line per task that failed for good
-# A workspace being deleted: out of any run's way at once, finished by the next gc if cut short.
-TRASH = ROOT_ENTRY + "gc-"
-MARKER = "run.json"  # names the run; written by every task, so its time also says the run is active
 _SAFE = frozenset(string.ascii_letters + string.digits + "_.-")
 _MAX_NAME = 200  # a file name holds at most 255 bytes; room for TRASH in front
 DAY = 86400.0
@@ -75,7 +69,7 @@ class RunWorkspace:
 
     @property
     def data_record(self) -> Path:  # what fetch_data used: the dataset's version and where it was
-        return self.path / "data.json"
+        return self.path / DATA_RECORD
 
     @property
     def validation(self) -> Path:
@@ -97,7 +91,7 @@ class RunWorkspace:
 
     @property
     def champion(self) -> Path:  # train (init_from=champion) or evaluate_baseline, whichever comes first: the
-        return self.path / "champion"  # registry's `latest` pulled once for the whole run (pipeline.baseline)
+        return self.path / "champion"  # registry's `latest` pulled once for the whole run (pipeline.stages.baseline)
 
     @property
     def baseline(self) -> Path:  # evaluate_baseline: eval.json and baseline.json (which model it measured)
@@ -109,15 +103,15 @@ class RunWorkspace:
 
     @property
     def report(self) -> Path:  # report: index.html and its PNGs, for people
-        return self.path / "report"
+        return self.path / REPORT_DIR
 
     @property
     def cache(self) -> Path:  # the DVC cache every run under this root copies from
-        return Path(self.root).resolve() / CACHE
+        return Path(self.root).resolve() / DVC_CACHE
 
     def create(self) -> RunWorkspace:
         self.path.mkdir(parents=True, exist_ok=True)
-        write_json(self.path / MARKER, {"run_id": self.run_id})  # never through a link planted there
+        write_json(self.path / RUN_MARKER, {"run_id": self.run_id})  # never through a link planted there
         return self
 
     def remove(self, path: Path) -> None:
@@ -167,7 +161,7 @@ def _activity(folder: Path) -> tuple[float, int]:
 
 def _run_id(folder: Path) -> str | None:
     """The run id of a folder RunWorkspace made (its marker names a run id that maps to this folder), else None."""
-    marker = folder / MARKER
+    marker = folder / RUN_MARKER
     try:
         run_id = json.loads(marker.read_text())["run_id"] if marker.is_file() and not marker.is_symlink() else None
         return run_id if isinstance(run_id, str) and run_id and safe_name(run_id) == folder.name else None

@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from pipeline.gate import DECISION_FILE, DEFAULT_TOLERANCE, GateFailed, read_champion, run_gate
-from pipeline.publish.registry import MODEL
+from pipeline.contracts.names import DECISION_FILE
+from pipeline.contracts.registry import MODEL
+from pipeline.gate import DEFAULT_TOLERANCE, GateFailed, run_gate
 from pipeline.settings import PREFIX
+from pipeline.stages.baseline import read_champion
 from pipeline.workspace import RunWorkspace
 from tasks.common import final
 

@@ -2,8 +2,8 @@
 
 On the default queue (no TensorFlow): it reads the dataset version fetch_data recorded (as publish
 resolves it, pipeline.publish.publish.resolve_lineage), names the trainer the run will have (the trainer
-image on Kubernetes, this deployment's code locally: pipeline.lineage.expected_trainer) and compares
-them with the champion's manifest and its config.json's trainer record (pipeline.lineage). Unless
+image on Kubernetes, this deployment's code locally: pipeline.stages.lineage.expected_trainer) and compares
+them with the champion's manifest and its config.json's trainer record (pipeline.stages.lineage). Unless
 the trigger sets force_retrain, an unchanged run short-circuits: the DAG skips training, evaluation, the
 gate and publishing, and this task's log and XCom say why.
 """
@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline import settings
-from pipeline.fetch import DATA_DVC
-from pipeline.publish.registry import MODEL
+from pipeline.contracts.names import DATA_DVC
+from pipeline.contracts.registry import MODEL
 from pipeline.workspace import RunWorkspace
 from tasks.common import data_record, final
 
@@ -30,11 +30,11 @@ def run(ws: RunWorkspace, *, params: Mapping[str, Any], client: Any, model: str 
     A skipping short-circuit pushes no return value (Airflow skips the downstream tasks first), so the
     summary is pushed to `ti`'s XCom here, where the UI shows it.
     """
-    from pipeline.lineage import RunLineage, check_changes, expected_trainer
-    from pipeline.publish.manifest import PROJECT_ROOT
     from pipeline.publish.publish import resolve_lineage
     from pipeline.publish.registry import latest_manifest
-    from pipeline.train.config import resolve
+    from pipeline.recipe import resolve
+    from pipeline.settings import PROJECT_ROOT
+    from pipeline.stages.lineage import RunLineage, check_changes, expected_trainer
 
     try:
         config = resolve(params["profile"], **{k: params[k] for k in OVERRIDES}).to_dict()
@@ -53,7 +53,7 @@ def run(ws: RunWorkspace, *, params: Mapping[str, Any], client: Any, model: str 
     if params["init_from"] == "ngc" and ngc:
         # By content, as the import cache names it (S3: one listing; a path: its files hashed); a checkpoint
         # that cannot be named here (unreachable, gone) is not the champion's start: the run trains.
-        from pipeline.train.ngc_source import NgcSourceError, identity
+        from pipeline.stages.ngc_source import NgcSourceError, identity
 
         try:
             ngc_identity, ngc_unknown = identity(ngc), None

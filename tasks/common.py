@@ -23,7 +23,7 @@ def workspace(run_id: str, root: str | Path | None = None) -> RunWorkspace:
 def data_record(ws: RunWorkspace) -> dict[str, Any] | None:
     """What fetch_data recorded of the run's data (data.json: its dataset version and where it was); None
     when fetch_data did not run. A planted link is refused: what it says goes into the manifest."""
-    from pipeline.publish.manifest import read_json
+    from pipeline.files import read_json
 
     try:
         return read_json(ws.data_record)
@@ -86,7 +86,7 @@ def s3_client(conn_id: str | None = None) -> Any:
         except ImportError:
             pass
         else:
-            from pipeline.publish.redact import redact
+            from pipeline.redact import redact
 
             variable = f"AIRFLOW_CONN_{conn_id.upper()}"
             try:

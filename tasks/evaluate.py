@@ -11,8 +11,9 @@ from tasks.common import data_record
 
 
 def run(ws: RunWorkspace, *, data_dir: str) -> dict[str, Any]:
+    from pipeline.contracts.names import EXPORT_FILE, SAVED_MODEL_DIR
     from pipeline.train.evaluate import evaluate, write_eval
-    from pipeline.train.export import EXPORT_FILE, SAVED_MODEL_DIR, export_serving
+    from pipeline.train.export import export_serving
 
     # eval.json names the data it scored: the shards (always) and the dataset version fetch_data recorded.
     result = evaluate(data_dir, ws.model, dataset_version=(data_record(ws) or {}).get("dataset_version"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.publish.registry import MODEL
+from pipeline.contracts.registry import MODEL
 from pipeline.settings import PREFIX
 from pipeline.workspace import RunWorkspace
 from tasks.common import data_record
@@ -16,7 +16,7 @@ from tasks.common import data_record
 
 def run(ws: RunWorkspace, *, data_dir: str, client: Any, bucket: str, prefix: str = PREFIX.default,
         model: str = MODEL) -> dict[str, Any]:
-    from pipeline.baseline import evaluate_baseline
+    from pipeline.stages.baseline import evaluate_baseline
 
     ws.remove(ws.baseline)  # a retry's baseline/ holds this try's figures only (metrics.jsonl appends)
     record = evaluate_baseline(data_dir, ws.baseline, ws.champion, client=client, bucket=bucket, prefix=prefix,

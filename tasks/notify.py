@@ -21,9 +21,9 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
+from pipeline.contracts import names
+
 log = logging.getLogger("rn50.failure")
-# Where versions before the root's entries were dot-named kept the log: a name a run's workspace can have.
-EARLIER_FAILURES_FILE = "failures.jsonl"
 MAX_ERROR_CHARS = 500
 
 
@@ -38,7 +38,7 @@ def _one_line(exception: BaseException | None) -> str:
 
 def failure_record(context: dict[str, Any]) -> dict[str, Any]:
     """What failed, where and why, from a task's Airflow context; `summary` says it in one line."""
-    from pipeline.gate import DECISION_FILE
+    from pipeline.contracts.names import DECISION_FILE
     from pipeline.workspace import RunWorkspace, default_root
 
     ti = context.get("task_instance") or context.get("ti")
@@ -79,7 +79,8 @@ class FailureNotifier(BaseNotifier):
         self.path = path
 
     def failures_file(self) -> Path:
-        from pipeline.workspace import FAILURES, default_root
+        from pipeline.contracts.names import FAILURES
+        from pipeline.workspace import default_root
 
         return Path(self.path) if self.path else default_root() / FAILURES
 
@@ -99,7 +100,7 @@ def _adopt_earlier_log(path: Path) -> None:
     """An earlier version's log beside `path` becomes `path` while there is none (a hard link: a log already
     there is never replaced, and two workers adopting it at once both keep it), freeing its name for a run.
     Best effort: the alert is appended whatever happens here."""
-    earlier = path.with_name(EARLIER_FAILURES_FILE)
+    earlier = path.with_name(names.FAILURES_BEFORE_ROOT_ENTRIES)
     try:
         if stat.S_ISREG(os.lstat(earlier).st_mode):  # not a run's workspace of that name
             os.link(earlier, path, follow_symlinks=False)

@@ -12,33 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import settings
-from pipeline.data import drift
-from pipeline.fetch import DATA_DVC, FetchError, remove_data
-from pipeline.publish.registry import MODEL
+from pipeline.contracts import names
+from pipeline.contracts.names import DATA_DVC
+from pipeline.contracts.registry import MODEL
+from pipeline.fetch import FetchError, remove_data
 from pipeline.workspace import RunWorkspace
 from tasks.common import data_record
-
-
-def report_files(ws: RunWorkspace) -> dict[str, Path]:
-    """Every file of the run report (ws.report), as report/<its path there> in the version."""
-    from pipeline.report import INDEX, REPORT_DIR
-
-    if not (ws.report / INDEX).is_file():
-        return {}
-    return {f"{REPORT_DIR}/{path.relative_to(ws.report).as_posix()}": path
-            for path in sorted(ws.report.rglob("*")) if path.is_file() or path.is_symlink()}  # a link: refused
 
 
 def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = settings.PREFIX.default, model: str = MODEL,
         run_id: str | None = None, lineage: dict[str, Any] | None = None,
         dvc_repo: Path | None = None) -> dict[str, Any]:
     from pipeline.cost import read_cost
-    from pipeline.publish.publish import publish_model
     from pipeline.publish.registry import report_uri
+    from pipeline.stages.publish import publish_model
 
-    report = ws.validation / "report.json"
-    # The validator's data summary, as data_summary.json: what the next run's validate_data compares its data with.
-    summary = ws.validation / drift.SUMMARY_NAME
     # The dataset fetch_data recorded, else the data.dvc this run pulled: never the code checkout's
     # data.dvc, which a data_dir run (or a data_rev other than the code's) did not train on.
     if data := data_record(ws):
@@ -46,8 +34,7 @@ def run(ws: RunWorkspace, *, client: Any, bucket: str, prefix: str = settings.PR
     result = publish_model(
         ws.model, eval_dir=ws.eval, gate_dir=ws.gate, export_dir=ws.export, client=client, bucket=bucket,
         prefix=prefix, model=model, run_id=run_id or ws.run_id,
-        lineage=lineage, extra_files={**({"report.json": report} if report.exists() else {}), **report_files(ws),
-                                      **({drift.PUBLISHED_NAME: summary} if summary.exists() else {})},
+        validation_report=ws.validation / names.VALIDATION_REPORT, report_dir=ws.report, lineage=lineage,
         cost=read_cost(ws.path),
         dvc_repo=dvc_repo or settings.DVC_REPO.get(),
         data_dvc=ws.checkout / DATA_DVC,  # absent: the dataset is unknown, and the manifest says so (null)

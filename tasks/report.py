@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.publish.registry import MODEL
+from pipeline.contracts.registry import MODEL
 from pipeline.workspace import RunWorkspace
 
 

@@ -120,7 +120,7 @@ def init_source(ws: RunWorkspace, init_from: str | None, *, client: Any = None, 
     """
     if init_from != "champion":
         return init_from
-    from pipeline.baseline import BaselineError, registry_uri, snapshot_champion
+    from pipeline.stages.baseline import BaselineError, registry_uri, snapshot_champion
 
     bucket = bucket or settings.BUCKET.get()
     try:

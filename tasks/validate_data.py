@@ -20,16 +20,17 @@ import sys
 from typing import Any
 
 from pipeline import settings
+from pipeline.contracts import names
+from pipeline.contracts.registry import MODEL
 from pipeline.data import drift
 from pipeline.data.gx_suite import NAME_PATTERN
 from pipeline.files import write_json
-from pipeline.publish.registry import MODEL
-from pipeline.train.config import get_profile
+from pipeline.recipe import get_profile
+from pipeline.stages import drift_reference
 from pipeline.workspace import RunWorkspace, safe_name
 from tasks.common import data_record, final
 
 EXIT_INVALID, EXIT_USAGE = 1, 2
-BASELINE_NAME = "champion_summary.json"  # in the validation folder: the copy the comparison read
 
 
 def run(ws: RunWorkspace, *, data_dir: str, profile: str, workers: int | None = None, client: Any = None,
@@ -42,11 +43,11 @@ def run(ws: RunWorkspace, *, data_dir: str, profile: str, workers: int | None = 
     baseline, baseline_version, no_baseline = None, None, "no registry given: drift not checked"
     if client is not None and bucket:
         try:
-            baseline, baseline_version, no_baseline = drift.champion_summary(client, bucket, prefix, model)
+            baseline, baseline_version, no_baseline = drift_reference.champion_summary(client, bucket, prefix, model)
         except drift.SummaryError as exc:
             # Failing would fail every run until the champion changes: this run's data is judged without it.
             baseline, no_baseline = None, f"{exc}: drift not checked"
-    ws.remove(ws.validation / BASELINE_NAME)
+    ws.remove(ws.validation / names.REFERENCE_SUMMARY)
     # The GX run is named after the Airflow run: verbatim when GX can store it under that name, else escaped.
     run_name = ws.run_id if re.fullmatch(NAME_PATTERN, ws.run_id) else safe_name(ws.run_id)
     cmd = [sys.executable, "-m", "pipeline", "validate", str(data_dir), "--expect", expect, "--decode", "header",
@@ -55,7 +56,7 @@ def run(ws: RunWorkspace, *, data_dir: str, profile: str, workers: int | None = 
         cmd += ["--dataset-version", dataset_version]
     if baseline is not None:
         ws.validation.mkdir(parents=True, exist_ok=True)
-        cmd += ["--baseline-summary", str(write_json(ws.validation / BASELINE_NAME, baseline))]
+        cmd += ["--baseline-summary", str(write_json(ws.validation / names.REFERENCE_SUMMARY, baseline))]
     result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     print(result.stdout, end="")
     if result.returncode == EXIT_INVALID:
@@ -71,9 +72,9 @@ def run(ws: RunWorkspace, *, data_dir: str, profile: str, workers: int | None = 
     if baseline is None:
         comparison = drift.not_checked(no_baseline)
     else:
-        current = json.loads((ws.validation / drift.SUMMARY_NAME).read_text())
+        current = json.loads((ws.validation / names.DATA_SUMMARY).read_text())
         comparison = drift.compare(current, baseline, fail=drift_fail, baseline_version=baseline_version)
-    write_json(ws.validation / drift.DRIFT_NAME, comparison)
+    write_json(ws.validation / names.DRIFT, comparison)
     write_json(report_path, {**report, "drift": comparison})
     lines = drift.failure_lines(comparison)
     print(f"drift against the champion {baseline_version}: {comparison['status']}" if baseline is not None

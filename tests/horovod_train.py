@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from pipeline.data.input import train_dataset
 from pipeline.model import build_resnet50
-from pipeline.train.config import get_profile
+from pipeline.recipe import get_profile
 from pipeline.train.dist import init_dist
 from pipeline.train.loop import make_train_step
 from pipeline.train.optim import make_optimizer, make_schedule

@@ -60,7 +60,7 @@ def write_checkpoint(folder: Path, values: dict[str, np.ndarray], *, graph: str 
 
 def smoke_config(**overrides):
     """The smoke profile at batch 8, checkpointing and logging every step: a few steps train quickly."""
-    from pipeline.train.config import get_profile
+    from pipeline.recipe import get_profile
 
     return get_profile("smoke").replace(batch_size=8, checkpoint_every=1, log_every=1, **overrides)
 
@@ -69,7 +69,8 @@ def save_model_dir(model, folder: Path, *, step: int, config) -> Path:
     """A model directory as training leaves it: config.json, and a checkpoint at `step` with an optimizer's state."""
     import tensorflow as tf
 
-    from pipeline.train.checkpoint import CHECKPOINT_DIR, by_path
+    from pipeline.contracts.names import CHECKPOINT_DIR
+    from pipeline.train.checkpoint import by_path
 
     ckpt = tf.train.Checkpoint(model=by_path(model.variables), step=tf.Variable(step, dtype=tf.int64),
                                optimizer={"sgd/iteration": tf.Variable(step, dtype=tf.int64)})
@@ -97,9 +98,10 @@ def predictable_smoke_model(root: Path, *, seed: int) -> dict:
     from PIL import Image
     from support import untrained_checkpoint
 
+    from pipeline.contracts.names import CHECKPOINT_DIR
     from pipeline.predict import load_image
-    from pipeline.train.checkpoint import CHECKPOINT_DIR, by_path
-    from pipeline.train.config import get_profile
+    from pipeline.recipe import get_profile
+    from pipeline.train.checkpoint import by_path
 
     model_dir = root / "model"
     model = untrained_checkpoint(model_dir, get_profile("smoke"), step=3)

@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.publish.publish import publish_model
 from pipeline.publish.store import make_client
 from pipeline.publish.upload import Transfer
+from pipeline.stages.publish import publish_model
 
 model_dir, bucket, run_id, stage = sys.argv[1:5]
 client = make_client(max_attempts=2)

@@ -15,9 +15,10 @@ from typing import Any
 import boto3
 from support import BIN, run
 
-from pipeline.publish.publish import PublishResult, publish_model
+from pipeline.publish.publish import PublishResult
 from pipeline.publish.upload import Transfer
-from pipeline.train.config import get_profile
+from pipeline.recipe import get_profile
+from pipeline.stages.publish import publish_model
 
 BUCKET = "rn50-registry"
 MIB = 1024 * 1024

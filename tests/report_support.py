@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline.data.gx_suite import DATA_DOCS_INDEX
 from pipeline.data.labels import NUM_CLASSES
-from pipeline.train.config import get_profile
+from pipeline.recipe import get_profile
 
 CLASSES = list(range(0, 1000, 100))  # the sample's ten classes (labels 1, 101, ..., 901)
 WORST, SECOND = 300, 700  # the two classes the model gets most wrong

@@ -107,7 +107,7 @@ def test_gpu_routing_retries_and_outlet(dag):
 
 
 def test_params_have_titles_descriptions_and_schemas(dag):
-    from pipeline.train.config import PROFILES
+    from pipeline.recipe import PROFILES
 
     params = dag.params
     expected = {"profile", "data_rev", "data_dir", "epochs", "steps", "batch_size", "num_gpus", "hosts", "amp",
@@ -157,8 +157,8 @@ def test_the_trigger_form_rejects_bad_values(dag, name, bad):
 
 
 def test_the_gate_and_registry_params_take_their_rules_from_the_library(dag):
+    from pipeline.contracts.registry import PREFIX_PATTERN
     from pipeline.gate import DEFAULT_TOLERANCE, MAX_TOLERANCE
-    from pipeline.publish.registry import PREFIX_PATTERN
 
     tolerance, prefix = dag.params.get_param("gate_tolerance"), dag.params.get_param("prefix")
     assert (tolerance.value, tolerance.schema["maximum"]) == (DEFAULT_TOLERANCE, MAX_TOLERANCE)

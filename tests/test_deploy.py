@@ -451,7 +451,7 @@ def test_both_workers_know_the_trainer_image_the_gpu_worker_runs(compose, genera
 def test_the_documented_build_passes_the_checkout_s_code_version(tmp_path):
     # The build command of docs/deployment.md, run with a stand-in `docker` that records what compose would
     # get: the version code_version reports for this checkout, "-dirty" included.
-    from pipeline.publish.manifest import code_version
+    from pipeline.provenance import code_version
 
     doc = (REPO / "docs" / "deployment.md").read_text()
     [command] = [line for line in doc.splitlines() if line.startswith("RN50_CODE_VERSION=")]

@@ -16,8 +16,10 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 from publish_support import BUCKET, make_model_dir, publish
 
+from pipeline.contracts import names
 from pipeline.data import drift
 from pipeline.data.validate import validate_dataset
+from pipeline.stages import drift_reference
 from pipeline.workspace import RunWorkspace
 
 RUN_ID = "manual__2026-12-02T03:00:00+00:00"
@@ -160,7 +162,7 @@ def test_every_summary_check_summary_accepts_compares_and_writes(tmp_path: Path)
     for one in edges:
         for other in (*edges, summary()):
             comparison = drift.compare(drift.check_summary(one, "a"), drift.check_summary(other, "b"))
-            write_json(tmp_path / drift.DRIFT_NAME, comparison)
+            write_json(tmp_path / names.DRIFT, comparison)
 
 
 # --- the real sample ----------------------------------------------------------------------------
@@ -179,7 +181,7 @@ def test_the_summary_counts_what_describe_counts(validated, sample_dir: Path):
     from pipeline.data.describe import describe_dataset
 
     report, out = validated
-    written = json.loads((out / drift.SUMMARY_NAME).read_text())
+    written = json.loads((out / names.DATA_SUMMARY).read_text())
     assert written == report.summary and written["dataset_version"] == DATASET_VERSION
     stats = describe_dataset(sample_dir)
     assert written["records"] == {split: s.records for split, s in stats.items()}
@@ -243,11 +245,11 @@ def test_gx_states_the_size_drift_as_compare_does(validated, sample_dir: Path, t
 
 def shifted_copy(src: Path, dst: Path) -> Path:
     """src without label 1's train records and with label 101's train records twice (with their manifest)."""
+    from pipeline.contracts.names import SAMPLE_MANIFEST
     from pipeline.data.format import read_shard, write_shard
-    from pipeline.data.sample import MANIFEST
 
     dst.mkdir()
-    manifest = json.loads((src / MANIFEST).read_text())
+    manifest = json.loads((src / SAMPLE_MANIFEST).read_text())
     per_label = manifest["splits"]["train"]["per_label"]
     for path in sorted(src.glob("*-of-*")):
         records = list(read_shard(path))
@@ -256,7 +258,7 @@ def shifted_copy(src: Path, dst: Path) -> Path:
         write_shard(dst / path.name, records)
     per_label["101"] *= 2
     manifest["splits"]["train"]["records"] += per_label["101"] // 2 - per_label.pop("1")
-    (dst / MANIFEST).write_text(json.dumps(manifest))
+    (dst / SAMPLE_MANIFEST).write_text(json.dumps(manifest))
     return dst
 
 
@@ -276,7 +278,7 @@ def publish_champion(tmp_path: Path, client: Any, data_summary: dict[str, Any] |
     if data_summary is not None:
         path = tmp_path / "champion_data_summary.json"
         path.write_text(json.dumps(data_summary))
-        extra = {drift.PUBLISHED_NAME: path}
+        extra = {names.PUBLISHED_DATA_SUMMARY: path}
     return publish(make_model_dir(tmp_path / "champion"), client, extra_files=extra).version
 
 
@@ -292,7 +294,7 @@ def test_no_champion_means_drift_not_checked(registry, sample_dir: Path, tmp_pat
     ws = workspace(tmp_path)
     result = run_validate_data(ws, sample_dir, client)
     assert result["drift"] == "not_checked"
-    comparison = json.loads((ws.validation / drift.DRIFT_NAME).read_text())
+    comparison = json.loads((ws.validation / names.DRIFT).read_text())
     assert comparison["status"] == "not_checked" and comparison["reason"].startswith("no champion in s3://")
     assert json.loads((ws.validation / "report.json").read_text())["drift"] == comparison
     assert "drift not checked" in capsys.readouterr().out
@@ -301,27 +303,28 @@ def test_no_champion_means_drift_not_checked(registry, sample_dir: Path, tmp_pat
 def test_a_champion_without_a_summary_is_no_baseline(registry, tmp_path: Path):
     _, client = registry
     version = publish_champion(tmp_path, client, None)
-    assert drift.champion_summary(client, BUCKET, "models", "resnet50") == (
-        None, version, f"champion {version} has no {drift.PUBLISHED_NAME}: drift not checked")
+    assert drift_reference.champion_summary(client, BUCKET, "models", "resnet50") == (
+        None, version, f"champion {version} has no {names.PUBLISHED_DATA_SUMMARY}: drift not checked")
 
 
 def test_a_tampered_champion_summary_is_refused(registry, validated, tmp_path: Path):
     raw, client = registry
     version = publish_champion(tmp_path, client, validated[0].summary)
-    key = f"models/resnet50/{version}/{drift.PUBLISHED_NAME}"
+    key = f"models/resnet50/{version}/{names.PUBLISHED_DATA_SUMMARY}"
     raw.put_object(Bucket=BUCKET, Key=key, Body=b'{"format": 1}')
     with pytest.raises(drift.SummaryError, match=rf"^s3://{BUCKET}/{key}: sha256 differs"):
-        drift.champion_summary(client, BUCKET, "models", "resnet50")
+        drift_reference.champion_summary(client, BUCKET, "models", "resnet50")
 
 
 def test_a_champion_summary_nested_past_the_parser_is_refused_naming_it(registry, tmp_path: Path):
     _, client = registry
     path = tmp_path / "nested.json"
     path.write_text('{"format": 1, "classes": ' + "[" * 100_000 + "]" * 100_000 + "}")  # 200 kB: under the cap
-    version = publish(make_model_dir(tmp_path / "champion"), client, extra_files={drift.PUBLISHED_NAME: path}).version
-    key = f"models/resnet50/{version}/{drift.PUBLISHED_NAME}"
+    extra = {names.PUBLISHED_DATA_SUMMARY: path}
+    version = publish(make_model_dir(tmp_path / "champion"), client, extra_files=extra).version
+    key = f"models/resnet50/{version}/{names.PUBLISHED_DATA_SUMMARY}"
     with pytest.raises(drift.SummaryError, match=rf"^s3://{BUCKET}/{key}: not valid JSON"):
-        drift.champion_summary(client, BUCKET, "models", "resnet50")
+        drift_reference.champion_summary(client, BUCKET, "models", "resnet50")
 
 
 def test_a_champion_summary_compare_cannot_read_means_drift_not_made(registry, sample_dir: Path, tmp_path: Path,
@@ -332,8 +335,8 @@ def test_a_champion_summary_compare_cannot_read_means_drift_not_made(registry, s
     monkeypatch.setenv("RN50_DRIFT_FAIL", "true")  # a comparison not made fails nothing, whatever drift would
     ws = workspace(tmp_path / "ws")
     assert run_validate_data(ws, sample_dir, client)["drift"] == "not_checked"
-    comparison = json.loads((ws.validation / drift.DRIFT_NAME).read_text())
-    key = f"models/resnet50/{version}/{drift.PUBLISHED_NAME}"
+    comparison = json.loads((ws.validation / names.DRIFT).read_text())
+    key = f"models/resnet50/{version}/{names.PUBLISHED_DATA_SUMMARY}"
     assert comparison == {"status": "not_checked", "baseline": None, "checks": [], "reason": (
         f"s3://{BUCKET}/{key}: classes: split 'train' label '\u00b2' is not a class label; not a data summary: "
         "drift not checked")}
@@ -348,7 +351,7 @@ def test_shifted_data_warns_against_the_champion_and_fails_with_rn50_drift_fail(
 
     ws = workspace(tmp_path / "warn")
     assert run_validate_data(ws, shifted, client)["drift"] == "warn"
-    comparison = json.loads((ws.validation / drift.DRIFT_NAME).read_text())
+    comparison = json.loads((ws.validation / names.DRIFT).read_text())
     assert comparison["baseline"] == {"version": version, "dataset_version": DATASET_VERSION}
     assert fired(comparison) == {"classes.missing", "classes.share", "duplicates"}
     assert json.loads((ws.validation / "report.json").read_text())["drift"] == comparison
@@ -362,7 +365,7 @@ def test_shifted_data_warns_against_the_champion_and_fails_with_rn50_drift_fail(
               r"ERROR drift\.classes\.share: .*; ERROR drift\.classes\.missing: train label 1; ERROR drift\.duplicates")
     with pytest.raises(AirflowFailException, match=reason):  # final: a retry reads the same data
         run_validate_data(ws, shifted, client)
-    assert json.loads((ws.validation / drift.DRIFT_NAME).read_text())["status"] == "fail"
+    assert json.loads((ws.validation / names.DRIFT).read_text())["status"] == "fail"
 
 
 def test_publish_puts_the_summary_in_the_version_and_the_next_run_reads_it_back(registry, tmp_path: Path):
@@ -373,6 +376,6 @@ def test_publish_puts_the_summary_in_the_version_and_the_next_run_reads_it_back(
     _, client = registry
     ws = make_run_outputs(RunWorkspace(tmp_path, RUN_ID).create())
     ws.validation.mkdir()
-    (ws.validation / drift.SUMMARY_NAME).write_text(json.dumps(summary()))
+    (ws.validation / names.DATA_SUMMARY).write_text(json.dumps(summary()))
     version = publish_task.run(ws, client=client, bucket=BUCKET)["version"]
-    assert drift.champion_summary(client, BUCKET, "models", "resnet50") == (summary(), version, "")
+    assert drift_reference.champion_summary(client, BUCKET, "models", "resnet50") == (summary(), version, "")

@@ -11,7 +11,7 @@ tf = pytest.importorskip("tensorflow")
 
 from support import untrained_checkpoint  # noqa: E402
 
-from pipeline.train.config import get_profile  # noqa: E402
+from pipeline.recipe import get_profile  # noqa: E402
 from pipeline.train.export import export_keras  # noqa: E402
 
 

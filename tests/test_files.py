@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.contracts.names import DECISION_FILE
 from pipeline.files import NotRegularFile, append_line, write_atomic
-from pipeline.gate import DECISION_FILE, GateFailed, run_gate
-from pipeline.train.config import get_profile
+from pipeline.gate import GateFailed, run_gate
+from pipeline.recipe import get_profile
 
 VICTIM = "precious: the file a planted link points at\n"
 
@@ -68,8 +69,8 @@ def test_config_save_replaces_a_planted_link(model_dir, victim):
 
 
 def test_evaluate_writes_eval_json_and_refuses_a_metrics_link(model_dir, victim):
+    from pipeline.contracts.names import METRICS_FILE
     from pipeline.train.evaluate import EvalResult, write_eval
-    from pipeline.train.logs import METRICS_FILE
 
     (model_dir / "eval.json").unlink()
     (model_dir / "eval.json").symlink_to(victim)
@@ -86,7 +87,8 @@ def test_evaluate_writes_eval_json_and_refuses_a_metrics_link(model_dir, victim)
 
 
 def test_metrics_log_appends_lines_and_refuses_a_link(model_dir, victim):
-    from pipeline.train.logs import METRICS_FILE, MetricsLog, read_metrics
+    from pipeline.contracts.names import METRICS_FILE
+    from pipeline.train.logs import MetricsLog, read_metrics
 
     log = MetricsLog(model_dir)
     log.record({"step": 1, "loss": 2.0})
@@ -118,13 +120,13 @@ def test_write_atomic_replaces_a_dangling_link_and_cleans_up_on_failure(tmp_path
 
 
 def test_validation_writes_its_report_beside_planted_links(sample_dir, tmp_path, victim):
-    from pipeline.data.gx_suite import RESULT_JSON_NAME
+    from pipeline.contracts.names import GX_RESULT
     from pipeline.data.validate import validate_dataset
 
     report_dir, index_dir = tmp_path / "report", tmp_path / "dali"
     report_dir.mkdir()
     index_dir.mkdir()
-    links = [report_dir / "report.json", report_dir / RESULT_JSON_NAME, index_dir / "train-00000-of-00004.idx"]
+    links = [report_dir / "report.json", report_dir / GX_RESULT, index_dir / "train-00000-of-00004.idx"]
     for link in links:
         link.symlink_to(victim)
     report = validate_dataset(sample_dir, expect="sample", report_dir=report_dir, dali_index_dir=index_dir)
@@ -137,7 +139,8 @@ def test_validation_writes_its_report_beside_planted_links(sample_dir, tmp_path,
 def test_export_does_not_write_through_a_planted_link(model_dir, victim):
     from support import untrained_checkpoint
 
-    from pipeline.train.export import EXPORT_FILE, export_keras
+    from pipeline.contracts.names import EXPORT_FILE
+    from pipeline.train.export import export_keras
 
     untrained_checkpoint(model_dir, get_profile("smoke").replace(num_classes=10))
     planted = [model_dir / f".{EXPORT_FILE}.partial.keras", model_dir / EXPORT_FILE]  # the old temporary name too

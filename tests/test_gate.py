@@ -10,9 +10,9 @@ import pytest
 from support import rn50
 
 from pipeline import gate
+from pipeline.contracts.names import DECISION_FILE
 from pipeline.gate import (
     BASELINES,
-    DECISION_FILE,
     DEFAULT_TOLERANCE,
     NGC_THROUGHPUT,
     GateFailed,
@@ -22,7 +22,7 @@ from pipeline.gate import (
     decide,
     run_gate,
 )
-from pipeline.train.config import get_profile
+from pipeline.recipe import get_profile
 
 
 def test_baselines_are_ngcs_figures_with_their_source():
@@ -346,7 +346,7 @@ def _check_accuracy(root: Path, run_id: str, top1: float, client, *, prefix: str
 def test_the_champion_comes_from_the_registry_and_an_empty_location_is_recorded(registry, tmp_path):
     from publish_support import BUCKET, make_model_dir
 
-    from pipeline.publish.publish import publish_model
+    from pipeline.stages.publish import publish_model
 
     raw, client = registry
     root = f"s3://{BUCKET}/models/resnet50/"
@@ -373,7 +373,7 @@ def test_the_champion_comes_from_the_registry_and_an_empty_location_is_recorded(
 @pytest.mark.parametrize("bad", ["", "/models", "models/", "a//b", "../models", "models/..", "./models", "mod els",
                                  "models\n", "a\\b", "mödels"])
 def test_a_prefix_is_a_plain_key_path(bad):
-    from pipeline.publish.registry import PREFIX_PATTERN, model_prefix
+    from pipeline.contracts.registry import PREFIX_PATTERN, model_prefix
 
     with pytest.raises(ValueError, match=r"prefix .*: must match") as refused:
         model_prefix(bad, "resnet50")
@@ -381,7 +381,7 @@ def test_a_prefix_is_a_plain_key_path(bad):
 
 
 def test_good_prefixes_and_model_names():
-    from pipeline.publish.registry import model_prefix
+    from pipeline.contracts.registry import model_prefix
 
     assert model_prefix("models", "resnet50") == "models/resnet50/"
     assert model_prefix("team-a/models.v2", "resnet_50") == "team-a/models.v2/resnet_50/"
@@ -406,8 +406,8 @@ def test_cli_refuses_a_bad_prefix_in_one_line(registry, s3_env):
 def test_rn50_gate_takes_a_pulled_version_evaluated_on_this_data_as_its_live_baseline(registry, tmp_path):
     from publish_support import BUCKET, make_model_dir
 
-    from pipeline.publish.publish import publish_model
     from pipeline.publish.pull import pull_version
+    from pipeline.stages.publish import publish_model
 
     _, client = registry
     publish_model(make_model_dir(tmp_path / "v1", top1=95.0), client=client, bucket=BUCKET, dvc_prefix=None)

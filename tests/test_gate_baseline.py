@@ -18,8 +18,8 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException  # final: never retried
 from publish_support import BUCKET, make_model_dir, publish
 
-from pipeline.baseline import BaselineError
-from pipeline.gate import DECISION_FILE
+from pipeline.contracts.names import DECISION_FILE
+from pipeline.stages.baseline import BaselineError
 from pipeline.workspace import RunWorkspace
 
 tf = pytest.importorskip("tensorflow")
@@ -63,7 +63,7 @@ def no_ngc(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _candidate(ws: RunWorkspace, top1: float, eval_count: int, data: dict | None = None) -> None:
-    from pipeline.train.config import get_profile
+    from pipeline.recipe import get_profile
 
     ws.model.mkdir(exist_ok=True)
     get_profile("smoke").save(ws.model)
@@ -76,8 +76,8 @@ def test_the_champion_is_measured_on_this_runs_data_and_train_starts_from_the_sa
         champion_dir, registry, no_ngc, sample_dir: Path, tmp_path: Path) -> None:
     from pipeline.data.input import count_records, split_identity
     from pipeline.files import write_json
+    from pipeline.stages.init_source import InitFrom
     from pipeline.train.evaluate import evaluate
-    from pipeline.train.warm_start import InitFrom
     from tasks import check_accuracy, evaluate_baseline, train
 
     _, client = registry

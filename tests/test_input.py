@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.contracts.names import SAMPLE_MANIFEST
 from pipeline.data.format import Box, ImageRecord, read_shard, write_shard
 from pipeline.data.input import (
     count_records,
@@ -25,14 +26,13 @@ from pipeline.data.input import (
     train_dataset,
 )
 from pipeline.data.preprocess import JPEG_DECODE, MEAN_RGB, STD_RGB
-from pipeline.data.sample import MANIFEST
 
 SIZE = 32
 SYNSET = "n01440764"  # label 1
 
 
 def _manifest(sample_dir: Path) -> dict:
-    return json.loads((sample_dir / MANIFEST).read_text())
+    return json.loads((sample_dir / SAMPLE_MANIFEST).read_text())
 
 
 def _jpeg(pixels: np.ndarray, quality: int = 95) -> bytes:

@@ -193,7 +193,7 @@ def test_the_model_directory_records_its_source(standin: dict) -> None:
 
 
 def test_the_final_conv_head_imports_the_same_weights(standin: dict) -> None:
-    from pipeline.model.ngc_import import read_weights
+    from pipeline.train.ngc_import import read_weights
 
     saved = dict(standin["saved"], **{KERNEL: standin["values"][KERNEL].reshape(1, 1, 2048, 1001)})
     ckpt = write_checkpoint(standin["root"] / "final_conv", saved)
@@ -313,7 +313,7 @@ def test_the_state_file_names_a_checkpoint_beside_it_never_one_elsewhere(standin
 def test_a_graph_without_the_strided_bottleneck_convolutions_is_not_reported_as_checked(
     standin: dict, case: str, graph: str
 ) -> None:
-    from pipeline.model.ngc_import import check_strides
+    from pipeline.train.ngc_import import check_strides
 
     ckpt = _copy_checkpoint(standin, standin["root"] / f"graph_{case.replace(' ', '_')}")
     (ckpt / "graph.pbtxt").write_text(graph)

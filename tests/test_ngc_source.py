@@ -17,8 +17,10 @@ import pytest
 from model_support import GLOBAL_STEP, nvidia_shapes, write_checkpoint
 from publish_support import BUCKET
 
-from pipeline.train import ngc_source
-from pipeline.train.warm_start import NGC_CACHE, InitFrom, WarmStartError
+from pipeline.contracts.names import NGC_CACHE
+from pipeline.stages import ngc_source
+from pipeline.stages.init_source import InitFrom
+from pipeline.train.warm_start import WarmStartError
 
 pytest.importorskip("tensorflow")
 

@@ -80,7 +80,7 @@ def model_224(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """An untrained 224-px model directory with its SavedModel, and the thin PNGs."""
     from support import untrained_checkpoint
 
-    from pipeline.train.config import get_profile
+    from pipeline.recipe import get_profile
     from pipeline.train.export import export_serving
 
     root = tmp_path_factory.mktemp("thin")

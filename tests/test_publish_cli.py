@@ -13,10 +13,10 @@ import pytest
 from publish_support import BUCKET, SAVED_MODEL_FILES, add_saved_model, make_model_dir, registry_repo, reset
 from support import REPO, rn50, sha256
 
-from pipeline.publish.manifest import dataset_version
-from pipeline.publish.publish import publish_model
-from pipeline.publish.redact import REDACTED
+from pipeline.provenance import dataset_version
 from pipeline.publish.store import StoreError, make_client
+from pipeline.redact import REDACTED
+from pipeline.stages.publish import publish_model
 
 KEY_ID = "AKIARN50KEYIDNOTLOG1"
 SECRET = "rn50/Secret+Key-That_Must-Not-Leak"

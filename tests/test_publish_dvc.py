@@ -11,10 +11,10 @@ from publish_support import BUCKET, DVC, MIB, keys, make_model_dir, registry_rep
 from support import run, sha256
 
 from pipeline.publish.dvc_pointer import DvcError
-from pipeline.publish.publish import publish_model
 from pipeline.publish.registry import claim_version
 from pipeline.publish.store import Store, make_client
 from pipeline.publish.upload import Transfer
+from pipeline.stages.publish import publish_model
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ import pytest
 from publish_support import BUCKET, MIB, SMALL_PARTS, FlakyProxy, keys, make_model_dir, uploads
 from support import REPO, free_port, rn50, sha256
 
-from pipeline.publish.publish import publish_model
 from pipeline.publish.pull import pull_version
 from pipeline.publish.registry import RegistryError, latest_manifest, list_versions
 from pipeline.publish.store import StoreError, make_client
+from pipeline.stages.publish import publish_model
 
 
 def _published(client) -> list[str]:

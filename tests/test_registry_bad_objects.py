@@ -17,9 +17,10 @@ import pytest
 from publish_support import BUCKET, MIB, make_model_dir, publish
 from support import rn50
 
+from pipeline.contracts.registry import version_number
 from pipeline.publish.publish import PublishError
 from pipeline.publish.pull import pull_version
-from pipeline.publish.registry import RegistryError, latest_manifest, list_versions, version_number
+from pipeline.publish.registry import RegistryError, latest_manifest, list_versions
 from pipeline.publish.store import MAX_JSON_BYTES
 
 ROOT = "models/resnet50/"
@@ -170,7 +171,7 @@ def test_rn50_list_prints_what_a_manifest_holds_whatever_its_type(registry, s3_e
 
 
 def test_the_gate_task_reads_a_bad_champion_manifest_as_one_line(registry, tmp_path):
-    from pipeline.train.config import get_profile
+    from pipeline.recipe import get_profile
     from pipeline.workspace import RunWorkspace
     from tasks import check_accuracy
 

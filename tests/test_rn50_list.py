@@ -10,8 +10,8 @@ import pytest
 from publish_support import BUCKET, make_model_dir
 from support import rn50
 
-from pipeline.gate import DECISION_FILE
-from pipeline.publish.publish import publish_model
+from pipeline.contracts.names import DECISION_FILE
+from pipeline.stages.publish import publish_model
 
 MD5 = "3f2a9c1e5d7b40a8b1c2d3e4f5a6b7c8"
 BASE = f"s3://{BUCKET}/models/resnet50/"

@@ -16,7 +16,7 @@ tf = pytest.importorskip("tensorflow")
 from publish_support import BUCKET, SAVED_MODEL_FILES, s3  # noqa: E402
 from support import untrained_checkpoint  # noqa: E402
 
-from pipeline.train.config import get_profile  # noqa: E402
+from pipeline.recipe import get_profile  # noqa: E402
 
 TRAINING_LINE = '{"step": 1, "epoch": 0, "loss": 2.3, "lr": 0.01, "train_throughput": 45.0}\n'
 

@@ -6,10 +6,11 @@ import json
 import pytest
 from support import file_hashes
 
+from pipeline.contracts.names import SAMPLE_MANIFEST
 from pipeline.data.describe import describe_dataset, find_shards
 from pipeline.data.format import read_shard
 from pipeline.data.labels import load_label_map
-from pipeline.data.sample import MANIFEST, make_sample
+from pipeline.data.sample import make_sample
 from pipeline.data.shards import parse_shard_name
 
 
@@ -24,7 +25,7 @@ def test_output_is_byte_for_byte_deterministic(sample_dir, tmp_path):
 
 
 def test_manifest_counts_are_what_is_on_disk(sample_dir):
-    manifest = json.loads((sample_dir / MANIFEST).read_text())
+    manifest = json.loads((sample_dir / SAMPLE_MANIFEST).read_text())
     stats = describe_dataset(sample_dir)
     assert set(stats) == set(manifest["splits"]) == {"train", "validation"}
     for split, s in stats.items():
@@ -53,7 +54,7 @@ def test_shards_several_train_two_validation_none_empty(sample_dir):
         assert totals == {len(paths)}
         for path in paths:
             assert sum(1 for _ in read_shard(path)) > 0, path.name
-    assert {p.name for p in sample_dir.iterdir()} == {p.name for ps in shards.values() for p in ps} | {MANIFEST}
+    assert {p.name for p in sample_dir.iterdir()} == {p.name for ps in shards.values() for p in ps} | {SAMPLE_MANIFEST}
 
 
 def test_varied_sizes_boxes_and_the_jpeg_quirks_of_real_imagenet(sample_dir):

@@ -20,7 +20,8 @@ from model_support import predictable_smoke_model
 from publish_support import BUCKET, SAVED_MODEL_FILES, add_saved_model, decision, make_run_outputs, publish
 from support import BIN, rn50, sha256, venv_env
 
-from pipeline.publish.publish import PublishError, StageDirs, collect_files
+from pipeline.publish.publish import PublishError
+from pipeline.stages.publish import StageDirs, collect_files
 from pipeline.workspace import RunWorkspace
 
 # Served in a fresh interpreter: TensorFlow and NumPy only, from a folder outside the checkout.

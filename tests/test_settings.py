@@ -122,6 +122,6 @@ def test_tensorflow_gets_onednn_cpu_kernels_unless_told_otherwise(given, seen):
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if given is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = given
-    probe = "import os, pipeline.train.config; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"
+    probe = "import os, pipeline.recipe; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == seen

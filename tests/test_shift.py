@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from pipeline.contracts.names import SAMPLE_MANIFEST
 from pipeline.data.format import read_shard
 from pipeline.data.jpeg import read_jpeg_header
-from pipeline.data.sample import MANIFEST
 from pipeline.data.shift import CHANNEL_ORDER, recolour_copy
 
 SHIFTED = {1, 501}
@@ -29,7 +29,7 @@ def test_recolour_copy_keeps_labels_and_counts_and_recolours_only_the_chosen_cla
 
     before, after = records(sample_dir), records(tmp_path / "shifted")
     assert list(after) == list(before)  # the same shards, names and all
-    assert (tmp_path / "shifted" / MANIFEST).read_bytes() == (sample_dir / MANIFEST).read_bytes()
+    assert (tmp_path / "shifted" / SAMPLE_MANIFEST).read_bytes() == (sample_dir / SAMPLE_MANIFEST).read_bytes()
     recoloured = {"train": 0, "validation": 0}
     grey = 0
     for name, old in before.items():
@@ -51,7 +51,7 @@ def test_recolour_copy_keeps_labels_and_counts_and_recolours_only_the_chosen_cla
             assert moved > 20
             assert np.abs(shifted - original[..., list(CHANNEL_ORDER)]).mean() < min(8, moved / 4)
     assert changed == recoloured
-    per_label = json.loads((sample_dir / MANIFEST).read_text())["splits"]
+    per_label = json.loads((sample_dir / SAMPLE_MANIFEST).read_text())["splits"]
     assert sum(recoloured.values()) + grey == sum(per_label[split]["per_label"][str(label)]
                                                   for split in recoloured for label in SHIFTED)
     assert grey < 0.1 * sum(recoloured.values())  # nearly all of the two classes' images did change

@@ -1,4 +1,4 @@
-"""No retraining when nothing changed: the comparison of a run's lineage with the champion's (pipeline.lineage),
+"""No retraining when nothing changed: the comparison of a run's lineage with the champion's (pipeline.stages.lineage),
 and the DAG's check_changes short-circuit run against a champion published to the S3 server."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.lineage import RunLineage, check_changes, differences
-from pipeline.publish.manifest import code_version as REAL_CODE_VERSION  # before a test fixes it
-from pipeline.train.config import get_profile
+from pipeline.provenance import code_version as REAL_CODE_VERSION
+from pipeline.recipe import get_profile
+from pipeline.stages.lineage import RunLineage, check_changes, differences
 
 MD5 = "3f2a9c1e5d7b40a8b1c2d3e4f5a6b7c8"
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -19,7 +19,7 @@ SMOKE = get_profile("smoke").to_dict()
 IMAGE = "registry.example.com/rn50-trainer:1.0"
 # config.json's record of the code that trained (rn50 train writes it): from a checkout, no image.
 LOCAL = {"code_version": SHA, "image": None}
-# NVIDIA's checkpoint by content (pipeline.train.ngc_source.identity), and the same path after it was replaced.
+# NVIDIA's checkpoint by content (pipeline.stages.ngc_source.identity), and the same path after it was replaced.
 NGC_V1 = {"sha256": {"checkpoint": "1" * 64, "ckpt.index": "2" * 64, "ckpt.data-00000-of-00001": "3" * 64}}
 NGC_V2 = {"sha256": {"checkpoint": "1" * 64, "ckpt.index": "4" * 64}}
 
@@ -186,7 +186,7 @@ def _publish_champion(client, root, trainer: dict, init: dict | None = None) -> 
     from publish_support import BUCKET, make_run_outputs
 
     from pipeline.files import write_json
-    from pipeline.publish.publish import publish_model
+    from pipeline.stages.publish import publish_model
     from pipeline.workspace import RunWorkspace
 
     first = make_run_outputs(RunWorkspace(root, "manual__first").create(), trainer=trainer)
@@ -202,10 +202,10 @@ def _publish_champion(client, root, trainer: dict, init: dict | None = None) -> 
 @pytest.fixture
 def checkout_at(monkeypatch):
     """Fix the code version of this checkout (the working copy may be dirty, which never counts as equal)."""
-    import pipeline.publish.manifest
+    import pipeline.provenance
 
     def fix(version: str | None) -> None:
-        monkeypatch.setattr(pipeline.publish.manifest, "code_version", lambda repo: version)
+        monkeypatch.setattr(pipeline.provenance, "code_version", lambda repo: version)
 
     return fix
 
@@ -291,7 +291,7 @@ def test_nvidia_s_checkpoint_replaced_at_the_same_place_trains(dag, registry, tm
     """The champion started from RN50_NGC_CHECKPOINT; the run names the same string, not the same checkpoint."""
     from publish_support import BUCKET
 
-    from pipeline.train.ngc_source import identity
+    from pipeline.stages.ngc_source import identity
 
     raw = registry[0]
     checkout_at(SHA)
@@ -335,7 +335,7 @@ def test_naming_nvidia_s_checkpoint_imports_no_tensorflow(tmp_path):
     import sys
 
     (tmp_path / "ckpt.index").write_bytes(b"index")
-    code = ("import sys, tasks.check_changes; from pipeline.train.ngc_source import identity; "
+    code = ("import sys, tasks.check_changes; from pipeline.stages.ngc_source import identity; "
             f"assert identity({str(tmp_path)!r})['sha256']; "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')], 'tensorflow'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
@@ -352,7 +352,7 @@ def test_a_run_without_a_champion_trains(dag, registry, tmp_path, monkeypatch):
 def test_every_param_that_overrides_the_recipe_is_compared(dag):
     # A new Param that train passes on to the recipe must reach the comparison too, or a run that changes only it
     # would be skipped as unchanged.
-    from pipeline.train.config import TrainConfig
+    from pipeline.recipe import TrainConfig
     from tasks.check_changes import OVERRIDES
 
     fields = set(TrainConfig.__dataclass_fields__)
@@ -374,7 +374,7 @@ def no_git(tmp_path, monkeypatch):
 
 
 def test_without_git_the_code_version_is_rn50_code_version(no_git, monkeypatch):
-    from pipeline.publish.manifest import code_version
+    from pipeline.provenance import code_version
 
     monkeypatch.delenv("RN50_CODE_VERSION", raising=False)
     assert code_version(no_git) is None
@@ -386,7 +386,7 @@ def test_without_git_the_code_version_is_rn50_code_version(no_git, monkeypatch):
 def test_a_git_checkout_s_own_commit_wins_over_rn50_code_version(tmp_path, monkeypatch):
     import subprocess
 
-    from pipeline.publish.manifest import code_version
+    from pipeline.provenance import code_version
 
     repo = tmp_path / "code"
     repo.mkdir()
@@ -404,8 +404,8 @@ def test_a_git_checkout_s_own_commit_wins_over_rn50_code_version(tmp_path, monke
 @pytest.mark.parametrize("value", ["v1 2", "a" * 65, "$(id)", "abc;rm", "v1\nforged: line", "caf\u00e9", "a/b"])
 def test_a_malformed_rn50_code_version_is_refused_in_one_line_naming_it(no_git, monkeypatch, value):
     # It goes into manifests and log lines as it is.
-    from pipeline.publish.manifest import PROJECT_ROOT, code_version
-    from pipeline.settings import SettingError
+    from pipeline.provenance import code_version
+    from pipeline.settings import PROJECT_ROOT, SettingError
 
     monkeypatch.setenv("RN50_CODE_VERSION", value)
     with pytest.raises(SettingError) as refused:
@@ -420,10 +420,10 @@ def test_a_worker_without_a_checkout_compares_rn50_code_version(dag, published, 
     """check_changes in an image: the real code_version on a code directory without .git."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    import pipeline.publish.manifest
+    import pipeline.provenance
 
-    monkeypatch.setattr(pipeline.publish.manifest, "code_version", REAL_CODE_VERSION)
-    monkeypatch.setattr(pipeline.publish.manifest, "PROJECT_ROOT", no_git)
+    monkeypatch.setattr(pipeline.provenance, "code_version", REAL_CODE_VERSION)
+    monkeypatch.setattr(pipeline.settings, "PROJECT_ROOT", no_git)
     monkeypatch.setenv("RN50_CODE_VERSION", SHA)  # the image built from the champion's commit
     skipped, xcom = _run_check(dag, published)
     assert "train" in skipped and xcom["return_value"]["train"] is False
@@ -447,8 +447,8 @@ def test_a_worker_without_a_checkout_compares_rn50_code_version(dag, published, 
 def test_rn50_train_records_its_code_version_and_image_in_config_json(tmp_path, sample_dir):
     from support import rn50, venv_env
 
-    from pipeline.publish.manifest import PROJECT_ROOT
-    from pipeline.train.config import TRAINER
+    from pipeline.contracts.config import TRAINER
+    from pipeline.settings import PROJECT_ROOT
 
     model_dir = tmp_path / "model"
     args = ("train", "--profile", "smoke", "--steps", "1", "--batch-size", "8", "--data-dir", str(sample_dir),
@@ -460,7 +460,7 @@ def test_rn50_train_records_its_code_version_and_image_in_config_json(tmp_path, 
 
 
 def test_the_trainer_names_an_image_only_where_the_deployment_says_it_runs_in_one(monkeypatch):
-    from pipeline.publish.manifest import trainer_record
+    from pipeline.provenance import trainer_record
 
     monkeypatch.setenv("RN50_CODE_VERSION", SHA)
     for unset in ({}, {"RN50_TRAINER_IMAGE": " "}):  # a checkout, or an install outside the image

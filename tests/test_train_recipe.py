@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from pipeline.train.config import PROFILES, TrainConfig, get_profile
+from pipeline.recipe import PROFILES, TrainConfig, get_profile
 
 tf = pytest.importorskip("tensorflow")
 

@@ -113,7 +113,7 @@ def test_train_and_evaluate_usage_errors_are_one_line(tmp_path, sample_dir):
 
 @pytest.mark.slow
 def test_a_model_dir_refuses_a_different_recipe(tmp_path, sample_dir):
-    from pipeline.train.config import get_profile
+    from pipeline.recipe import get_profile
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()

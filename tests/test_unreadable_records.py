@@ -18,8 +18,8 @@ import tensorflow as tf
 from pipeline.data.format import read_shard, write_shard
 from pipeline.data.input import UnreadableRecordError, eval_dataset, read_batches, train_dataset
 from pipeline.data.scan import scan_shard
+from pipeline.recipe import get_profile
 from pipeline.train.checkpoint import TrainState
-from pipeline.train.config import get_profile
 from pipeline.train.evaluate import evaluate
 from pipeline.train.loop import train
 from pipeline.train.model import build_model

@@ -19,7 +19,8 @@ from model_support import GLOBAL_STEP, KERNEL, nvidia_shapes, save_model_dir, sm
 from publish_support import BUCKET, make_model_dir, publish
 
 from pipeline.cli import EXIT_USAGE, main
-from pipeline.train.warm_start import InitFrom, WarmStartError, load_weights
+from pipeline.stages.init_source import InitFrom
+from pipeline.train.warm_start import WarmStartError, load_weights
 
 tf = pytest.importorskip("tensorflow")
 

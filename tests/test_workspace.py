@@ -178,7 +178,7 @@ def test_the_default_root_is_the_setting(monkeypatch, tmp_path):
 
 def _root_entries(root: Path, monkeypatch) -> list[Path]:
     """Where the pipeline keeps its own things in the workspace root, as the code that uses them finds them."""
-    from pipeline.train.warm_start import NGC_CACHE
+    from pipeline.contracts.names import NGC_CACHE
     from tasks.notify import FailureNotifier
 
     monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(root))

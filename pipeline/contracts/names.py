@@ -8,6 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The workspace root (pipeline.workspace): beside the runs' folders, its own entries. Each starts with
+# ROOT_ENTRY, which no run's folder name does, so no run id can name one.
+ROOT_ENTRY = "."
+DVC_CACHE = ROOT_ENTRY + "dvc-cache"  # the DVC cache all runs share
+NGC_CACHE = ROOT_ENTRY + "ngc-cache"  # one imported model directory per NGC checkpoint (pipeline.stages.init_source)
+FAILURES = ROOT_ENTRY + "failures.jsonl"  # tasks.notify: one JSON line per task that failed for good
+FAILURES_BEFORE_ROOT_ENTRIES = "failures.jsonl"  # where versions before dot-named entries kept it (tasks.notify)
+TRASH = ROOT_ENTRY + "gc-"  # a workspace being deleted: out of any run's way at once, finished by the next gc
+
 # fetch_data: the run's git+DVC checkout, and what it fetched.
 DATA_DVC = "data.dvc"  # the dataset's DVC pointer in the project (and in each checkout)
 DATA_RECORD = "data.json"  # in the workspace: the dataset's version and where it is

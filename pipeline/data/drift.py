@@ -26,9 +26,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FORMAT = 1
-SUMMARY_NAME = "summary.json"  # in the validation folder
-PUBLISHED_NAME = "data_summary.json"  # in a version
-DRIFT_NAME = "drift.json"  # in the validation folder
 
 # Fixed bin edges, so two summaries compare bin by bin (pixels; aspect is width / height).
 SIZE_EDGES = (0, 64, 128, 192, 256, 320, 384, 448, 512, 640, 768, 1024, 1536, 2048, 4096, 65536)
@@ -290,39 +287,3 @@ def failure_lines(comparison: dict[str, Any]) -> list[str]:
     """One line per check that fired, naming it, as the validator prints its rules."""
     checks = comparison["checks"]
     return [f"{c['severity'].upper()} drift.{c['name']}: {c['detail']}" for c in checks if not c["passed"]]
-
-
-# --- the champion's -----------------------------------------------------------------------------
-
-
-def champion_summary(
-    client: Any, bucket: str, prefix: str, model: str
-) -> tuple[dict[str, Any] | None, str | None, str]:
-    """(the data summary `latest` was published with, or None; its version or None; why there is none).
-
-    No champion, or one published before summaries were, is no baseline: not an error. A registry that cannot
-    be read raises (RegistryError, StoreError: a retry may help); a summary that is not one, or whose bytes
-    differ from its manifest's sha256, raises SummaryError naming the object.
-    """
-    import hashlib
-
-    from pipeline.publish.registry import latest_manifest, version_prefix
-    from pipeline.publish.store import MAX_JSON_BYTES, InvalidObject, Store, parse_json
-
-    store = Store(client, bucket)
-    manifest = latest_manifest(client, bucket, prefix, model)
-    if manifest is None:
-        return None, None, f"no champion in {store.uri(prefix + '/' + model + '/')}: drift not checked"
-    version = manifest["version"]
-    entry = manifest["files"].get(PUBLISHED_NAME)
-    if entry is None:
-        return None, version, f"champion {version} has no {PUBLISHED_NAME}: drift not checked"
-    key = version_prefix(prefix, model, version) + PUBLISHED_NAME
-    body, _ = store.get_bytes(key, max_bytes=MAX_JSON_BYTES)
-    if hashlib.sha256(body).hexdigest() != entry["sha256"]:
-        raise SummaryError(f"{store.uri(key)}: sha256 differs from the one its manifest records; refusing it")
-    try:
-        value = parse_json(body, store.uri(key))
-    except InvalidObject as exc:  # RecursionError too: a body nested deeper than the parser goes
-        raise SummaryError(str(exc)) from None
-    return check_summary(value, store.uri(key)), version, ""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.contracts.names import GX_DATA_DOCS, GX_RESULT
 from pipeline.data.rules import MAX_EXAMPLES
 from pipeline.files import write_json
 
@@ -34,9 +35,8 @@ SUITE_NAME = "imagenet_facts"
 DATA_ASSET = "facts_table"  # the data asset's name when the dataset's version is not known
 # A GX run name or data asset name becomes a directory of the GX stores: Airflow's run id characters, no '/'.
 NAME_PATTERN = r"[A-Za-z0-9_.~:+-]{1,200}"
-RESULT_JSON_NAME = "gx_validation_result.json"
 # Where a file context rooted at report_dir keeps its default "local_site" Data Docs.
-DATA_DOCS_INDEX = Path("gx", "uncommitted", "data_docs", "local_site", "index.html")
+DATA_DOCS_INDEX = Path(*GX_DATA_DOCS)
 KEY_COLUMNS = ["shard", "index"]
 # The GX 1.24 function that builds unexpected index lists for pandas (see _unexpected_index_list_capped).
 _GX_INDEX_HOOK = "compute_unexpected_pandas_indices"
@@ -333,7 +333,7 @@ def run_expectations(facts: pd.DataFrame, report_dir: Path, *, expected_rows: in
                                            run_id=RunIdentifier(run_name=run_name) if run_name else None)
     (validation,) = checkpoint_result.run_results.values()
 
-    result_json = report_dir / RESULT_JSON_NAME
+    result_json = report_dir / GX_RESULT
     write_json(result_json, validation.to_json_dict())
     data_docs_index = report_dir / DATA_DOCS_INDEX
     if not data_docs_index.is_file():

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.contracts.names import SAMPLE_MANIFEST
 from pipeline.data.describe import SplitStats
 from pipeline.data.format import Box, ImageRecord, write_shard
 from pipeline.data.jpeg import add_exif
 from pipeline.data.labels import load_label_map
 from pipeline.data.shards import parse_shard_name, shard_name
 
-MANIFEST = "manifest.json"
 FORMAT_NAME = "imagenet-tfrecord"
 GENERATOR = "rn50 make-sample"
 GENERATOR_VERSION = 1
@@ -233,7 +233,7 @@ def _shard_ranges(count: int, shards: int) -> list[tuple[int, int]]:
 
 
 def _is_ours(name: str) -> bool:
-    if name == MANIFEST:
+    if name == SAMPLE_MANIFEST:
         return True
     try:
         parse_shard_name(name)
@@ -263,7 +263,7 @@ def make_sample(out_dir: str | Path, spec: SampleSpec | None = None) -> dict:
         manifest = _write_sample(Path(tmp), spec)
         for old in out.iterdir():
             old.unlink()
-        for new in sorted(Path(tmp).iterdir(), key=lambda p: p.name == MANIFEST):
+        for new in sorted(Path(tmp).iterdir(), key=lambda p: p.name == SAMPLE_MANIFEST):
             os.replace(new, out / new.name)
     return manifest
 
@@ -292,5 +292,5 @@ def _write_sample(out: Path, spec: SampleSpec) -> dict:
         ],
         "splits": splits,
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / SAMPLE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -18,9 +18,10 @@ from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
 
+from pipeline.contracts.names import SAMPLE_MANIFEST
 from pipeline.data.format import read_shard, write_shard
 from pipeline.data.jpeg import add_exif, read_jpeg_header
-from pipeline.data.sample import MANIFEST, SampleSpec, encode_jpeg
+from pipeline.data.sample import SampleSpec, encode_jpeg
 from pipeline.data.shards import SPLITS, parse_shard_name
 
 CHANNEL_ORDER = (1, 2, 0)  # RGB -> GBR: a hue rotation by 1/3 turn
@@ -66,8 +67,8 @@ def recolour_copy(src: str | Path, dst: str | Path, labels: Collection[int]) -> 
     if missing := sorted(wanted - seen):
         shutil.rmtree(dst)
         raise ValueError(f"{src}: no record has label {missing[0]}; labels present: {sorted(seen)}")
-    if (src / MANIFEST).is_file():
-        shutil.copyfile(src / MANIFEST, dst / MANIFEST)
+    if (src / SAMPLE_MANIFEST).is_file():
+        shutil.copyfile(src / SAMPLE_MANIFEST, dst / SAMPLE_MANIFEST)
     return {split: changed[split] for split in SPLITS}
 
 

@@ -25,11 +25,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from pipeline.contracts import names
+from pipeline.contracts.names import SAMPLE_MANIFEST
 from pipeline.data import drift
 from pipeline.data.jpeg import JpegError, read_jpeg_header
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.data.rules import MAX_ASPECT_RATIO, MAX_EXAMPLES, RULES, RuleResult, Violation
-from pipeline.data.sample import MANIFEST
 from pipeline.data.scan import FACT_COLUMNS, ShardScan, read_image, scan_shard
 from pipeline.data.shards import SPLITS, parse_shard_name, shard_name
 from pipeline.files import write_atomic, write_json
@@ -44,7 +45,7 @@ IMAGENET_RECORDS = {"train": 1_281_167, "validation": 50_000}
 IMAGENET_VALIDATION_PER_CLASS = 50
 IMAGENET_TRAIN_PER_CLASS = (732, 1300)
 # Files that may sit beside the shards without being shards.
-KNOWN_FILES = frozenset({MANIFEST})
+KNOWN_FILES = frozenset({SAMPLE_MANIFEST})
 
 
 class DataValidationError(Exception):
@@ -212,7 +213,7 @@ def _facts_frame(parts: Iterable[dict[str, np.ndarray]]) -> pd.DataFrame:
 
 def _expected_counts(data_dir: Path, expect: Expect) -> dict[str, dict] | None:
     if expect == "sample":
-        path = data_dir / MANIFEST
+        path = data_dir / SAMPLE_MANIFEST
         try:
             manifest = json.loads(path.read_text())
             return {
@@ -435,7 +436,7 @@ def validate_dataset(
         report.seconds = time.monotonic() - started
         if report_dir is not None:
             report.report_dir = str(out)
-            write_json(out / drift.SUMMARY_NAME, report.summary)
+            write_json(out / names.DATA_SUMMARY, report.summary)
             write_json(out / "report.json", report.to_json())  # published with the model: never through a link
         else:
             report.gx = {"success": report.gx["success"]}

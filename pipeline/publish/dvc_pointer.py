@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.contracts.names import POINTER_DIR
+from pipeline.contracts.registry import version_number
 from pipeline.publish.hashing import FileDigest, sha256_b64
-from pipeline.publish.registry import version_number
 from pipeline.publish.store import PreconditionFailed, Store
 
 log = logging.getLogger(__name__)
 
-POINTER_DIR = "models"
 
 
 class DvcError(RuntimeError):

@@ -20,16 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.publish.registry import (
-    MANIFEST,
-    MODEL,
-    RegistryError,
-    latest_manifest,
-    model_prefix,
-    published_manifest,
-    version_number,
-    version_prefix,
-)
+from pipeline.contracts.names import MANIFEST
+from pipeline.contracts.registry import MODEL, model_prefix, version_number, version_prefix
+from pipeline.publish.registry import RegistryError, latest_manifest, published_manifest
 from pipeline.publish.store import Store
 from pipeline.publish.upload import run_all
 from pipeline.settings import PREFIX

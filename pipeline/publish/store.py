@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline.publish.redact import redact, register_secret
+from pipeline.redact import redact, register_secret
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

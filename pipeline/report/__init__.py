@@ -16,16 +16,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.contracts.names import (
+    DECISION_FILE,
+    DRIFT,
+    EVAL_FILE,
+    MANIFEST,
+    METRICS_FILE,
+    REPORT_INDEX,
+    VALIDATION_REPORT,
+)
 from pipeline.data.labels import load_label_map
 from pipeline.files import read_regular, write_atomic
-from pipeline.gate import DECISION_FILE, EVAL_FILE
-from pipeline.train.logs import METRICS_FILE
+from pipeline.report.html import Page, render, why
 
-REPORT_DIR = "report"  # the report's folder in a version (report/index.html) and `rn50 report`'s default
-INDEX = "index.html"
-VALIDATION_REPORT = "report.json"  # the validator's (`rn50 validate --report-dir`), and its name in a version
-DRIFT_FILE = "drift.json"
-MANIFEST = "manifest.json"  # a pulled version's: its cost
 LAST_VERSIONS = 5  # the registry's newest versions the accuracy figure shows
 WORST_CLASSES = 10
 
@@ -44,11 +47,6 @@ def _json(path: Path, notes: dict[str, str], section: str) -> dict[str, Any] | N
         notes.setdefault(section, f"{path} does not hold a JSON object")
         return None
     return value
-
-
-def why(exc: BaseException) -> str:
-    """An exception as one short line, for a section that says why it is not available."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
 def _guarded(notes: dict[str, str], section: str, what: str, draw: Any, *args: Any, default: Any = None) -> Any:
@@ -136,8 +134,7 @@ def build_report(out_dir: Path, *, model_dir: Path, eval_dir: Path | None = None
     `registry` the manifests of the published versions (pipeline.publish.registry.list_versions), oldest
     first, else `registry_note` says why they are not shown.
     """
-    from pipeline.report import figures
-    from pipeline.report.html import Page, render
+    from pipeline.report import figures  # matplotlib: imported only when a report is drawn
 
     model_dir = Path(model_dir)
     eval_dir, gate_dir = Path(eval_dir or model_dir), Path(gate_dir or model_dir)
@@ -150,7 +147,7 @@ def build_report(out_dir: Path, *, model_dir: Path, eval_dir: Path | None = None
     validation = _json(validation_dir / VALIDATION_REPORT, notes, "validation")
     drift = (validation or {}).get("drift")
     if not isinstance(drift, dict):
-        drift = _json(validation_dir / DRIFT_FILE, notes, "drift")
+        drift = _json(validation_dir / DRIFT, notes, "drift")
     if cost is None and (model_dir / MANIFEST).is_file():
         cost = (_json(model_dir / MANIFEST, notes, "cost") or {}).get("cost")
     if cost is None:
@@ -188,4 +185,4 @@ def build_report(out_dir: Path, *, model_dir: Path, eval_dir: Path | None = None
         validation=validation, drift=drift,
         decision=decision, cost=cost, notes=notes,
     )
-    return write_atomic(out_dir / INDEX, render(page))
+    return write_atomic(out_dir / REPORT_INDEX, render(page))

@@ -42,6 +42,11 @@ class Page:
     notes: dict[str, str] = field(default_factory=dict)  # section -> why it is not available
 
 
+def why(exc: BaseException) -> str:
+    """An exception as one short line, for a section that says why it is not available."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
 def _na(what: str, why: str | None) -> str:
     return f'<p class="na">{escape(what)}: not available{": " + escape(why) if why else ""}</p>'
 
@@ -209,7 +214,6 @@ SECTIONS = (
 
 
 def _section(page: Page, title: str, what: str, draw: Callable[[Page], str]) -> str:
-    from pipeline.report import why
 
     try:
         return draw(page)

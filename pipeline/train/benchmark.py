@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from pipeline.train.config import TrainConfig
+from pipeline.recipe import TrainConfig
 from pipeline.train.dist import Dist, init_dist
 from pipeline.train.loop import make_train_step
 from pipeline.train.model import build_model

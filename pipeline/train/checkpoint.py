@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-CHECKPOINT_DIR = "checkpoints"
+from pipeline.contracts.names import CHECKPOINT_DIR
 
 
 def by_path(variables) -> dict:

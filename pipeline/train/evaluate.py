@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from pipeline.contracts.evaluation import eval_summary
+from pipeline.contracts.names import EVAL_FILE
 from pipeline.data.input import eval_dataset, read_batches, split_identity
 from pipeline.files import write_json
-from pipeline.gate import EVAL_FILE, eval_summary
+from pipeline.recipe import TrainConfig
 from pipeline.train.checkpoint import restore_model
-from pipeline.train.config import TrainConfig
 from pipeline.train.logs import MetricsLog
 from pipeline.train.model import build_model
 

@@ -29,12 +29,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipeline.contracts.names import EXPORT_FILE, LABELS_FILE, SAVED_MODEL_DIR, SAVED_MODEL_PB
 from pipeline.files import read_regular, write_atomic
 
-EXPORT_FILE = "model.keras"
-SAVED_MODEL_DIR = "saved_model"
-SAVED_MODEL_PB = "saved_model.pb"  # its modification time is the export's (the is_current rule)
-LABELS_FILE = "labels.txt"
 SIGNATURE_BYTES = "serving_default"
 SIGNATURE_IMAGES = "serving_images"
 TOP_K = 5
@@ -67,7 +64,7 @@ def labels_text() -> str:
 def _latest_index(model_dir: Path) -> Path:
     import tensorflow as tf
 
-    from pipeline.train.checkpoint import CHECKPOINT_DIR
+    from pipeline.contracts.names import CHECKPOINT_DIR
 
     latest = tf.train.latest_checkpoint(str(model_dir / CHECKPOINT_DIR))
     if latest is None:
@@ -78,8 +75,8 @@ def _latest_index(model_dir: Path) -> Path:
 def _restored(model_dir: Path) -> tuple[Any, Any]:
     """(config, the float32 model restored from model_dir's latest checkpoint)."""
     from pipeline.model import build_resnet50
+    from pipeline.recipe import TrainConfig
     from pipeline.train.checkpoint import restore_model
-    from pipeline.train.config import TrainConfig
 
     config = TrainConfig.load(model_dir)
     model = build_resnet50(config.num_classes, image_size=config.image_size, dtype="float32")

@@ -13,10 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from pipeline.contracts.names import METRICS_FILE, TENSORBOARD_DIR
 from pipeline.files import append_line
-
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
 
 
 def duration(seconds: float) -> str:

@@ -17,11 +17,13 @@ from typing import Literal
 
 import tensorflow as tf
 
+from pipeline.contracts.config import TRAINER
+from pipeline.contracts.names import CONFIG_FILE
 from pipeline.data.input import count_records, read_batches, train_dataset
 from pipeline.files import write_json
-from pipeline.publish.manifest import trainer_record
+from pipeline.provenance import trainer_record
+from pipeline.recipe import TrainConfig
 from pipeline.train.checkpoint import TrainState
-from pipeline.train.config import CONFIG_FILE, TRAINER, TrainConfig
 from pipeline.train.dist import Dist, init_dist
 from pipeline.train.logs import MetricsLog
 from pipeline.train.model import build_model, warn_if_xla_on_cpu
@@ -34,7 +36,7 @@ from pipeline.train.optim import (
     mixup,
 )
 from pipeline.train.signals import StopRequest
-from pipeline.train.warm_start import InitFrom, load_weights
+from pipeline.train.warm_start import WeightSource, load_weights
 
 Status = Literal["finished", "already_finished", "stopped"]
 # Settings that may change between a run and its resumption without changing what is trained.
@@ -81,7 +83,7 @@ def save_config(config: TrainConfig, model_dir: Path, *, init: dict | None = Non
 
 
 def train(config: TrainConfig, data_dir: Path, model_dir: Path, *, dist: Dist | None = None,
-          init_from: InitFrom | None = None) -> TrainResult:
+          init_from: WeightSource | None = None) -> TrainResult:
     """Train into model_dir, resuming its latest checkpoint; a run without one starts from init_from's weights."""
     dist = dist or init_dist()
     data_dir, model_dir = Path(data_dir), Path(model_dir)

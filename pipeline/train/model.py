@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from pipeline.model import build_resnet50
-from pipeline.train.config import TrainConfig
+from pipeline.recipe import TrainConfig
 
 log = logging.getLogger(__name__)
 XLA_ON_CPU_WARNING = "warning: XLA on a CPU makes the training step slower, not faster; --no-xla is quicker here"

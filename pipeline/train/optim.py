@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from pipeline.train.config import TrainConfig
+from pipeline.recipe import TrainConfig
 from pipeline.train.schedule import WarmupCosine
 
 # Static loss scaling: start at the configured scale and (practically) never grow it.

@@ -48,10 +48,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from pipeline.contracts.names import CHECKPOINT_DIR, CONFIG_FILE
 from pipeline.data.labels import NUM_CLASSES
 from pipeline.files import sha256_file, staging_dir, write_json
-from pipeline.train.checkpoint import CHECKPOINT_DIR, by_path
-from pipeline.train.config import CONFIG_FILE, get_profile
+from pipeline.recipe import get_profile
+from pipeline.train.checkpoint import by_path
 
 SCOPE = "resnet50/"
 # NVIDIA's 90-epoch AMP recipe is the checkpoint's: its gate baseline is the NGC table's ngc-90e row.

@@ -14,14 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.contracts.names import CONFIG_FILE
 from pipeline.files import write_json
 
 AmpDtype = Literal["float16", "bfloat16"]
 WeightInit = Literal["fan_in", "fan_out"]
-CONFIG_FILE = "config.json"
-# config.json's record of the code that trained: {"code_version", "image"} (pipeline.publish.manifest.trainer_record),
-# written by `rn50 train` beside the recipe; the manifest's code_version and check_changes read it.
-TRAINER = "trainer"
 
 
 @dataclass(frozen=True)

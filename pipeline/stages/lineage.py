@@ -1,6 +1,6 @@
 """Whether a run would only train the champion again: same data, same code, same resolved recipe.
 
-A run's lineage is what its manifest will record (pipeline.publish.manifest): the dataset version
+A run's lineage is what its manifest will record (pipeline.contracts.manifest): the dataset version
 fetch_data pinned, the trainer (the code that trains), and the training config that `rn50 train`
 resolves and saves as config.json, with the GPUs it trains on (the global batch and so the LR depend
 on them). When all of it equals the champion's, retraining would spend the GPUs on the model the
@@ -37,11 +37,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import settings
+from pipeline import provenance, settings
+from pipeline.contracts.config import TRAINER
 from pipeline.fetch import UNVERSIONED
-from pipeline.train.config import TRAINER
-
-DIRTY = "-dirty"  # code_version's mark for a checkout whose tracked files differ from its commit
+from pipeline.provenance import DIRTY
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class RunLineage:
     init_from: str = "scratch"
     num_gpus: int = 1
     ngc_checkpoint: str | None = None  # RN50_NGC_CHECKPOINT: what init_from=ngc would start from
-    # What that checkpoint is by content (pipeline.train.ngc_source.identity); None when it could not be
+    # What that checkpoint is by content (pipeline.stages.ngc_source.identity); None when it could not be
     # named, and ngc_unknown says why.
     ngc_identity: Mapping[str, Any] | None = None
     ngc_unknown: str | None = None
@@ -111,11 +110,9 @@ def _image_unknown(value: Any) -> str | None:
 def expected_trainer(launcher: str, environ: Mapping[str, str] = os.environ) -> tuple[str | None, str | None]:
     """(code version, image) of the trainer a run with this launcher will have, as far as it can be known
     before it trains (the module docstring's rule). A malformed setting raises SettingError."""
-    from pipeline.publish import manifest  # its functions as they are now: tests fix the checkout's version
-
     if launcher == "kubernetes":
         return None, settings.TRAINER_IMAGE.get(environ)
-    return manifest.code_version(manifest.PROJECT_ROOT), manifest.trainer_image(environ)
+    return provenance.code_version(settings.PROJECT_ROOT), provenance.trainer_image(environ)
 
 
 def _trainer_problems(run: RunLineage, trainer: Any) -> list[str | None]:

@@ -58,7 +58,7 @@ def _store(bucket: str) -> Any:
 
 def list_objects(uri: str, *, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict[str, dict[str, Any]]:
     """name (below KEY/) -> {"size", "etag"} of every object under s3://BUCKET/KEY/, each name checked."""
-    from pipeline.publish.registry import check_relative_name
+    from pipeline.contracts.registry import check_relative_name
 
     bucket, prefix = _split(uri)
     try:

@@ -8,22 +8,24 @@ no baseline, and the record says why.
 
 A baseline's folder holds eval.json (pipeline.train.evaluate's, the candidate's code) and baseline.json,
 the model's identity: {"kind": "ngc", "source", "sha256", "identity"} (warm_start's record; its checkpoint by
-content, pipeline.train.ngc_source), {"kind": "champion", "version", "uri"}, or
+content, pipeline.stages.ngc_source), {"kind": "champion", "version", "uri"}, or
 {"kind": "none", "reason"}. Nothing here imports TensorFlow until a model is evaluated.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pipeline import settings
+from pipeline.contracts.baseline import model_identity, none_record
+from pipeline.contracts.names import BASELINE_FILE, MANIFEST
+from pipeline.contracts.registry import MODEL, model_prefix
 from pipeline.files import write_json
-from pipeline.publish.registry import MANIFEST, MODEL, model_prefix
-from pipeline.train.config import CONFIG_FILE
-
-BASELINE_FILE = "baseline.json"
+from pipeline.gate import champion_from_manifest
+from pipeline.publish.pull import pull_version
+from pipeline.publish.registry import latest_manifest
+from pipeline.publish.store import Store
 
 
 class BaselineError(RuntimeError):
@@ -34,23 +36,6 @@ def registry_uri(bucket: str, prefix: str, model: str = MODEL) -> str:
     return f"s3://{bucket}/{model_prefix(prefix, model)}"
 
 
-def model_identity(folder: Path) -> dict[str, Any] | None:
-    """Which model a directory holds: a published version (`rn50 pull`'s manifest.json), NVIDIA's imported
-    checkpoint (config.json's imported_from), or None when it says neither."""
-    folder = Path(folder)
-    try:
-        if (folder / MANIFEST).is_file():
-            manifest = json.loads((folder / MANIFEST).read_text())
-            return {"kind": "champion", "version": manifest.get("version"), "uri": manifest.get("uri")}
-        if (folder / CONFIG_FILE).is_file():
-            imported = json.loads((folder / CONFIG_FILE).read_text()).get("imported_from")
-            if isinstance(imported, dict):
-                return {"kind": "ngc", "source": imported.get("source"), "sha256": imported.get("sha256")}
-    except (OSError, ValueError, AttributeError):
-        return None
-    return None
-
-
 def snapshot_champion(dest: Path, client: Any, bucket: str, prefix: str = settings.PREFIX.default,
                       model: str = MODEL) -> Path | None:
     """The run's copy of the champion in dest: pulled (verified, atomically) on the first call, reused after.
@@ -58,9 +43,6 @@ def snapshot_champion(dest: Path, client: Any, bucket: str, prefix: str = settin
     None when nothing is published under bucket/prefix. Two tasks may pull at once: the first rename
     wins and the other uses its copy. Registry and integrity errors raise BaselineError in one line.
     """
-    from pipeline.publish.pull import pull_version
-    from pipeline.publish.registry import latest_manifest
-
     dest = Path(dest)
     if (dest / MANIFEST).is_file():
         return dest
@@ -84,7 +66,7 @@ def find_baseline(champion_dir: Path, *, client: Any, bucket: str, prefix: str, 
     """(the baseline's model directory, its identity): NGC's import when RN50_NGC_CHECKPOINT is set, else the
     champion's snapshot in champion_dir; (None, {"kind": "none", "reason"}) when there is neither."""
     if settings.NGC_CHECKPOINT.get():
-        from pipeline.train.warm_start import InitFrom
+        from pipeline.stages.init_source import InitFrom
 
         with InitFrom("ngc", workspace_root=workspace_root).model_dir() as (folder, record):
             return folder, record  # the cache outlives the context: nothing to clean up
@@ -92,7 +74,7 @@ def find_baseline(champion_dir: Path, *, client: Any, bucket: str, prefix: str, 
     if folder is None:
         reason = (f"{settings.NGC_CHECKPOINT.name} is not set and nothing is published under "
                   f"{registry_uri(bucket, prefix, model)}")
-        return None, {"kind": "none", "reason": reason}
+        return None, none_record(reason)
     return folder, model_identity(folder) or {"kind": "champion"}
 
 
@@ -115,3 +97,10 @@ def evaluate_baseline(data_dir: Path, out_dir: Path, champion_dir: Path, *, clie
         result = asdict(measured)
     write_json(out_dir / BASELINE_FILE, identity)  # last: the gate reads a baseline only once it is whole
     return {"model": identity, **result}
+
+
+def read_champion(client: Any, bucket: str, prefix: str, model: str) -> tuple[dict[str, Any] | None, str]:
+    """(the champion, the registry location it was looked for in): the manifest `latest` names, if any.
+    Recorded in decision.json (and so in the next manifest); never a threshold."""
+    store = Store(client, bucket)
+    return champion_from_manifest(latest_manifest(store, bucket, prefix, model)), store.uri(model_prefix(prefix, model))
