@@ -31,10 +31,11 @@ test: lint $(AIRFLOW_VENV)/.setup-none
 	@rc=0; $(BIN)/python -m pytest || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected"; rc=0; fi; exit $$rc
 
-## lint: ruff, and Airflow's rules still in preview on the DAG and its tasks (implicit multiple_outputs, ...)
+## lint: ruff, Airflow's rules still in preview on the DAG and its tasks (implicit multiple_outputs, ...), and the floors of docs/architecture.md (import-linter)
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff check --preview --select AIR dags tasks
+	$(BIN)/lint-imports --no-cache
 
 ## sample: regenerate the sample dataset and check it is the one data.dvc pins
 sample: setup

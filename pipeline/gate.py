@@ -39,23 +39,23 @@ NGC_SOURCE = (
 
 
 @dataclass(frozen=True)
-class Baseline:
+class Floor:
     name: str
     top1_accuracy: float  # percent
     source: str
     sanity_check: bool = False  # True: our own floor, not an NGC figure
 
 
-BASELINES: dict[str, Baseline] = {
+FLOORS: dict[str, Floor] = {
     b.name: b
     for b in (
-        Baseline("ngc-90e-amp-a100", 76.93, NGC_SOURCE + ", A100 AMP"),
-        Baseline("ngc-90e-amp-v100", 76.99, NGC_SOURCE + ", V100 AMP"),
-        Baseline("ngc-90e-tf32-a100", 77.01, NGC_SOURCE + ", A100 TF32"),
-        Baseline("ngc-90e-fp32-v100", 77.01, NGC_SOURCE + ", V100 FP32"),
-        Baseline("ngc-250e-amp", 78.35, NGC_SOURCE + ", AMP"),
-        Baseline("ngc-250e-fp32", 78.34, NGC_SOURCE + ", FP32"),
-        Baseline(
+        Floor("ngc-90e-amp-a100", 76.93, NGC_SOURCE + ", A100 AMP"),
+        Floor("ngc-90e-amp-v100", 76.99, NGC_SOURCE + ", V100 AMP"),
+        Floor("ngc-90e-tf32-a100", 77.01, NGC_SOURCE + ", A100 TF32"),
+        Floor("ngc-90e-fp32-v100", 77.01, NGC_SOURCE + ", V100 FP32"),
+        Floor("ngc-250e-amp", 78.35, NGC_SOURCE + ", AMP"),
+        Floor("ngc-250e-fp32", 78.34, NGC_SOURCE + ", FP32"),
+        Floor(
             "smoke", 60.0, "rn50-pipeline: the generated 10-class sample at 32 px (chance is 10 %)", sanity_check=True
         ),
     )
@@ -65,15 +65,15 @@ BASELINES: dict[str, Baseline] = {
 NGC_THROUGHPUT = {"a100": 2375.0, "v100": 1270.0}
 
 
-def baseline_for(profile: str, *, amp: bool = True) -> Baseline:
-    """The profile selects the baseline. For AMP at 90 epochs it is the A100 figure (76.93), the lower
-    of NGC's two AMP results, so a healthy run on either GPU generation passes."""
+def floor_for(profile: str, *, amp: bool = True) -> Floor:
+    """The profile selects the floor: NGC's figure, or the smoke sanity floor. For AMP at 90 epochs it is the
+    A100 figure (76.93), the lower of NGC's two AMP results, so a healthy run on either GPU generation passes."""
     if profile == "smoke":
-        return BASELINES["smoke"]
+        return FLOORS["smoke"]
     if profile in ("ngc-90e", "finetune"):  # a refresh of a 90-epoch model must still meet its figure
-        return BASELINES["ngc-90e-amp-a100" if amp else "ngc-90e-tf32-a100"]
+        return FLOORS["ngc-90e-amp-a100" if amp else "ngc-90e-tf32-a100"]
     if profile == "ngc-250e":
-        return BASELINES["ngc-250e-amp" if amp else "ngc-250e-fp32"]
+        return FLOORS["ngc-250e-amp" if amp else "ngc-250e-fp32"]
     raise ValueError(f"no baseline for profile {profile!r}; known: smoke, ngc-90e, ngc-250e, finetune")
 
 
@@ -107,7 +107,7 @@ class GateFailed(Exception):
 
 def decide(
     top1: float | None,
-    baseline: Baseline | None,
+    floor: Floor | None,
     *,
     profile: str | None = None,
     champion: dict[str, Any] | None = None,
@@ -122,7 +122,7 @@ def decide(
     problems: list[str] | None = None,
     registry: str | None = None,
 ) -> Decision:
-    """Pass iff top-1 >= baseline - tolerance (the floor) and >= live.top1 - tolerance (when there is one).
+    """Pass iff top-1 >= floor - tolerance and >= live.top1 - tolerance (when there is one).
 
     `live` is the baseline model measured on the same data in the same run: its eval.json's data (`live.data`)
     must be the candidate's (`data`, both EVAL_DATA) and its record count the candidate's `eval_count`, or the
@@ -145,26 +145,26 @@ def decide(
                              "forced publish (force_publish with a force_reason)")
         reasons.append(f"FAIL: tolerance {tolerance:g} pp is above the {MAX_TOLERANCE:g} pp bound")
     thresholds: dict[str, float | None] = {"tolerance": tolerance, "baseline_min": None, "live_min": None}
-    if baseline is None and not problems:
+    if floor is None and not problems:
         reasons.append("FAIL: no baseline for this profile")
-    if top1 is not None and baseline is not None:
-        floor = round(baseline.top1_accuracy - tolerance, 4)
-        thresholds["baseline_min"] = floor
-        ok = top1 >= floor
-        kind = "sanity floor" if baseline.sanity_check else "NGC baseline"
+    if top1 is not None and floor is not None:
+        minimum = round(floor.top1_accuracy - tolerance, 4)
+        thresholds["baseline_min"] = minimum
+        ok = top1 >= minimum
+        kind = "sanity floor" if floor.sanity_check else "NGC baseline"
         reasons.append(
-            f"{'PASS' if ok else 'FAIL'}: top-1 {top1:.2f} % {'>=' if ok else '<'} {floor:.2f} % "
-            f"({kind} {baseline.name} {baseline.top1_accuracy:.2f} % - {tolerance:g} pp)"
+            f"{'PASS' if ok else 'FAIL'}: top-1 {top1:.2f} % {'>=' if ok else '<'} {minimum:.2f} % "
+            f"({kind} {floor.name} {floor.top1_accuracy:.2f} % - {tolerance:g} pp)"
         )
     not_same = _not_the_same_data(eval_count, data, live) if top1 is not None and live is not None else None
     if not_same:
         reasons.append(f"FAIL: {not_same}")
     elif top1 is not None and live is not None:
-        floor = round(live.top1_accuracy - tolerance, 4)
-        thresholds["live_min"] = floor
-        ok = top1 >= floor
+        minimum = round(live.top1_accuracy - tolerance, 4)
+        thresholds["live_min"] = minimum
+        ok = top1 >= minimum
         reasons.append(
-            f"{'PASS' if ok else 'FAIL'}: top-1 {top1:.2f} % {'>=' if ok else '<'} {floor:.2f} % (live baseline "
+            f"{'PASS' if ok else 'FAIL'}: top-1 {top1:.2f} % {'>=' if ok else '<'} {minimum:.2f} % (live baseline "
             f"{live.name}: {live.top1_accuracy:.2f} % on the same {live.eval_count} images - {tolerance:g} pp)"
         )
     elif top1 is not None and no_live:  # (empty: a baseline was given but unreadable, a problem above)
@@ -182,7 +182,7 @@ def decide(
         reasons=reasons,
         profile=profile,
         top1_accuracy=top1,
-        baseline=asdict(baseline) if baseline else None,
+        baseline=asdict(floor) if floor else None,  # decision.json calls the floor "baseline"
         champion=champion,
         thresholds=thresholds,
         candidate=None if top1 is None else {"top1_accuracy": top1, "top5_accuracy": top5, "eval_count": eval_count,
@@ -334,14 +334,14 @@ def run_gate(
     live, no_live = None, "none was given (rn50 gate --baseline DIR)"
     if baseline_dir is not None:
         live, no_live = read_live_baseline(Path(baseline_dir), problems)
-    baseline = None
+    floor = None
     if profile is not None:
         try:
-            baseline = baseline_for(profile, amp=amp)
+            floor = floor_for(profile, amp=amp)
         except ValueError as exc:
             problems.append(str(exc))
     decision = decide(
-        top1, baseline, profile=profile, champion=champion, live=live, no_live=no_live,
+        top1, floor, profile=profile, champion=champion, live=live, no_live=no_live,
         top5=(evaluation or {}).get("top5_accuracy"), eval_count=(evaluation or {}).get("eval_count"),
         data=_data(evaluation),
         tolerance=tolerance, force_publish=force_publish, force_reason=force_reason, problems=problems,

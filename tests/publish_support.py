@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import boto3
 from support import BIN, run
 
+from pipeline.contracts.decision import Decision
 from pipeline.publish.publish import PublishResult
 from pipeline.publish.upload import Transfer
 from pipeline.recipe import get_profile
@@ -28,17 +30,18 @@ SMALL_PARTS = Transfer(threshold=8 * MIB, part_size=6 * MIB, concurrency=4)
 
 
 def decision(verdict: str = "pass", *, force: bool = False, reason: str | None = None) -> dict[str, Any]:
-    return {
-        "verdict": verdict, "publish": verdict == "pass" or force, "force_publish": force, "force_reason": reason,
-        "profile": "smoke", "top1_accuracy": 95.0, "champion": None,
-        "baseline": {"name": "smoke", "top1_accuracy": 60.0, "source": "rn50-pipeline sample", "sanity_check": True},
-        "thresholds": {"tolerance": 0.3, "baseline_min": 59.7, "live_min": 94.7},
-        "candidate": {"top1_accuracy": 95.0, "top5_accuracy": 99.2, "eval_count": 500},
-        "live_baseline": {"model": {"kind": "champion", "version": "v0001", "uri": f"s3://{BUCKET}/models/resnet50/v0001/"},
-                          "top1_accuracy": 95.0, "top5_accuracy": 99.0, "eval_count": 500},
-        "reasons": [f"{'PASS' if verdict == 'pass' else 'FAIL'}: top-1 95.00 % vs 59.70 %"],
-        "decided_at": "2026-11-28T12:00:00+00:00",
-    }
+    """decision.json as the gate writes it (its schema, pipeline.contracts.decision.Decision)."""
+    live = {"model": {"kind": "champion", "version": "v0001", "uri": f"s3://{BUCKET}/models/resnet50/v0001/"},
+            "top1_accuracy": 95.0, "top5_accuracy": 99.0, "eval_count": 500}
+    return asdict(Decision(
+        verdict=verdict, publish=verdict == "pass" or force, force_publish=force, force_reason=reason,
+        profile="smoke", top1_accuracy=95.0, champion=None,
+        baseline={"name": "smoke", "top1_accuracy": 60.0, "source": "rn50-pipeline sample", "sanity_check": True},
+        thresholds={"tolerance": 0.3, "baseline_min": 59.7, "live_min": 94.7},
+        candidate={"top1_accuracy": 95.0, "top5_accuracy": 99.2, "eval_count": 500}, live_baseline=live,
+        reasons=[f"{'PASS' if verdict == 'pass' else 'FAIL'}: top-1 95.00 % vs 59.70 %"],
+        decided_at="2026-11-28T12:00:00+00:00",
+    ))
 
 
 # config.json's record of the code that trained (`rn50 train` writes it): a commit, no image.

@@ -12,14 +12,14 @@ from support import rn50
 from pipeline import gate
 from pipeline.contracts.names import DECISION_FILE
 from pipeline.gate import (
-    BASELINES,
     DEFAULT_TOLERANCE,
+    FLOORS,
     NGC_THROUGHPUT,
     GateFailed,
     LiveBaseline,
-    baseline_for,
     champion_from_manifest,
     decide,
+    floor_for,
     run_gate,
 )
 from pipeline.recipe import get_profile
@@ -30,25 +30,25 @@ def test_baselines_are_ngcs_figures_with_their_source():
         "ngc-90e-amp-a100": 76.93, "ngc-90e-amp-v100": 76.99, "ngc-90e-tf32-a100": 77.01,
         "ngc-90e-fp32-v100": 77.01, "ngc-250e-amp": 78.35, "ngc-250e-fp32": 78.34, "smoke": 60.0,
     }
-    assert {name: b.top1_accuracy for name, b in BASELINES.items()} == expected
-    assert all("DeepLearningExamples" in b.source for b in BASELINES.values() if not b.sanity_check)
-    assert [b.name for b in BASELINES.values() if b.sanity_check] == ["smoke"]
+    assert {name: b.top1_accuracy for name, b in FLOORS.items()} == expected
+    assert all("DeepLearningExamples" in b.source for b in FLOORS.values() if not b.sanity_check)
+    assert [b.name for b in FLOORS.values() if b.sanity_check] == ["smoke"]
     assert NGC_THROUGHPUT == {"a100": 2375.0, "v100": 1270.0}
 
 
 def test_the_profile_selects_the_baseline():
-    assert baseline_for("ngc-90e").top1_accuracy == 76.93
-    assert baseline_for("ngc-90e", amp=False).top1_accuracy == 77.01
-    assert baseline_for("ngc-250e").top1_accuracy == 78.35
-    assert baseline_for("ngc-250e", amp=False).top1_accuracy == 78.34
-    assert baseline_for("smoke").sanity_check
+    assert floor_for("ngc-90e").top1_accuracy == 76.93
+    assert floor_for("ngc-90e", amp=False).top1_accuracy == 77.01
+    assert floor_for("ngc-250e").top1_accuracy == 78.35
+    assert floor_for("ngc-250e", amp=False).top1_accuracy == 78.34
+    assert floor_for("smoke").sanity_check
     with pytest.raises(ValueError, match="no baseline for profile 'ngc-30e'"):
-        baseline_for("ngc-30e")
+        floor_for("ngc-30e")
 
 
 @pytest.mark.parametrize(("top1", "verdict"), [(76.63, "pass"), (76.62, "fail"), (80.0, "pass"), (10.0, "fail")])
 def test_baseline_rule_at_its_edge(top1, verdict):
-    d = decide(top1, baseline_for("ngc-90e"), profile="ngc-90e")
+    d = decide(top1, floor_for("ngc-90e"), profile="ngc-90e")
     assert d.verdict == verdict and d.publish == (verdict == "pass")
     assert d.thresholds["baseline_min"] == 76.63
     assert any("NGC baseline ngc-90e-amp-a100 76.93 %" in r for r in d.reasons)
@@ -68,7 +68,7 @@ LIVE = LiveBaseline(CHAMPION, top1_accuracy=77.5, top5_accuracy=93.6, eval_count
     (77.19, "fail", "<"),  # worse by more than the tolerance
 ])
 def test_the_live_baseline_rule(top1, verdict, sign):
-    d = decide(top1, baseline_for("ngc-90e"), live=LIVE, top5=93.0, eval_count=50000, data=IMAGENET)
+    d = decide(top1, floor_for("ngc-90e"), live=LIVE, top5=93.0, eval_count=50000, data=IMAGENET)
     assert (d.verdict, d.thresholds["live_min"]) == (verdict, 77.2)
     assert d.reasons[0].startswith("PASS: top-1") and "NGC baseline" in d.reasons[0]  # the floor still applies
     assert d.reasons[1] == (f"{verdict.upper()}: top-1 {top1:.2f} % {sign} 77.20 % (live baseline champion v0007: "
@@ -77,25 +77,25 @@ def test_the_live_baseline_rule(top1, verdict, sign):
     assert d.candidate == {"top1_accuracy": top1, "top5_accuracy": 93.0, "eval_count": 50000, "data": IMAGENET}
     assert d.live_baseline == {"model": CHAMPION, "top1_accuracy": 77.5, "top5_accuracy": 93.6, "eval_count": 50000,
                                "data": IMAGENET}
-    assert decide(77.19, baseline_for("ngc-90e"), live=LIVE, eval_count=50000, data=IMAGENET,
+    assert decide(77.19, floor_for("ngc-90e"), live=LIVE, eval_count=50000, data=IMAGENET,
                   tolerance=1.0).verdict == "pass"
 
 
 def test_without_a_live_baseline_the_floor_decides_and_the_champions_recorded_number_does_not():
     champion = {"version": "v0007", "top1_accuracy": 99.0, "uri": "s3://b/models/resnet50/v0007/"}
-    d = decide(77.0, baseline_for("ngc-90e"), champion=champion, no_live="nothing is published")
+    d = decide(77.0, floor_for("ngc-90e"), champion=champion, no_live="nothing is published")
     assert (d.verdict, d.live_baseline, d.thresholds["live_min"], d.champion) == ("pass", None, None, champion)
     assert d.reasons[1] == ("PASS: no live baseline: nothing is published; champion v0007's recorded 99.00 % was "
                             "measured on other data and decides nothing")
-    assert decide(76.0, baseline_for("ngc-90e"), tolerance=1.0).verdict == "pass"
-    assert decide(76.0, baseline_for("ngc-90e")).verdict == "fail"  # the floor: 76.93 - 0.3
+    assert decide(76.0, floor_for("ngc-90e"), tolerance=1.0).verdict == "pass"
+    assert decide(76.0, floor_for("ngc-90e")).verdict == "fail"  # the floor: 76.93 - 0.3
     with pytest.raises(ValueError, match="tolerance -1 pp: must be between 0 and"):
-        decide(77.0, baseline_for("ngc-90e"), tolerance=-1)
+        decide(77.0, floor_for("ngc-90e"), tolerance=-1)
 
 
 def test_a_live_baseline_measured_on_other_records_fails_the_gate_naming_both_counts():
     for count in (49999, None):  # other data, or a candidate's eval.json without a count
-        d = decide(90.0, baseline_for("ngc-90e"), live=LIVE, eval_count=count)
+        d = decide(90.0, floor_for("ngc-90e"), live=LIVE, eval_count=count)
         assert d.verdict == "fail" and d.thresholds["live_min"] is None
         assert d.reasons[1] == (f"FAIL: the candidate was evaluated on {count} validation records and the live "
                                 "baseline champion v0007 on 50000: not the same data, no comparison")
@@ -104,7 +104,7 @@ def test_a_live_baseline_measured_on_other_records_fails_the_gate_naming_both_co
 def test_a_live_baseline_measured_on_other_images_of_the_same_count_fails_the_gate_naming_both():
     other = {**IMAGENET, "sha256": "b" * 64, "dataset_version": None}  # another 50,000 images
     live = LiveBaseline(CHAMPION, top1_accuracy=77.5, top5_accuracy=93.6, eval_count=50000, data=other)
-    d = decide(90.0, baseline_for("ngc-90e"), live=live, eval_count=50000, data=IMAGENET)
+    d = decide(90.0, floor_for("ngc-90e"), live=live, eval_count=50000, data=IMAGENET)
     assert d.verdict == "fail" and d.thresholds["live_min"] is None
     assert d.reasons[1] == (
         "FAIL: the candidate was evaluated on validation aaaaaaaaaaaaaaaa (50000 records in 128 shards, dataset "
@@ -112,7 +112,7 @@ def test_a_live_baseline_measured_on_other_images_of_the_same_count_fails_the_ga
         "(50000 records in 128 shards): not the same data, no comparison")
     # The same shards are the same data, whatever each side knew of the dataset's version.
     same = LiveBaseline(CHAMPION, 77.5, 93.6, 50000, data={**IMAGENET, "dataset_version": None})
-    assert decide(90.0, baseline_for("ngc-90e"), live=same, eval_count=50000, data=IMAGENET).verdict == "pass"
+    assert decide(90.0, floor_for("ngc-90e"), live=same, eval_count=50000, data=IMAGENET).verdict == "pass"
 
 
 @pytest.mark.parametrize(("ours", "theirs", "who"), [
@@ -123,7 +123,7 @@ def test_a_live_baseline_measured_on_other_images_of_the_same_count_fails_the_ga
 ])
 def test_an_eval_json_that_names_no_data_cannot_be_compared_with_a_live_baseline(ours, theirs, who):
     live = LiveBaseline(CHAMPION, top1_accuracy=77.5, top5_accuracy=93.6, eval_count=50000, data=theirs)
-    d = decide(90.0, baseline_for("ngc-90e"), live=live, eval_count=50000, data=ours)
+    d = decide(90.0, floor_for("ngc-90e"), live=live, eval_count=50000, data=ours)
     assert d.verdict == "fail" and d.thresholds["live_min"] is None
     assert d.reasons[1] == (f"FAIL: cannot tell that the candidate and the live baseline champion v0007 were "
                             f"evaluated on the same data: {who} no data identity (written before rn50 evaluate "
@@ -131,7 +131,7 @@ def test_an_eval_json_that_names_no_data_cannot_be_compared_with_a_live_baseline
 
 
 def test_the_tolerances_are_bounded_and_a_looser_gate_is_a_forced_publish():
-    smoke, bound = baseline_for("smoke"), gate.MAX_TOLERANCE
+    smoke, bound = floor_for("smoke"), gate.MAX_TOLERANCE
     champion = {"version": "v0001", "top1_accuracy": 95.0}
     assert DEFAULT_TOLERANCE < bound <= 3  # a few points, not a switch that turns the gate off
     for kwargs in ({"tolerance": bound + 0.01}, {"tolerance": 100.0}, {"tolerance": float("inf")}):
@@ -151,8 +151,8 @@ def test_the_tolerances_are_bounded_and_a_looser_gate_is_a_forced_publish():
 
 def test_force_publish_needs_a_reason_and_keeps_the_honest_verdict():
     with pytest.raises(ValueError, match="force_publish needs a reason"):
-        decide(50.0, baseline_for("ngc-90e"), force_publish=True, force_reason="  ")
-    d = decide(50.0, baseline_for("ngc-90e"), force_publish=True, force_reason="hotfix for label bug #12")
+        decide(50.0, floor_for("ngc-90e"), force_publish=True, force_reason="  ")
+    d = decide(50.0, floor_for("ngc-90e"), force_publish=True, force_reason="hotfix for label bug #12")
     assert (d.verdict, d.publish, d.force_reason) == ("fail", True, "hotfix for label bug #12")
     assert d.reasons[-1] == "OVERRIDE: force_publish: hotfix for label bug #12"
 

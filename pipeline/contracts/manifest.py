@@ -3,16 +3,18 @@ it came from. Written last by publish; `pull` trusts nothing it does not list, t
 `metrics.top1_accuracy` from it, and an auditor reads the lineage (the data, the code, the recipe, the
 Airflow run, the hardware) without access to the machine that trained it.
 
-tests/schemas/ holds its JSON schema; building it is a pure function.
+Its JSON schema is manifest.schema.json beside this module (`schema()`); building it is a pure function.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from importlib import resources
 from typing import Any, Protocol
 
 FORMAT = "rn50-model-manifest/1"
+SCHEMA_FILE = "manifest.schema.json"
 
 
 class FileEntry(Protocol):
@@ -74,3 +76,8 @@ def build_manifest(
 
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
+
+
+def schema() -> dict[str, Any]:
+    """The manifest's JSON schema (draft 2020-12), for consumers that check a manifest before trusting it."""
+    return json.loads(resources.files(__package__).joinpath(SCHEMA_FILE).read_text())
