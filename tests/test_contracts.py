@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pipeline.cli import main
 from pipeline.contracts import names
 from pipeline.contracts.decision import Decision
 from pipeline.contracts.manifest import schema
+from pipeline.contracts.names import STAGES
 from pipeline.gate import run_gate
 from pipeline.workspace import RunWorkspace
 from tasks import publish as publish_task
@@ -100,3 +102,14 @@ def test_decision_json_is_the_decision_schema(tmp_path):
     written = json.loads((model_dir / names.DECISION_FILE).read_text())
     assert asdict(Decision(**written)) == written
     assert written["verdict"] == "fail" and not written["publish"]
+
+
+def test_the_architecture_page_maps_the_stages_as_the_contracts_do():
+    page = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+    section = page.split("## Stages, tasks and commands", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| `")]
+    documented = [(re.sub(r"`", "", task), re.match(r"`?([a-z]*)", folder)[1].rstrip("/") or None,
+                   command.strip("`") or None) for task, folder, command, _ in rows]
+    assert documented == [(s.task_id, s.folder, s.command) for s in STAGES]
+
