@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import settings
+from pipeline.contracts import names
 from pipeline.contracts.names import DATA_RECORD, DVC_CACHE, REPORT_DIR, ROOT_ENTRY, RUN_MARKER, TRASH
 from pipeline.files import write_json
 
@@ -65,7 +66,7 @@ class RunWorkspace:
 
     @property
     def checkout(self) -> Path:  # the git+DVC checkout of data.dvc at the chosen revision
-        return self.path / "repo"
+        return self.path / names.CHECKOUT_DIR
 
     @property
     def data_record(self) -> Path:  # what fetch_data used: the dataset's version and where it was
@@ -73,33 +74,33 @@ class RunWorkspace:
 
     @property
     def validation(self) -> Path:
-        return self.path / "validation"
+        return self.path / names.VALIDATION_DIR
 
     # Each stage writes only its own folder (as TFX components do), so a retried stage replaces its own
     # outputs and nothing of another's; publish reads them all and only uploads.
     @property
     def model(self) -> Path:  # train: checkpoints/, config.json, metrics.jsonl, tensorboard/
-        return self.path / "model"
+        return self.path / names.MODEL_DIR
 
     @property
     def eval(self) -> Path:  # evaluate: eval.json, its metrics.jsonl line
-        return self.path / "eval"
+        return self.path / names.EVAL_DIR
 
     @property
     def export(self) -> Path:  # evaluate, on the gpu queue: model.keras
-        return self.path / "export"
+        return self.path / names.EXPORT_DIR
 
     @property
     def champion(self) -> Path:  # train (init_from=champion) or evaluate_baseline, whichever comes first: the
-        return self.path / "champion"  # registry's `latest` pulled once for the whole run (pipeline.stages.baseline)
+        return self.path / names.CHAMPION_DIR  # registry's `latest`, pulled once per run (pipeline.stages.baseline)
 
     @property
     def baseline(self) -> Path:  # evaluate_baseline: eval.json and baseline.json (which model it measured)
-        return self.path / "baseline"
+        return self.path / names.BASELINE_DIR
 
     @property
     def gate(self) -> Path:  # check_accuracy: decision.json
-        return self.path / "gate"
+        return self.path / names.GATE_DIR
 
     @property
     def report(self) -> Path:  # report: index.html and its PNGs, for people
@@ -148,8 +149,8 @@ def _activity(folder: Path) -> tuple[float, int]:
     """(newest modification time of anything inside, bytes of its files), symlinks not followed."""
     newest, size = os.lstat(folder).st_mtime, 0
     for parent, dirs, files in os.walk(folder):
-        for names, is_file in ((dirs, False), (files, True)):
-            for name in names:
+        for entries, is_file in ((dirs, False), (files, True)):
+            for name in entries:
                 try:
                     st = os.lstat(os.path.join(parent, name))
                 except OSError:  # gone while we looked

@@ -17,7 +17,18 @@ FAILURES = ROOT_ENTRY + "failures.jsonl"  # tasks.notify: one JSON line per task
 FAILURES_BEFORE_ROOT_ENTRIES = "failures.jsonl"  # where versions before dot-named entries kept it (tasks.notify)
 TRASH = ROOT_ENTRY + "gc-"  # a workspace being deleted: out of any run's way at once, finished by the next gc
 
-# fetch_data: the run's git+DVC checkout, and what it fetched.
+# A run workspace's folders, one per stage that writes it (pipeline.workspace.RunWorkspace).
+CHECKOUT_DIR = "repo"  # fetch_data: the git+DVC checkout of data.dvc
+VALIDATION_DIR = "validation"  # validate_data
+MODEL_DIR = "model"  # train
+EVAL_DIR = "eval"  # evaluate
+EXPORT_DIR = "export"  # evaluate, on the gpu queue
+CHAMPION_DIR = "champion"  # train (init_from=champion) or evaluate_baseline: the champion, pulled once per run
+BASELINE_DIR = "baseline"  # evaluate_baseline
+GATE_DIR = "gate"  # check_accuracy
+# REPORT_DIR (report), below
+
+# fetch_data: what it fetched.
 DATA_DVC = "data.dvc"  # the dataset's DVC pointer in the project (and in each checkout)
 DATA_RECORD = "data.json"  # in the workspace: the dataset's version and where it is
 RUN_MARKER = "run.json"  # in the workspace: names the run; written by every task
@@ -78,12 +89,12 @@ class Stage:
 # One name per stage where the three can agree; where they cannot, this table is the map.
 STAGES = (
     Stage("check_changes", None, None),
-    Stage("fetch_data", "repo", None),
-    Stage("validate_data", "validation", "validate"),
-    Stage("train", "model", "train"),
-    Stage("evaluate", "eval", "evaluate"),
-    Stage("evaluate_baseline", "baseline", "evaluate"),
-    Stage("check_accuracy", "gate", "gate"),
+    Stage("fetch_data", CHECKOUT_DIR, None),
+    Stage("validate_data", VALIDATION_DIR, "validate"),
+    Stage("train", MODEL_DIR, "train"),
+    Stage("evaluate", EVAL_DIR, "evaluate"),
+    Stage("evaluate_baseline", BASELINE_DIR, "evaluate"),
+    Stage("check_accuracy", GATE_DIR, "gate"),
     Stage("report", REPORT_DIR, "report"),
     Stage("publish", None, "publish"),
 )

@@ -437,7 +437,7 @@ def validate_dataset(
         if report_dir is not None:
             report.report_dir = str(out)
             write_json(out / names.DATA_SUMMARY, report.summary)
-            write_json(out / "report.json", report.to_json())  # published with the model: never through a link
+            write_json(out / names.VALIDATION_REPORT, report.to_json())  # published: never through a link
         else:
             report.gx = {"success": report.gx["success"]}
     if raise_on_failure and not report.ok:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
+from pipeline.contracts.names import DECISION_FILE, EVAL_FILE, METRICS_FILE, VALIDATION_REPORT
+
 STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 62em; color: #222; line-height: 1.4; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
@@ -201,14 +203,14 @@ def _cost(p: Page) -> str:
 # (id, title, what it is drawn from, how): a section whose input holds what it cannot draw (a number for
 # decision.json's reasons, a list for the cost's stages) says so, and the other sections are still drawn.
 SECTIONS = (
-    ("summary", "Summary", "eval.json and decision.json", _summary),
-    ("training", "Training", "metrics.jsonl", lambda p: _img(p.training_png, "loss, learning rate and throughput "
+    ("summary", "Summary", f"{EVAL_FILE} and {DECISION_FILE}", _summary),
+    ("training", "Training", METRICS_FILE, lambda p: _img(p.training_png, "loss, learning rate and throughput "
                                                              "against step", p.notes.get("training"))),
     ("accuracy", "Accuracy against the baselines", "the accuracy table", _accuracy),
-    ("per-class", "Per-class accuracy", "eval.json's per-class counts", _per_class),
-    ("validation", "Data validation", "the validation's report.json", _validation),
+    ("per-class", "Per-class accuracy", f"{EVAL_FILE}'s per-class counts", _per_class),
+    ("validation", "Data validation", f"the validation's {VALIDATION_REPORT}", _validation),
     ("drift", "Data drift against the champion's data", "the drift comparison", _drift),
-    ("gate", "Gate decision", "decision.json", _gate),
+    ("gate", "Gate decision", DECISION_FILE, _gate),
     ("cost", "Cost", "the cost record", _cost),
 )
 
