@@ -14,7 +14,6 @@ from typing import Any
 from pipeline import settings
 from pipeline.cli.shared import Subparsers, positive_int, quiet_tensorflow, registry_flags, setting_default
 from pipeline.contracts import exit_codes
-from pipeline.contracts.names import VALIDATION_REPORT
 from pipeline.contracts.registry import model_prefix
 from pipeline.errors import Failed, Refused
 from pipeline.redact import redact
@@ -97,7 +96,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         result = publish_model(
             args.model_dir, client=make_client(), bucket=args.bucket, prefix=args.prefix, model=args.model,
             run_id=args.run_id, lineage=lineage, dvc_repo=args.dvc_repo,
-            extra_files={VALIDATION_REPORT: args.validation_report} if args.validation_report else None,
+            validation_report=args.validation_report,
         )
     except PublishRefused as exc:
         raise _registry_failed(exc) from exc
@@ -200,7 +199,9 @@ def add_publish(sub: Subparsers) -> None:
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--run-id", help="identifies this publish across retries (default: from the files' names, "
                    "sizes and times)")
-    p.add_argument("--validation-report", type=Path, help="the data validation's report.json, stored as report.json")
+    p.add_argument("--validation-report", type=Path,
+                   help="the data validation's report.json (`rn50 validate --report-dir`), stored as report.json, with "
+                   "the summary.json beside it as data_summary.json; MODEL_DIR/report/ (`rn50 report`) goes in too")
     p.add_argument("--dvc-repo", type=Path, default=settings.DVC_REPO.get(),
                    help="registry repo for models/MODEL.dvc, committed and tagged MODEL@vNNNN when it is a git repo "
                    f"(default {setting_default(settings.DVC_REPO)})")
