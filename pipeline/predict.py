@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.data.labels import NUM_CLASSES, load_label_map
-from pipeline.data.preprocess import PNG_MAGIC, image_format
+from pipeline.data.preprocess import PNG_MAGIC, decode_jpeg, decode_png, eval_crop, image_format, normalize
+from pipeline.recipe import TrainConfig
 
 _BATCH = 32  # images per forward pass: memory stays bounded however many files are given
 
@@ -66,8 +67,6 @@ def load_image(path: str, image_size: int) -> Any:
     """The model's input for one file: float32 [size, size, 3], normalised."""
     import tensorflow as tf
 
-    from pipeline.data.preprocess import decode_jpeg, decode_png, eval_crop, normalize
-
     data, kind = _read_kind(path)
     try:
         decoded = (decode_jpeg if kind == "jpeg" else decode_png)(tf.constant(data))
@@ -81,8 +80,7 @@ def predict(model_dir: Path, images: list[str], *, top_k: int = 5) -> list[Predi
     """The top_k classes of each image, most probable first (softmax over the model's 1000 outputs)."""
     import tensorflow as tf
 
-    from pipeline.recipe import TrainConfig
-    from pipeline.train.checkpoint import restore_model
+    from pipeline.train.checkpoint import restore_model  # TensorFlow: once there is something to predict
     from pipeline.train.model import build_model
 
     config = TrainConfig.load(model_dir)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.contracts.names import GX_DATA_DOCS, GX_RESULT
+from pipeline.data.drift import DISTRIBUTIONS, quantile_ranges
 from pipeline.data.rules import MAX_EXAMPLES
 from pipeline.files import write_json
 
@@ -178,8 +179,6 @@ def build_suite(
     if expected_rows is not None:
         add(gxe.ExpectTableRowCountToEqual(value=expected_rows, meta=meta("counts.rows")))
     if baseline is not None:
-        from pipeline.data.drift import DISTRIBUTIONS, quantile_ranges
-
         for column in DISTRIBUTIONS:
             if ranges := quantile_ranges(baseline, column):
                 add(_quantile_expectation()(

@@ -335,7 +335,7 @@ def summarize(facts: pd.DataFrame, report: ValidationReport, read: ImageReader,
 
 def _run_gx(facts: pd.DataFrame, report_dir: Path, expected_rows: int | None, report: ValidationReport, *,
             run_name: str | None = None, dataset_version: str | None = None, baseline: dict | None = None) -> None:
-    from pipeline.data.gx_suite import run_expectations
+    from pipeline.data.gx_suite import run_expectations  # Great Expectations: seconds to import, only here
 
     outcome = run_expectations(facts, report_dir, expected_rows=expected_rows, run_name=run_name,
                                dataset_version=dataset_version, baseline=baseline)

@@ -26,6 +26,7 @@ from pipeline.gate import champion_from_manifest
 from pipeline.publish.pull import pull_version
 from pipeline.publish.registry import latest_manifest
 from pipeline.publish.store import Store
+from pipeline.stages.init_source import InitFrom
 
 
 class BaselineError(RuntimeError):
@@ -66,8 +67,6 @@ def find_baseline(champion_dir: Path, *, client: Any, bucket: str, prefix: str, 
     """(the baseline's model directory, its identity): NGC's import when RN50_NGC_CHECKPOINT is set, else the
     champion's snapshot in champion_dir; (None, {"kind": "none", "reason"}) when there is neither."""
     if settings.NGC_CHECKPOINT.get():
-        from pipeline.stages.init_source import InitFrom
-
         with InitFrom("ngc", workspace_root=workspace_root).model_dir() as (folder, record):
             return folder, record  # the cache outlives the context: nothing to clean up
     folder = snapshot_champion(champion_dir, client, bucket, prefix, model)
@@ -90,7 +89,7 @@ def evaluate_baseline(data_dir: Path, out_dir: Path, champion_dir: Path, *, clie
     if folder is not None:
         from dataclasses import asdict
 
-        from pipeline.train.evaluate import evaluate, write_eval
+        from pipeline.train.evaluate import evaluate, write_eval  # TensorFlow: not on the default queue
 
         measured = evaluate(data_dir, folder, dataset_version=dataset_version)
         write_eval(measured, out_dir)

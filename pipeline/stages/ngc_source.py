@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import settings
+from pipeline.contracts.registry import check_relative_name
 from pipeline.files import sha256_file, staging_dir
+from pipeline.publish.store import Store, make_client
 
 # NVIDIA's unzipped checkpoint is a few hundred MB (25.6 M weights, their Momentum slots, the graph): the
 # cap on what a download may write, whatever the bucket holds under the key.
@@ -51,15 +53,11 @@ def _split(uri: str) -> tuple[str, str]:
 
 
 def _store(bucket: str) -> Any:
-    from pipeline.publish.store import Store, make_client
-
     return Store(make_client(), bucket)  # the standard AWS environment, on every queue alike
 
 
 def list_objects(uri: str, *, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict[str, dict[str, Any]]:
     """name (below KEY/) -> {"size", "etag"} of every object under s3://BUCKET/KEY/, each name checked."""
-    from pipeline.contracts.registry import check_relative_name
-
     bucket, prefix = _split(uri)
     try:
         listed = _store(bucket).list_objects(prefix)

@@ -29,8 +29,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.contracts.names import EXPORT_FILE, LABELS_FILE, SAVED_MODEL_DIR, SAVED_MODEL_PB
+from pipeline.contracts.names import CHECKPOINT_DIR, EXPORT_FILE, LABELS_FILE, SAVED_MODEL_DIR, SAVED_MODEL_PB
+from pipeline.data.labels import load_label_map
+from pipeline.data.preprocess import JPEG_MAGIC, PNG_MAGIC, decode_jpeg, decode_png, eval_crop, normalize
 from pipeline.files import read_regular, write_atomic
+from pipeline.recipe import TrainConfig
 
 SIGNATURE_BYTES = "serving_default"
 SIGNATURE_IMAGES = "serving_images"
@@ -55,16 +58,12 @@ def saved_model_current(export_dir: Path, checkpoint_index: Path) -> bool:
 
 def labels_text() -> str:
     """labels.txt: one line per output index, `index<TAB>synset<TAB>name`."""
-    from pipeline.data.labels import load_label_map
-
     labels = load_label_map()
     return "".join(f"{i}\t{s}\t{n}\n" for i, (s, n) in enumerate(zip(labels.synsets, labels.names, strict=True)))
 
 
 def _latest_index(model_dir: Path) -> Path:
     import tensorflow as tf
-
-    from pipeline.contracts.names import CHECKPOINT_DIR
 
     latest = tf.train.latest_checkpoint(str(model_dir / CHECKPOINT_DIR))
     if latest is None:
@@ -74,8 +73,7 @@ def _latest_index(model_dir: Path) -> Path:
 
 def _restored(model_dir: Path) -> tuple[Any, Any]:
     """(config, the float32 model restored from model_dir's latest checkpoint)."""
-    from pipeline.model import build_resnet50
-    from pipeline.recipe import TrainConfig
+    from pipeline.model import build_resnet50  # Keras and TensorFlow: the is_current checks run without them
     from pipeline.train.checkpoint import restore_model
 
     config = TrainConfig.load(model_dir)
@@ -159,8 +157,6 @@ def _save_saved_model(model: Any, image_size: int, target: Path) -> None:
 def _serving_module(model: Any, image_size: int) -> Any:
     """A tf.Module holding the model (so its variables are saved) and the two serving functions."""
     import tensorflow as tf
-
-    from pipeline.data.preprocess import JPEG_MAGIC, PNG_MAGIC, decode_jpeg, decode_png, eval_crop, normalize
 
     def preprocess(encoded: tf.Tensor) -> tf.Tensor:
         head = tf.strings.substr(encoded, 0, len(PNG_MAGIC))

@@ -103,7 +103,7 @@ def _block(match: re.Match[str]) -> str:
 @cache
 def _template() -> tf.keras.Model:
     """One float32 model per process: its variables are what a checkpoint must fill (built once: seconds)."""
-    from pipeline.model import build_resnet50
+    from pipeline.model import build_resnet50  # Keras: the checkpoint checks before it need none
 
     return build_resnet50(NUM_CLASSES, image_size=get_profile(PROFILE).image_size, dtype="float32")
 
