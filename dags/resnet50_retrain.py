@@ -155,7 +155,7 @@ def resnet50_retrain():
     def fetch_data(**context) -> dict:
         from tasks import fetch_data as stage
         from tasks.common import timed, workspace
-        from tasks.train import check_run_gpus, check_run_hosts
+        from tasks.policy import check_run_gpus, check_run_hosts
 
         params = context["params"]
         # A host the deployment does not allow, or GPUs other than train reserves, fail the run before any work.
@@ -168,7 +168,8 @@ def resnet50_retrain():
     @task(task_id="validate_data", multiple_outputs=False, task_display_name="Validate data", **FINAL)
     def validate_data(data: dict, **context) -> dict:
         from tasks import validate_data as stage
-        from tasks.common import s3_client, timed, workspace
+        from tasks.common import timed, workspace
+        from tasks.connections import s3_client
 
         p = context["params"]
         with timed(workspace(context["run_id"]), "validate_data") as ws:
@@ -181,7 +182,8 @@ def resnet50_retrain():
     @task.short_circuit(task_id="check_changes", multiple_outputs=False, task_display_name="Skip if nothing changed")
     def check_changes(**context) -> dict | bool:
         from tasks import check_changes as stage
-        from tasks.common import s3_client, workspace
+        from tasks.common import workspace
+        from tasks.connections import s3_client
 
         return stage.run(workspace(context["run_id"]), params=context["params"], client=s3_client(AWS_CONN_ID),
                          model=MODEL, ti=context["ti"])
@@ -190,10 +192,12 @@ def resnet50_retrain():
           **TRAIN_SLOT)
     def train(data: dict, **context) -> dict:
         from tasks import train as stage
-        from tasks.common import s3_client, timed, workspace
+        from tasks.common import timed, workspace
+        from tasks.connections import s3_client
+        from tasks.policy import check_run_gpus
 
         p = context["params"]
-        stage.check_run_gpus(p["num_gpus"], p["launcher"], TRAIN_GPU_SLOTS)
+        check_run_gpus(p["num_gpus"], p["launcher"], TRAIN_GPU_SLOTS)
         # init_from=champion: the run's snapshot of it, from the run's registry (see evaluate_baseline).
         client = s3_client(AWS_CONN_ID) if p["init_from"] == "champion" else None
         # num_gpus on either launcher: a Kubernetes MPIJob holds as many GPUs as horovodrun's ranks would.
@@ -219,7 +223,8 @@ def resnet50_retrain():
     @task(task_id="evaluate_baseline", multiple_outputs=False, task_display_name="Evaluate the baseline", **GPU)
     def evaluate_baseline(data: dict, **context) -> dict:
         from tasks import evaluate_baseline as stage
-        from tasks.common import s3_client, timed, workspace
+        from tasks.common import timed, workspace
+        from tasks.connections import s3_client
 
         p = context["params"]
         with timed(workspace(context["run_id"]), "evaluate_baseline", 1) as ws:
@@ -229,7 +234,8 @@ def resnet50_retrain():
     @task(task_id="check_accuracy", multiple_outputs=False, task_display_name="Accuracy gate", **FINAL)
     def check_accuracy(**context) -> dict:
         from tasks import check_accuracy as stage
-        from tasks.common import s3_client, timed, workspace
+        from tasks.common import timed, workspace
+        from tasks.connections import s3_client
 
         p = context["params"]
         with timed(workspace(context["run_id"]), "check_accuracy") as ws:
@@ -246,7 +252,8 @@ def resnet50_retrain():
     @task(task_id="report", multiple_outputs=False, task_display_name="Run report", trigger_rule=TriggerRule.ALL_DONE)
     def report(**context) -> dict:
         from tasks import report as stage
-        from tasks.common import s3_client, timed, workspace
+        from tasks.common import timed, workspace
+        from tasks.connections import s3_client
 
         p = context["params"]
         with timed(workspace(context["run_id"]), "report") as ws:
@@ -255,7 +262,8 @@ def resnet50_retrain():
     @task(task_id="publish", multiple_outputs=False, task_display_name="Publish to S3", outlets=[RESNET50_MODEL])
     def publish(decision: dict, training: dict, **context) -> dict:
         from tasks import publish as stage
-        from tasks.common import s3_client, skip, workspace
+        from tasks.common import skip, workspace
+        from tasks.connections import s3_client
 
         p = context["params"]
         if not p["publish"]:

@@ -22,8 +22,11 @@ class Failed(Exception):
     exit_code = exit_codes.FAILED
 
 
-class Retryable(Exception):
-    """Something outside the input failed (the object store, a lost rank): a retry may pass."""
+class Retryable(RuntimeError):
+    """Something outside the input failed (the object store, a lost rank): a retry may pass.
+
+    A RuntimeError, as the failures it names were before it had a name: code that catches those still does.
+    """
 
     exit_code = exit_codes.RETRY
 

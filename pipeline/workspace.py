@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import string
 import time
 from dataclasses import dataclass
@@ -210,3 +211,16 @@ def gc(root: Path, older_than_days: float, *, dry_run: bool = False, now: float 
                               error=exc.strerror or str(exc))
         done.append(removal)
     return done
+
+
+def adopt_earlier_failure_log(path: Path) -> None:
+    """An earlier version's log beside `path` becomes `path` while there is none (a hard link: a log already
+    there is never replaced, and two workers adopting it at once both keep it), freeing its name for a run.
+    Best effort: the alert is appended whatever happens here."""
+    earlier = path.with_name(names.FAILURES_BEFORE_ROOT_ENTRIES)
+    try:
+        if stat.S_ISREG(os.lstat(earlier).st_mode):  # not a run's workspace of that name
+            os.link(earlier, path, follow_symlinks=False)
+            os.unlink(earlier)
+    except OSError:  # none, a log already at `path`, or a filesystem without hard links: left as it is
+        pass

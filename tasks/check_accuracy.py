@@ -15,7 +15,7 @@ from pipeline.gate import DEFAULT_TOLERANCE, GateFailed, run_gate
 from pipeline.settings import PREFIX
 from pipeline.stages.baseline import read_champion
 from pipeline.workspace import RunWorkspace
-from tasks.common import final
+from tasks.common import final_failures
 
 
 def run(ws: RunWorkspace, *, profile: str, tolerance: float = DEFAULT_TOLERANCE, force_publish: bool = False,
@@ -24,14 +24,15 @@ def run(ws: RunWorkspace, *, profile: str, tolerance: float = DEFAULT_TOLERANCE,
     champion = registry = None
     if client is not None and bucket:
         champion, registry = read_champion(client, bucket, prefix, model)
-    try:
-        decision = run_gate(ws.model, eval_dir=ws.eval, gate_dir=ws.gate, profile=profile, champion=champion,
-                            baseline_dir=ws.baseline, tolerance=tolerance, force_publish=force_publish,
-                            force_reason=force_reason, registry=registry)
-    except GateFailed as exc:
-        for reason in exc.decision.reasons:
-            print(reason)
-        raise final(exc) from exc
+    with final_failures(GateFailed):  # a failed gate fails for good: a retry judges the same figures
+        try:
+            decision = run_gate(ws.model, eval_dir=ws.eval, gate_dir=ws.gate, profile=profile, champion=champion,
+                                baseline_dir=ws.baseline, tolerance=tolerance, force_publish=force_publish,
+                                force_reason=force_reason, registry=registry)
+        except GateFailed as exc:
+            for reason in exc.decision.reasons:
+                print(reason)
+            raise
     for reason in decision.reasons:
         print(reason)
     return {"verdict": decision.verdict, "publish": decision.publish, "top1_accuracy": decision.top1_accuracy,

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import settings
+from pipeline.errors import Refused
 from pipeline.fetch import FetchError, data_dir_record, fetch_data
 from pipeline.files import write_json
 from pipeline.workspace import RunWorkspace, gc
-from tasks.common import final
+from tasks.common import final_failures
 
 
 def run(ws: RunWorkspace, *, data_rev: str = "HEAD", data_dir: str | None = None,
@@ -22,22 +23,23 @@ def run(ws: RunWorkspace, *, data_rev: str = "HEAD", data_dir: str | None = None
     if retention_days:
         for removal in gc(ws.root, retention_days):  # never this run's: create() has just marked it active
             print(removal.describe())
-    if data_dir:  # a directory the operator manages: use it as it is
-        path = Path(data_dir)
-        if not path.is_dir():
-            raise final(FileNotFoundError(f"data_dir {path}: no such directory"))
-        record, pulled = data_dir_record(path), False
-    else:
-        repo = Path(repo or settings.REPO.get())
-        try:
-            result = fetch_data(repo, data_rev, ws)
-        except FetchError as exc:
-            if "rev-parse" in str(exc) or "not a DVC pointer" in str(exc):
-                raise final(exc) from exc  # a revision that does not exist will not exist on retry either
-            raise
-        record = {"source": "dvc", "data_dir": str(result.data_dir), "dataset_version": result.md5,
-                  "md5": result.md5, "data_rev": data_rev, "revision": result.revision}
-        pulled = result.pulled
-        print(f"data {'pulled' if pulled else 'already present'}: {result.data_dir} (md5 {result.md5})")
+    with final_failures():
+        if data_dir:  # a directory the operator manages: use it as it is
+            path = Path(data_dir)
+            if not path.is_dir():
+                raise Refused(f"data_dir {path}: no such directory")
+            record, pulled = data_dir_record(path), False
+        else:
+            repo = Path(repo or settings.REPO.get())
+            try:
+                result = fetch_data(repo, data_rev, ws)
+            except FetchError as exc:
+                if "rev-parse" in str(exc) or "not a DVC pointer" in str(exc):
+                    raise Refused(str(exc)) from exc  # a revision that does not exist will not exist on retry
+                raise
+            record = {"source": "dvc", "data_dir": str(result.data_dir), "dataset_version": result.md5,
+                      "md5": result.md5, "data_rev": data_rev, "revision": result.revision}
+            pulled = result.pulled
+            print(f"data {'pulled' if pulled else 'already present'}: {result.data_dir} (md5 {result.md5})")
     write_json(ws.data_record, record)
     return {**record, "pulled": pulled}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,6 @@ def _one_line(exception: BaseException | None) -> str:
 
 def failure_record(context: dict[str, Any]) -> dict[str, Any]:
     """What failed, where and why, from a task's Airflow context; `summary` says it in one line."""
-    from pipeline.contracts.names import DECISION_FILE
     from pipeline.workspace import RunWorkspace, default_root
 
     ti = context.get("task_instance") or context.get("ti")
@@ -52,9 +50,9 @@ def failure_record(context: dict[str, Any]) -> dict[str, Any]:
     if run_id:
         ws = RunWorkspace(default_root(), run_id)
         report = str({
-            "validate_data": ws.validation / "report.json",
-            "check_accuracy": ws.gate / DECISION_FILE,
-            "train": ws.model / "metrics.jsonl",
+            "validate_data": ws.validation / names.VALIDATION_REPORT,
+            "check_accuracy": ws.gate / names.DECISION_FILE,
+            "train": ws.model / names.METRICS_FILE,
         }.get(task_id, ws.path))
     summary = f"{dag_id}: task {task_id} failed (try {try_number}) in run {run_id}: {error}"
     if report:
@@ -79,31 +77,19 @@ class FailureNotifier(BaseNotifier):
         self.path = path
 
     def failures_file(self) -> Path:
-        from pipeline.contracts.names import FAILURES
         from pipeline.workspace import default_root
 
-        return Path(self.path) if self.path else default_root() / FAILURES
+        return Path(self.path) if self.path else default_root() / names.FAILURES
 
     def notify(self, context: dict[str, Any]) -> None:
         from pipeline.files import append_line
+        from pipeline.workspace import adopt_earlier_failure_log
 
         record = failure_record(context)
         log.error(record["summary"])
         path = self.failures_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path:
-            _adopt_earlier_log(path)
+            adopt_earlier_failure_log(path)
         append_line(path, json.dumps(record, default=str))
 
-
-def _adopt_earlier_log(path: Path) -> None:
-    """An earlier version's log beside `path` becomes `path` while there is none (a hard link: a log already
-    there is never replaced, and two workers adopting it at once both keep it), freeing its name for a run.
-    Best effort: the alert is appended whatever happens here."""
-    earlier = path.with_name(names.FAILURES_BEFORE_ROOT_ENTRIES)
-    try:
-        if stat.S_ISREG(os.lstat(earlier).st_mode):  # not a run's workspace of that name
-            os.link(earlier, path, follow_symlinks=False)
-            os.unlink(earlier)
-    except OSError:  # none, a log already at `path`, or a filesystem without hard links: left as it is
-        pass

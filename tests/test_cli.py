@@ -91,7 +91,7 @@ def test_every_subcommand_has_help_that_describes_it(capsys):
 
 def test_defaults_and_choices_come_from_the_library_and_the_settings(monkeypatch, tmp_path):
     from pipeline import cli, gate
-    from pipeline.train import config
+    from pipeline import recipe as config
 
     for name, value in (("RN50_BUCKET", "other-bucket"), ("RN50_PREFIX", "staging"),
                         ("RN50_WORKSPACE_ROOT", str(tmp_path / "ws")), ("RN50_DVC_REPO", str(tmp_path / "reg"))):

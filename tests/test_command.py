@@ -50,14 +50,14 @@ def test_only_the_tail_is_kept_of_a_command_that_writes_without_end(tmp_path):
 
 
 def test_the_trainer_child_streams_its_stderr_and_fails_with_its_last_lines(capfd, monkeypatch):
-    import tasks.train
+    import pipeline.stages.train
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKEKEY000000000")
     code = ("import sys\nprint('epoch 1', flush=True)\n"
             "for i in range(30): print(f'rank 0: step {i}', file=sys.stderr)\n"
             "print('OOM with AKIAFAKEKEY000000000', file=sys.stderr)\nsys.exit(137)")
     with pytest.raises(CommandError) as failed:
-        tasks.train.run_child(_python(code))
+        pipeline.stages.train.run_child(_python(code))
     assert failed.value.returncode == 137
     assert failed.value.tail[-2:] == ["rank 0: step 29", "OOM with [redacted]"]
     streamed = capfd.readouterr()

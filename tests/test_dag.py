@@ -374,10 +374,10 @@ def test_a_run_using_the_gpus_it_reserves_passes_the_check(dag_parsed_with, tmp_
 def test_train_refuses_other_gpus_than_it_reserves_too(dag_parsed_with, tmp_path, monkeypatch):
     from airflow.sdk.exceptions import AirflowFailException
 
-    import tasks.train
+    import pipeline.stages.train
 
     started: list[list[str]] = []
-    monkeypatch.setattr(tasks.train, "run_child", lambda cmd, env=None: started.append(cmd))
+    monkeypatch.setattr(pipeline.stages.train, "run_child", lambda cmd, env=None: started.append(cmd))
     monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path / "runs"))
     four = dag_parsed_with(RN50_NUM_GPUS="4")
     params = copy.deepcopy(four.params)

@@ -77,6 +77,7 @@ def test_the_champion_is_measured_on_this_runs_data_and_train_starts_from_the_sa
     from pipeline.data.input import count_records, split_identity
     from pipeline.files import write_json
     from pipeline.stages.init_source import InitFrom
+    from pipeline.stages.train import train_command
     from pipeline.train.evaluate import evaluate
     from tasks import check_accuracy, evaluate_baseline, train
 
@@ -109,7 +110,7 @@ def test_the_champion_is_measured_on_this_runs_data_and_train_starts_from_the_sa
     assert _publish(champion_dir, tmp_path / "v2", client) == "v0002"
     source = train.init_source(ws, "champion", client=client, bucket=BUCKET, prefix=PREFIX)
     assert source == str(ws.champion)
-    cmd = train.train_command(data_dir=str(sample_dir), model_dir=ws.model, profile="smoke", init_from=source)
+    cmd = train_command(data_dir=str(sample_dir), model_dir=ws.model, profile="smoke", init_from=source)
     assert cmd[cmd.index("--init-from") + 1] == str(ws.champion)
     with InitFrom(source).model_dir() as (folder, init):  # what config.json's init record will say
         assert folder == ws.champion

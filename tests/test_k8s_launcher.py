@@ -179,6 +179,15 @@ def test_stopping_the_task_deletes_the_job_so_the_ranks_checkpoint():
     assert cluster.objects == {}
 
 
+def test_the_jobs_kill_hook_deletes_it_as_an_operators_on_kill_would():
+    # MPIJobRun is the job's lifecycle, as an operator's: run() submits and waits, on_kill() deletes.
+    cluster = FakeCluster()
+    cluster.create_custom_object("kubeflow.org", "v2beta1", "mpijobs", _body(), "rn50")  # running, as run() left it
+    mpijob.MPIJobRun(cluster, _body(), poll_s=0, log=lambda _: None).on_kill()
+    assert cluster.calls[-1] == ("delete", "rn50-train-abc") and cluster.objects == {}
+    assert cluster.deleted_with == {"propagation_policy": "Foreground"}
+
+
 # ---- the DAG's train task with launcher=kubernetes ----------------------------------------------
 
 
@@ -196,9 +205,9 @@ def shared(tmp_path, monkeypatch):
 
 def _trigger_train(dag, cluster, monkeypatch, run_id, data_dir, **conf):
     """Resolve the DAG's params with this run's conf, as a trigger does, and call its train task."""
-    import tasks.train
+    import tasks.connections
 
-    monkeypatch.setattr(tasks.train, "kubernetes_api", lambda conn_id: cluster)
+    monkeypatch.setattr(tasks.connections, "kubernetes_api", lambda conn_id: cluster)
     params = copy.deepcopy(dag.params)
     params.update(conf)
     context = {"params": params.validate(), "run_id": run_id}

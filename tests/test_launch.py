@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 
 import pytest
 from support import rn50, venv_env
@@ -92,10 +93,10 @@ def test_rn50_train_refuses_a_bad_host_name_in_one_line(tmp_path):
 
 def _trigger_train(dag, monkeypatch, tmp_path, **conf) -> list[tuple[list[str], dict | None]]:
     """Call the DAG's train task with a trigger's conf; return the trainer commands it would have started."""
-    import tasks.train
+    import pipeline.stages.train
 
     started: list[tuple[list[str], dict | None]] = []
-    monkeypatch.setattr(tasks.train, "run_child", lambda cmd, env=None: started.append((cmd, env)) or 0)
+    monkeypatch.setattr(pipeline.stages.train, "run_child", lambda cmd, env=None: started.append((cmd, env)) or 0)
     monkeypatch.setenv("RN50_WORKSPACE_ROOT", str(tmp_path / "runs"))
     params = copy.deepcopy(dag.params)
     params.update(conf)
@@ -143,23 +144,73 @@ def test_a_trainer_that_cannot_start_fails_the_task_for_good_saying_why(tmp_path
     assert str(failed.value) == f"training could not start: rn50 train: error: {missing}: no such data directory"
 
 
-@pytest.mark.parametrize(("tail", "final"), [
-    (["rn50 train: error: /d/train-00000-of-00001 record 2: jpeg::Uncompress failed"], True),  # the data's fault
-    (["Traceback (most recent call last):", "RuntimeError: NCCL communicator was aborted"], False),  # a crash
+@pytest.mark.parametrize(("code", "tail", "final"), [
+    (1, ["rn50 train: error: /d/train-00000-of-00001 record 2: jpeg::Uncompress failed"], True),  # the data's fault
+    # A crash `rn50 train` did not foresee exits RETRY (75), not Python's 1.
+    (75, ["Traceback (most recent call last):", "RuntimeError: NCCL communicator was aborted"], False),
 ])
-def test_a_training_failure_is_retried_only_when_a_retry_could_pass(tmp_path, monkeypatch, tail, final):
+def test_a_training_failure_is_retried_only_when_a_retry_could_pass(tmp_path, monkeypatch, code, tail, final):
     from airflow.sdk.exceptions import AirflowFailException
 
+    import pipeline.stages.train
     import tasks.train
     from pipeline.command import CommandError
     from pipeline.workspace import RunWorkspace
 
     def fails(cmd, env=None):
-        raise CommandError(cmd, None, 1, tail)
+        raise CommandError(cmd, None, code, tail)
 
-    monkeypatch.setattr(tasks.train, "run_child", fails)
+    monkeypatch.setattr(pipeline.stages.train, "run_child", fails)
     ws = RunWorkspace(tmp_path / "runs", "manual__fails").create()
     with pytest.raises((AirflowFailException, RuntimeError)) as failed:
         tasks.train.run(ws, data_dir=str(tmp_path), profile="smoke")
     assert isinstance(failed.value, AirflowFailException) == final  # final: Airflow does not retry it
     assert tail[-1] in str(failed.value)
+
+
+@pytest.mark.parametrize(("code", "stderr", "final"), [
+    # What the child says decides nothing: an error line with a retryable exit is retried...
+    (75, "rn50 train: error: /d/train-00000-of-00001 record 2: jpeg::Uncompress failed", False),
+    (143, "rn50 train: error: stopped", False),  # a signal
+    (137, "", False),  # killed: nothing said at all
+    # ...and the final exit codes are final whatever the child printed, or did not.
+    (1, "Traceback (most recent call last):\nRuntimeError: NCCL communicator was aborted", True),
+    (1, "", True),
+    (2, "usage: something else entirely", True),
+])
+def test_the_train_tasks_retry_decision_is_the_childs_exit_code(tmp_path, monkeypatch, code, stderr, final):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    import pipeline.stages.train
+    import tasks.train
+    from pipeline.contracts import exit_codes
+    from pipeline.workspace import RunWorkspace
+
+    assert (code in exit_codes.FINAL) == final
+    child = [sys.executable, "-c", f"import sys; sys.stderr.write({stderr!r}); sys.exit({code})"]
+    monkeypatch.setattr(pipeline.stages.train, "train_command", lambda **_: child)  # a real child, a real exit
+    ws = RunWorkspace(tmp_path / "runs", "manual__exit").create()
+    with pytest.raises((AirflowFailException, RuntimeError)) as failed:
+        tasks.train.run(ws, data_dir=str(tmp_path), profile="smoke")
+    assert isinstance(failed.value, AirflowFailException) == final
+    if not final:
+        assert f"rn50 train exited with {code}" in str(failed.value) and "a retry resumes from" in str(failed.value)
+
+
+def test_rn50_train_exits_retry_with_its_traceback_on_a_failure_it_did_not_foresee(sample_dir, tmp_path, monkeypatch,
+                                                                                   capsys):
+    import pipeline.train.loop
+    from pipeline import cli
+    from pipeline.contracts import exit_codes
+
+    def crashes(*args, **kwargs):
+        raise RuntimeError("NCCL communicator was aborted")
+
+    monkeypatch.setattr(pipeline.train.loop, "train", crashes)
+    args = ["train", "--profile", "smoke", "--data-dir", str(sample_dir), "--model-dir", str(tmp_path / "model")]
+    assert cli.main(args) == exit_codes.RETRY  # not Python's 1, which the train task reads as final
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.strip().endswith("NCCL communicator was aborted")
+    # What it foresaw keeps its code and its one line: a data directory that is not there is 2.
+    assert cli.main([*args[:4], str(tmp_path / "nowhere"), *args[5:]]) == exit_codes.USAGE
+    assert capsys.readouterr().err.strip() == f"rn50 train: error: {tmp_path / 'nowhere'}: no such data directory"

@@ -35,7 +35,8 @@ class NoTensorFlow:  # what the default queue's environment looks like
 
 sys.meta_path.insert(0, NoTensorFlow())
 from tasks import publish
-from tasks.common import s3_client, workspace
+from tasks.common import workspace
+from tasks.connections import s3_client
 
 try:
     summary = publish.run(workspace(sys.argv[2], sys.argv[1]), client=s3_client(), bucket=sys.argv[3])

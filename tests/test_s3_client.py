@@ -1,4 +1,4 @@
-"""tasks.common.s3_client: the Airflow connection when one is configured, the AWS environment only when none is;
+"""tasks.connections.s3_client: the Airflow connection when one is configured, the AWS environment only when none is;
 either way a client from pipeline's one factory (`make_client`: its retries, its signing settings).
 
 Lookups go through Airflow's own `Connection.get` and its secrets backends (the `AIRFLOW_CONN_*`
@@ -17,7 +17,7 @@ from airflow.sdk.bases.secrets_backend import BaseSecretsBackend
 from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
 
 from pipeline.publish.store import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_MODE
-from tasks.common import s3_client
+from tasks.connections import s3_client
 
 REPO = Path(__file__).resolve().parent.parent
 CONN = "rn50_test_s3"
@@ -92,7 +92,7 @@ def test_a_connection_the_secrets_backend_denies_is_an_error(s3_env, tmp_path):
     env = {**s3_env, "PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path),
            "AIRFLOW_HOME": str(tmp_path / "airflow"), "PYTHONPATH": f"{REPO}:{REPO / 'tests'}",
            "AIRFLOW__SECRETS__BACKEND": "test_s3_client.DenyingBackend"}
-    code = f"from tasks.common import s3_client; s3_client({CONN!r}); print('fell back to the AWS environment')"
+    code = f"from tasks.connections import s3_client; s3_client({CONN!r}); print('fell back to the AWS environment')"
     result = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
                             timeout=120, stdin=subprocess.DEVNULL)
     assert result.returncode != 0, result.stdout

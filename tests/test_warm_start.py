@@ -261,7 +261,7 @@ def test_from_the_champion_the_latest_published_version(
 
 def test_init_from_reaches_every_rank_and_the_train_tasks_command(tmp_path: Path) -> None:
     from pipeline.cli import _worker_argv, build_parser
-    from tasks.train import train_command
+    from pipeline.stages.train import train_command
 
     args = build_parser().parse_args(["train", "--np", "2", "--data-dir", "d", "--model-dir", "m",
                                       "--init-from", "champion"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from pipeline import settings
@@ -17,7 +18,7 @@ from pipeline.cli.shared import (
     workspace_flags,
 )
 from pipeline.contracts import exit_codes
-from pipeline.errors import Failed, Refused
+from pipeline.errors import Failed, Refused, Retryable
 from pipeline.recipe import TrainConfig
 
 # Overrides of the profile: CLI flag -> TrainConfig field. None (flag absent) keeps the profile's value.
@@ -102,6 +103,18 @@ def _benchmark(config: TrainConfig, steps: int) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    try:
+        return _train(args)
+    except (Refused, Failed, Retryable):  # foreseen: main() prints the one line and exits with the kind's code
+        raise
+    except Exception:
+        # Not foreseen (a bug, TensorFlow or NCCL giving up): Python's own exit would be 1, which the train
+        # task reads as final (exit_codes.FINAL). A retry resumes from the checkpoint and may get past it.
+        traceback.print_exc()
+        return exit_codes.RETRY
+
+
+def _train(args: argparse.Namespace) -> int:
     quiet_tensorflow()
     from pipeline.train.dist import launched_by_horovod
 
@@ -179,7 +192,8 @@ def add_train(sub: Subparsers) -> None:
         "workspace): checkpoints, metrics.jsonl, TensorBoard. A rerun resumes from the latest checkpoint; a "
         "finished run does nothing. SIGTERM saves a checkpoint and exits 143. --np N runs N ranks under "
         "horovodrun, on this machine or on the --hosts / --hostfile machines (over ssh). Exit 2 on bad arguments "
-        "or missing data, 1 on a record that cannot be read.",
+        "or missing data, 1 on a record that cannot be read, 75 (after its traceback) on a failure it did not "
+        "foresee, which a retry may get past.",
     )
     p.add_argument("--model-dir", type=Path, help="where checkpoints, config.json and metrics.jsonl go")
     hosts = p.add_mutually_exclusive_group()

@@ -26,8 +26,9 @@ was pushed last. A tag pushed again with other code looks the same as before: gi
 Only what identifies content counts as equal: an unknown version (None), a data directory's listing
 fingerprint (paths and sizes, not bytes), a checkout with uncommitted changes ("-dirty") and a moving
 image tag never do, and neither does a warm start from a model whose weights cannot be named before
-training (the champion itself, a path). A pure function of the two lineages (`expected_trainer` apart,
-which reads the settings and git): the DAG's check_changes task reads them.
+training (the champion itself, a path). A pure function of the two lineages (`expected_trainer` and
+`run_lineage` apart, which read the settings, git and NVIDIA's checkpoint): the DAG's check_changes task
+reads them.
 """
 
 from __future__ import annotations
@@ -35,12 +36,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline import provenance, settings
 from pipeline.contracts.config import TRAINER
+from pipeline.errors import Refused
 from pipeline.fetch import UNVERSIONED
 from pipeline.provenance import DIRTY
+from pipeline.publish.publish import resolve_lineage
+from pipeline.recipe import resolve
+from pipeline.stages import ngc_source
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,36 @@ def expected_trainer(launcher: str, environ: Mapping[str, str] = os.environ) -> 
     if launcher == "kubernetes":
         return None, settings.TRAINER_IMAGE.get(environ)
     return provenance.code_version(settings.PROJECT_ROOT), provenance.trainer_image(environ)
+
+
+def run_lineage(*, profile: str, overrides: Mapping[str, Any], init_from: str, num_gpus: int, launcher: str,
+                dataset_version: str | None, data_dvc: Path) -> RunLineage:
+    """This run's lineage, named before it trains: the recipe resolved with the run's overrides, the dataset
+    version as publish will resolve it (fetch_data's, else the run's data.dvc), the trainer it will have and,
+    for init_from=ngc, NVIDIA's checkpoint by content. A recipe or a setting that does not parse is Refused."""
+    try:
+        config = resolve(profile, **overrides).to_dict()
+    except ValueError as exc:
+        raise Refused(str(exc)) from exc
+    known = resolve_lineage({"dataset_version": dataset_version}, code_repo=settings.PROJECT_ROOT, data_dvc=data_dvc)
+    try:
+        code, image = expected_trainer(launcher)
+    except settings.SettingError as exc:  # a malformed RN50_CODE_VERSION or image: a retry would not fix it
+        raise Refused(str(exc)) from exc
+    ngc = settings.NGC_CHECKPOINT.get()
+    ngc_identity, ngc_unknown = None, f"{settings.NGC_CHECKPOINT.name} is not set"
+    if init_from == "ngc" and ngc:
+        # By content, as the import cache names it (S3: one listing; a path: its files hashed); a checkpoint
+        # that cannot be named here (unreachable, gone) is not the champion's start: the run trains.
+        try:
+            ngc_identity, ngc_unknown = ngc_source.identity(ngc), None
+        except ngc_source.NgcSourceError as exc:
+            ngc_unknown = str(exc)
+    return RunLineage(
+        dataset_version=known["dataset_version"], code_version=code, config=config, init_from=init_from,
+        num_gpus=num_gpus, ngc_checkpoint=ngc, ngc_identity=ngc_identity, ngc_unknown=ngc_unknown,
+        trainer_image=image,
+    )
 
 
 def _trainer_problems(run: RunLineage, trainer: Any) -> list[str | None]:

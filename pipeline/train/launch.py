@@ -2,7 +2,7 @@
 
 horovodrun starts the workers in process groups of their own, so a SIGTERM sent to the launcher
 (Airflow's timeout) would not reach them, and their checkpoints would be lost. The launcher forwards
-the signal to every process below it, each rank saves, and the launcher exits with the ranks' code.
+the signal to every process below it, each rank saves, and the launcher exits 128 + the signal's number.
 
 horovodrun hands its whole environment to every rank as `env K=V ...` on the command line it runs
 (over ssh on other hosts), where anyone on those hosts can read it in `ps`. So horovodrun gets only
@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 from pipeline import settings
+from pipeline.contracts import exit_codes
 
 LOCALHOST = "localhost"  # always allowed: training on this machine alone
 ALLOWED_HOSTS_VAR = settings.ALLOWED_HOSTS.name  # the deployment's other hosts, comma-separated
@@ -145,7 +146,8 @@ def run_ranks(command: Sequence[str], marker: Sequence[str] = ("-m", "pipeline",
 
     Only the ranks get it: the shells horovodrun puts between itself and them would die of it at
     once, and horovodrun would then kill the ranks before they finish saving. Once the ranks have
-    saved and exited, the launcher exits 128 + signum, whatever horovodrun makes of it.
+    saved and exited, the launcher exits 128 + signum, whatever horovodrun makes of it. Any other failure
+    of horovodrun is RETRY (exit_codes): it cannot say which rank failed how.
     """
     import psutil
 
@@ -172,4 +174,11 @@ def run_ranks(command: Sequence[str], marker: Sequence[str] = ("-m", "pipeline",
     if received:
         print(f"rn50 train: stopped by signal {received[0]}; the ranks saved a checkpoint", file=sys.stderr)
         return 128 + received[0]
-    return code if code >= 0 else 128 - code
+    if code == 0:
+        return exit_codes.OK
+    # horovodrun ends with 1 (its own uncaught "one or more processes exited with non-zero status") whichever
+    # rank failed and how: a rank's refusal (2), a record it cannot read (1), a crash or a lost host look the
+    # same. Read as FAILED, that would stop Airflow's retries for a failure a retry may pass, so it is RETRY;
+    # the ranks' own lines above say what happened.
+    print(f"rn50 train: horovodrun exited with {code if code >= 0 else 128 - code}", file=sys.stderr)
+    return exit_codes.RETRY

@@ -7,8 +7,9 @@ that trains is the same. Data and the run workspace live on a shared volume (a R
 claim) mounted at the same path in the pods and on the Airflow workers, so checkpoints survive a
 deleted job and a retry resumes them.
 
-This module is data in, data out, plus one loop that talks to whatever implements the three
-custom-object calls of the cncf.kubernetes provider's `KubernetesHook` (a test passes a fake).
+This module is data in, data out, plus one job's lifecycle (`MPIJobRun`: run and on_kill, as an
+operator's) that talks to whatever implements the three custom-object calls of the cncf.kubernetes
+provider's `KubernetesHook` (the train task passes the hook; a test passes a fake).
 """
 
 from __future__ import annotations
@@ -239,57 +240,83 @@ def _delete(api: CustomObjects, name: str, namespace: str) -> None:
             raise
 
 
-def run_mpijob(api: CustomObjects, body: Mapping[str, Any], *, poll_s: float = 30, gone_timeout_s: float = 600,
-               log: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep) -> Mapping[str, Any]:
-    """Submit the job (or adopt the one an earlier try left running) and wait until it ends.
+class MPIJobRun:
+    """One training job's lifecycle, as an Airflow operator keeps one: `run()` submits the job (or adopts the
+    one an earlier try left) and waits until it ends, `on_kill()` deletes it.
 
     A job that already succeeded is not run again. A failed one is deleted and submitted afresh: its
-    ranks resume from the checkpoint on the shared volume. If this wait is interrupted (Airflow's
-    timeout, a task marked failed) the job is deleted, so no GPUs keep training for nobody.
+    ranks resume from the checkpoint on the shared volume. If the wait is interrupted (Airflow's
+    timeout, a task marked failed) `run()` calls `on_kill()` itself, so no GPUs keep training for nobody.
     """
-    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
-    ref = f"MPIJob {namespace}/{name}"
-    existing = _get(api, name, namespace)
-    if existing is not None:
-        state, why = job_state(existing)
-        if state == "succeeded":
-            log(f"{ref} already succeeded; not training again")
+
+    def __init__(self, api: CustomObjects, body: Mapping[str, Any], *, poll_s: float = 30,
+                 gone_timeout_s: float = 600, log: Callable[[str], None] = print,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.api, self.body, self.poll_s, self.gone_timeout_s = api, body, poll_s, gone_timeout_s
+        self.log, self.sleep = log, sleep
+        self.name, self.namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+        self.ref = f"MPIJob {self.namespace}/{self.name}"
+
+    def run(self) -> Mapping[str, Any]:
+        """The job's object once it succeeded; MPIJobFailed when it failed or vanished."""
+        existing = self._adopt()
+        if existing is not None:
             return existing
-        if state == "failed":
-            log(f"{ref} failed before ({why}); deleting it to start again from the last checkpoint")
-            _delete(api, name, namespace)
-            waited = 0.0
-            while _get(api, name, namespace) is not None:
-                if waited >= gone_timeout_s:
-                    raise MPIJobFailed(f"{ref} still exists {gone_timeout_s:.0f} s after it was deleted")
-                sleep(poll_s)
-                waited += poll_s
-            existing = None
-        else:
-            log(f"{ref} is {state} from an earlier try; waiting for it")
-    if existing is None:
-        api.create_custom_object(GROUP, VERSION, PLURAL, dict(body), namespace)
-        workers = body["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"]
-        log(f"{ref} submitted: {workers} worker(s) x {body['spec']['slotsPerWorker']} GPU(s)")
-    last = None
-    try:
-        while True:
-            obj = _get(api, name, namespace)
-            if obj is None:
-                raise MPIJobFailed(f"{ref} disappeared while running (deleted by someone else?)")
-            state, why = job_state(obj)
-            if state != last:
-                log(f"{ref}: {state}" + (f" ({why})" if why else ""))
-                last = state
+        last = None
+        try:
+            while True:
+                obj = _get(self.api, self.name, self.namespace)
+                if obj is None:
+                    raise MPIJobFailed(f"{self.ref} disappeared while running (deleted by someone else?)")
+                state, why = job_state(obj)
+                if state != last:
+                    self.log(f"{self.ref}: {state}" + (f" ({why})" if why else ""))
+                    last = state
+                if state == "succeeded":
+                    return obj
+                if state == "failed":
+                    raise MPIJobFailed(f"{self.ref} failed: {why or 'no reason given'}; the launcher's log: "
+                                       f"kubectl -n {self.namespace} logs job/{self.name}-launcher")
+                self.sleep(self.poll_s)
+        except MPIJobFailed:
+            raise
+        except BaseException:
+            self.on_kill()
+            raise
+
+    def on_kill(self) -> None:
+        """Delete the job: its pods get SIGTERM, so the ranks checkpoint and free their GPUs."""
+        self.log(f"{self.ref}: stopped while waiting; deleting the job so its ranks checkpoint and free their GPUs")
+        _delete(self.api, self.name, self.namespace)
+
+    def _adopt(self) -> Mapping[str, Any] | None:
+        """Submit the job unless an earlier try's is there: that one's object if it succeeded, else None
+        (a running one is waited for, a failed one replaced)."""
+        existing = _get(self.api, self.name, self.namespace)
+        if existing is not None:
+            state, why = job_state(existing)
             if state == "succeeded":
-                return obj
-            if state == "failed":
-                raise MPIJobFailed(f"{ref} failed: {why or 'no reason given'}; the launcher's log: "
-                                   f"kubectl -n {namespace} logs job/{name}-launcher")
-            sleep(poll_s)
-    except MPIJobFailed:
-        raise
-    except BaseException:
-        log(f"{ref}: stopped while waiting; deleting the job so its ranks checkpoint and free their GPUs")
-        _delete(api, name, namespace)
-        raise
+                self.log(f"{self.ref} already succeeded; not training again")
+                return existing
+            if state != "failed":
+                self.log(f"{self.ref} is {state} from an earlier try; waiting for it")
+                return None
+            self.log(f"{self.ref} failed before ({why}); deleting it to start again from the last checkpoint")
+            _delete(self.api, self.name, self.namespace)
+            waited = 0.0
+            while _get(self.api, self.name, self.namespace) is not None:
+                if waited >= self.gone_timeout_s:
+                    raise MPIJobFailed(f"{self.ref} still exists {self.gone_timeout_s:.0f} s after it was deleted")
+                self.sleep(self.poll_s)
+                waited += self.poll_s
+        self.api.create_custom_object(GROUP, VERSION, PLURAL, dict(self.body), self.namespace)
+        workers = self.body["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"]
+        self.log(f"{self.ref} submitted: {workers} worker(s) x {self.body['spec']['slotsPerWorker']} GPU(s)")
+        return None
+
+
+def run_mpijob(api: CustomObjects, body: Mapping[str, Any], *, poll_s: float = 30, gone_timeout_s: float = 600,
+               log: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep) -> Mapping[str, Any]:
+    """Submit the job (or adopt an earlier try's), wait until it ends, and delete it if the wait is stopped
+    (MPIJobRun)."""
+    return MPIJobRun(api, body, poll_s=poll_s, gone_timeout_s=gone_timeout_s, log=log, sleep=sleep).run()
