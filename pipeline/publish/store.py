@@ -3,7 +3,7 @@
 Any S3-compatible endpoint works (AWS, MinIO, a local moto server). `make_client` is the one way this
 project makes a client: credentials, region and endpoint come from the standard AWS environment and
 config files unless given explicitly (an Airflow task passes its connection's fields,
-tasks/common.py `s3_client`).
+tasks/connections.py `s3_client`).
 
 One retry layer: botocore's. Its configured retry mode retries each request (connection errors, 5xx,
 throttling) with a jittered exponential backoff: AWS_RETRY_MODE and AWS_MAX_ATTEMPTS (or `retry_mode`
